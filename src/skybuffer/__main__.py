@@ -1,0 +1,5 @@
+"""`python -m skybuffer` runs the CLI."""
+
+from skybuffer.cli import main
+
+main()

@@ -1,0 +1,232 @@
+"""The managed redis-server: start, wait until it serves, stop with SHUTDOWN.
+
+Unless ``redis.url`` points elsewhere, skybuffer runs its own redis-server in
+``{data_dir}/redis`` with the committed ``config/redis/redis.conf`` and the ACL users of
+``config/redis/users.acl``, rendered with passwords generated on first start (files of
+mode 0600 under ``{data_dir}/redis/secrets``) unless given by env. The server outlives
+the command that started it (``skybuffer redis start``) and is found again by its pid
+file; it is stopped by that pid's SHUTDOWN, which fsyncs the AOF.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from skybuffer.errors import ConfigError, MissingBinaryError, RedisUnavailable
+from skybuffer.settings import RedisSettings
+
+USERS = ("skybuffer", "exporter", "admin")
+
+
+def no_retry() -> Retry:
+    """redis-py retries failed commands by default, MULTI/EXEC included: a transaction
+    whose reply was lost would be applied twice. skybuffer retries whole batches itself,
+    checking the cursor first, so the client must never retry on its own."""
+    return Retry(NoBackoff(), 0)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+
+
+class ManagedRedis:
+    """A redis-server process owned by one data dir."""
+
+    def __init__(self, settings: RedisSettings, directory: Path) -> None:
+        self.settings = settings
+        self.directory = directory
+        self.secrets_dir = directory / "secrets"
+        self.pidfile = directory / "redis.pid"
+        self.logfile = directory / "redis.log"
+
+    # --- credentials -------------------------------------------------------------------
+    def credentials(self, user: str = "skybuffer") -> Credentials:
+        """The password of ``user``: from settings, else the data dir (generated once)."""
+        given = {
+            "skybuffer": self.settings.password,
+            "exporter": self.settings.exporter_password,
+        }.get(user)
+        if given is not None:
+            return Credentials(user, given.get_secret_value())
+        path = self.secrets_dir / f"{user}.password"
+        if not path.exists():
+            self.secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _write_private(path, secrets.token_urlsafe(32))
+        return Credentials(user, path.read_text().strip())
+
+    def password_file(self, user: str) -> Path:
+        """A 0600 file holding ``user``'s password (for redis_exporter and compose)."""
+        path = self.secrets_dir / f"{user}.password"
+        creds = self.credentials(user)
+        if not path.exists() or path.read_text().strip() != creds.password:
+            _write_private(path, creds.password)
+        return path
+
+    def render_acl(self) -> Path:
+        """Write users.acl with this data dir's password hashes and key pattern."""
+        template = self.settings.conf.parent / "users.acl"
+        if not template.exists():
+            raise ConfigError(f"ACL template {template} is missing (it sits beside redis.conf)")
+        values = {f"{u}_password": "#" + _sha256(self.credentials(u).password) for u in USERS}
+        values["key_pattern"] = self.settings.prefix + "*"
+        acl = self.directory / "users.acl"
+        _write_private(acl, template.read_text().format(**values))
+        return acl
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def client(self, user: str = "skybuffer", **kwargs: object) -> redis.Redis:
+        creds = self.credentials(user)
+        return redis.Redis(
+            host=self.settings.host,
+            port=self.settings.port,
+            username=creds.username,
+            password=creds.password,
+            socket_timeout=self.settings.socket_timeout_seconds,
+            socket_connect_timeout=2,
+            retry=no_retry(),
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def pid(self) -> int | None:
+        """The pid of our running server, or None (a stale pid file is ignored)."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+            os.kill(pid, 0)
+        except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+            return None
+        return pid
+
+    def is_serving(self) -> bool:
+        try:
+            return bool(self.client("admin").ping())
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+            return False
+        except redis.AuthenticationError:
+            return False
+
+    def start(self) -> bool:
+        """Start the server unless it already serves; True when this call started it."""
+        if self.is_serving():
+            return False
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise MissingBinaryError("redis-server", "redis-server")
+        if not self.settings.conf.exists():
+            raise ConfigError(f"redis.conf not found at {self.settings.conf} (set redis.conf)")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._spawn(binary, self.render_acl())
+        self.wait_until_serving(self.settings.start_timeout_seconds)
+        return True
+
+    def _spawn(self, binary: str, acl: Path) -> None:
+        args = [
+            binary, str(self.settings.conf),
+            "--port", str(self.settings.port),
+            "--bind", self.settings.host,
+            "--dir", str(self.directory),
+            "--aclfile", str(acl),
+            "--pidfile", str(self.pidfile),
+            "--logfile", str(self.logfile),
+            "--daemonize", "no",
+        ]  # fmt: skip
+        if self.settings.maxmemory:
+            args += ["--maxmemory", self.settings.maxmemory]
+        # A new session: the server outlives this command and ignores its Ctrl-C;
+        # skybuffer stops it with SHUTDOWN (AOF fsync'd) instead.
+        proc = subprocess.Popen(
+            args, cwd=self.directory, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        time.sleep(0.05)
+        if proc.poll() is not None:
+            err = (proc.stderr.read().decode(errors="replace") if proc.stderr else "").strip()
+            raise ConfigError(f"redis-server exited at start: {err or self._log_tail()}")
+
+    def wait_until_serving(self, timeout: float) -> None:
+        """Wait until Redis answers commands: the port opens before the AOF is loaded."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.is_serving():
+                return
+            time.sleep(0.05)
+        raise RedisUnavailable(
+            f"redis-server did not serve within {timeout:.0f}s on port "
+            f"{self.settings.port}; see {self.logfile}: {self._log_tail()}"
+        )
+
+    def stop(self, timeout: float = 60.0) -> bool:
+        """SHUTDOWN (the AOF is fsync'd first); True when a server was stopped."""
+        pid = self.pid()
+        if pid is None and not self.is_serving():
+            return False
+        try:
+            self.client("admin").shutdown(nosave=False)
+        except (redis.ConnectionError, redis.TimeoutError):
+            pass  # the connection closes as the server exits
+        except redis.ResponseError as exc:
+            raise RedisUnavailable(f"SHUTDOWN refused: {exc}") from None
+        if pid is not None:
+            _wait_for_exit(pid, timeout)
+        return True
+
+    def _log_tail(self) -> str:
+        try:
+            return " | ".join(self.logfile.read_text(errors="replace").splitlines()[-3:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+def _wait_for_exit(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        try:  # reap it if it is our child
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.05)
+    raise RedisUnavailable(f"redis-server (pid {pid}) did not exit within {timeout:.0f}s")
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a secret readable by its owner only (created 0600, never world-readable)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
+
+
+def connect(settings: RedisSettings, redis_dir: Path, start: bool = True) -> redis.Redis:
+    """A client for the pipeline user: the external Redis of ``url``, or the managed one
+    of this data dir (started when needed)."""
+    if settings.url:
+        return redis.Redis.from_url(
+            settings.url,
+            socket_timeout=settings.socket_timeout_seconds,
+            socket_connect_timeout=2,
+            retry=no_retry(),
+        )
+    server = ManagedRedis(settings, redis_dir)
+    if start:
+        server.start()
+    return server.client()

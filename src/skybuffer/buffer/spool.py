@@ -1,0 +1,110 @@
+"""An append-only, fsync'd file of batches that could not reach Redis.
+
+When Redis is unreachable the ingester keeps the batches it already took from its
+source: first in a bounded memory queue, then here. Records are length-prefixed and
+checksummed, so a record torn by a crash is recognised and ignored (its events are
+re-read from the source, whose cursor never moved past them). On recovery the spool
+is replayed, in order, before anything newer, then truncated.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+
+from skybuffer.buffer.producer import Batch, DeadLetter
+
+_HEADER = struct.Struct("<II")  # payload length, crc32
+
+
+class Spool:
+    """The on-disk overflow of one ingester."""
+
+    def __init__(self, directory: Path, source: str) -> None:
+        self.path = directory / f"{source}.spool"
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def append(self, batches: list[Batch]) -> None:
+        """Append and fsync: once this returns, the batches survive a crash."""
+        with open(self.path, "ab") as handle:
+            for batch in batches:
+                payload = _pack(batch)
+                handle.write(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        _fsync_dir(self.path.parent)
+
+    def read(self) -> Iterator[Batch]:
+        """Every intact record in order; stops at a torn or corrupt tail."""
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as handle:
+            while header := handle.read(_HEADER.size):
+                if len(header) < _HEADER.size:
+                    return
+                length, crc = _HEADER.unpack(header)
+                payload = handle.read(length)
+                if len(payload) < length or zlib.crc32(payload) != crc:
+                    return
+                yield _unpack(payload)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+        _fsync_dir(self.path.parent)
+
+
+def _pack(batch: Batch) -> bytes:
+    blobs: list[bytes] = []
+    parts = []
+    for type_, fields in batch.entries.items():
+        names = sorted(fields)
+        parts.append([type_, batch.counts[type_], [[n.decode(), len(fields[n])] for n in names]])
+        blobs.extend(fields[n] for n in names)
+    dead = []
+    for letter in batch.deadletters:
+        dead.append([str(letter.reason), letter.detail, len(letter.raw)])
+        blobs.append(letter.raw)
+    header = orjson.dumps(
+        {"seq": batch.seq, "position": batch.position, "parts": parts, "dead": dead,
+         "raw_bytes": batch.raw_bytes}
+    )  # fmt: skip
+    return struct.pack("<I", len(header)) + header + b"".join(blobs)
+
+
+def _unpack(payload: bytes) -> Batch:
+    (hlen,) = struct.unpack_from("<I", payload)
+    header = orjson.loads(payload[4 : 4 + hlen])
+    offset = 4 + hlen
+    entries: dict[str, dict[bytes, bytes]] = {}
+    counts: dict[str, int] = {}
+    for type_, count, fields in header["parts"]:
+        entry: dict[bytes, bytes] = {}
+        for name, length in fields:
+            entry[name.encode()] = payload[offset : offset + length]
+            offset += length
+        entries[type_], counts[type_] = entry, count
+    dead = []
+    for reason, detail, length in header["dead"]:
+        dead.append(DeadLetter(reason, payload[offset : offset + length], detail))
+        offset += length
+    return Batch(header["seq"], header["position"], entries, counts, dead, header["raw_bytes"],
+                 attempted=True)  # fmt: skip
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,73 @@
+"""Every Redis key, stream, group and field name skybuffer uses, in one place.
+
+All keys live under one prefix (a setting, default ``skybuffer:``). No transaction or
+script touches keys of two prefixes, so a Redis Cluster deployment can give each
+partition a hash-tagged prefix (``skybuffer:{p0}:``) without a redesign.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The event types, in the order the lake and the status table show them.
+TYPES: tuple[str, ...] = ("posts", "likes", "reposts", "follows", "blocks", "other")
+
+# Collection NSID -> type. Every other collection, and identity/account events, is "other".
+COLLECTION_TYPES: dict[str, str] = {
+    "app.bsky.feed.post": "posts",
+    "app.bsky.feed.like": "likes",
+    "app.bsky.feed.repost": "reposts",
+    "app.bsky.graph.follow": "follows",
+    "app.bsky.graph.block": "blocks",
+}
+
+DEFAULT_PREFIX = "skybuffer:"
+
+# Stream entry fields. Every entry carries exactly these names, in this order, so that
+# Redis stores them once per listpack node (the SAMEFIELDS flag) and they cost nothing.
+FIELD_VERSION = b"v"  # codec version
+FIELD_COUNT = b"n"  # number of events in the entry
+FIELD_DATA = b"d"  # the encoded events
+
+# Dead-letter entry fields.
+DL_REASON = b"reason"
+DL_SOURCE = b"source"
+DL_RAW = b"raw"
+DL_DETAIL = b"detail"
+
+# Consumer group of the DataWriter on every stream.
+WRITER_GROUP = "datawriter"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The Redis key names under one prefix."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def stream(self, type_: str) -> str:
+        return f"{self.prefix}stream:{type_}"
+
+    def streams(self) -> dict[str, str]:
+        return {t: self.stream(t) for t in TYPES}
+
+    @property
+    def deadletter(self) -> str:
+        return f"{self.prefix}deadletter"
+
+    def cursor(self, source: str) -> str:
+        return f"{self.prefix}cursor:{source}"
+
+    @property
+    def event_counts(self) -> str:
+        """Hash type -> buffered events (entries hold micro-batches, so XLEN counts batches)."""
+        return f"{self.prefix}events"
+
+    @property
+    def writer_lock(self) -> str:
+        return f"{self.prefix}lock:datawriter"
+
+    @property
+    def ops_prefix(self) -> str:
+        """Scratch keys of the operations toolkit; never pipeline data."""
+        return f"{self.prefix}ops:"

@@ -1,0 +1,173 @@
+"""Every Prometheus metric skybuffer exports, declared once.
+
+Names follow ``skybuffer_<stage>_<what>_<unit>``; label sets are small and fixed
+(``type`` is one of the six event types, ``reason`` a dead-letter reason code).
+docs/METRICS.md lists each metric with the alert that uses it.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# --- ingest -------------------------------------------------------------------------------
+INGEST_EVENTS = Counter(
+    "skybuffer_ingest_events_total",
+    "Events accepted from the source and confirmed by Redis, by type.",
+    ["type"],
+    registry=REGISTRY,
+)
+INGEST_BYTES = Counter(
+    "skybuffer_ingest_event_bytes_total",
+    "Raw JSON bytes of the events confirmed by Redis.",
+    registry=REGISTRY,
+)
+DEADLETTER_EVENTS = Counter(
+    "skybuffer_deadletter_events_total",
+    "Events sent to the dead-letter stream, by reason code.",
+    ["reason"],
+    registry=REGISTRY,
+)
+INGEST_BATCH_SECONDS = Histogram(
+    "skybuffer_ingest_batch_seconds",
+    "Time from a batch's first event to Redis confirming its transaction.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+INGEST_BACKPRESSURE = Gauge(
+    "skybuffer_ingest_backpressure",
+    "1 while the ingester has stopped taking events because Redis is full or unreachable.",
+    registry=REGISTRY,
+)
+INGEST_REDIS_UP = Gauge(
+    "skybuffer_ingest_redis_up",
+    "1 when the ingester's last Redis call succeeded.",
+    registry=REGISTRY,
+)
+INGEST_SPOOL_BYTES = Gauge(
+    "skybuffer_ingest_spool_bytes",
+    "Bytes of batches spooled to disk while Redis was unreachable.",
+    registry=REGISTRY,
+)
+INGEST_PENDING_EVENTS = Gauge(
+    "skybuffer_ingest_pending_events",
+    "Events held by the ingester (memory queue and spool) and not yet in Redis.",
+    registry=REGISTRY,
+)
+INGEST_LAST_EVENT_TIME = Gauge(
+    "skybuffer_ingest_last_success_timestamp_seconds",
+    "Unix time of the last batch Redis confirmed.",
+    registry=REGISTRY,
+)
+INGEST_UP = Gauge(
+    "skybuffer_ingest_up",
+    "1 while the ingester runs.",
+    registry=REGISTRY,
+)
+
+# --- source -------------------------------------------------------------------------------
+SOURCE_CONNECTED = Gauge(
+    "skybuffer_source_connected",
+    "1 while the source has a live connection (Jetstream websocket).",
+    registry=REGISTRY,
+)
+SOURCE_RECONNECTS = Counter(
+    "skybuffer_source_reconnects_total",
+    "Reconnects of the source, by cause.",
+    ["cause"],
+    registry=REGISTRY,
+)
+SOURCE_BYTES = Counter(
+    "skybuffer_source_received_bytes_total",
+    "Bytes received from the source on the wire.",
+    registry=REGISTRY,
+)
+SOURCE_LAG_SECONDS = Gauge(
+    "skybuffer_source_lag_seconds",
+    "Now minus the time_us of the newest event received.",
+    registry=REGISTRY,
+)
+
+# --- datawriter ---------------------------------------------------------------------------
+WRITER_ROWS = Counter(
+    "skybuffer_writer_rows_total",
+    "Rows written durably to the lake, by type.",
+    ["type"],
+    registry=REGISTRY,
+)
+WRITER_BYTES = Counter(
+    "skybuffer_writer_bytes_total",
+    "Parquet bytes written durably to the lake, by type.",
+    ["type"],
+    registry=REGISTRY,
+)
+WRITER_FILES = Counter(
+    "skybuffer_writer_files_total",
+    "Parquet files written durably to the lake, by type.",
+    ["type"],
+    registry=REGISTRY,
+)
+WRITER_RUNS = Counter(
+    "skybuffer_writer_runs_total",
+    "DataWriter runs, by outcome (success, failure, timeout, skipped).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+WRITER_RUN_SECONDS = Histogram(
+    "skybuffer_writer_run_duration_seconds",
+    "Duration of DataWriter runs (budget: 240 s).",
+    buckets=(1, 5, 10, 30, 60, 120, 180, 240, 300, 600),
+    registry=REGISTRY,
+)
+WRITER_LAST_SUCCESS = Gauge(
+    "skybuffer_writer_last_success_timestamp_seconds",
+    "Unix time of the last successful DataWriter run.",
+    registry=REGISTRY,
+)
+WRITER_LAST_DURATION = Gauge(
+    "skybuffer_writer_last_run_duration_seconds",
+    "Duration of the last DataWriter run.",
+    registry=REGISTRY,
+)
+WRITER_UP = Gauge(
+    "skybuffer_writer_up",
+    "1 while the process serving the DataWriter runs.",
+    registry=REGISTRY,
+)
+
+# --- buffer and lake gauges (sampled by whoever exports) ----------------------------------
+BUFFER_EVENTS = Gauge(
+    "skybuffer_buffer_events",
+    "Events buffered in Redis and not yet written to the lake, by type.",
+    ["type"],
+    registry=REGISTRY,
+)
+BUFFER_OLDEST_AGE = Gauge(
+    "skybuffer_buffer_oldest_age_seconds",
+    "Age of the oldest buffered entry, by type (0 when empty).",
+    ["type"],
+    registry=REGISTRY,
+)
+DEADLETTER_BUFFERED = Gauge(
+    "skybuffer_deadletter_buffered_events",
+    "Entries in the dead-letter stream.",
+    registry=REGISTRY,
+)
+LAKE_BYTES = Gauge(
+    "skybuffer_lake_bytes",
+    "Bytes of Parquet in the lake, by type.",
+    ["type"],
+    registry=REGISTRY,
+)
+LAKE_FREE_BYTES = Gauge(
+    "skybuffer_lake_free_bytes",
+    "Free bytes on the filesystem of the lake.",
+    registry=REGISTRY,
+)
+
+
+def serve(host: str, port: int) -> None:
+    """Expose the registry on http://host:port/metrics (port 0: do nothing)."""
+    if port:
+        start_http_server(port, addr=host, registry=REGISTRY)

@@ -1,0 +1,284 @@
+"""The ingester: source -> classify/encode -> one Redis transaction per batch.
+
+Guarantees (tests/pipeline/test_ingest.py proves each):
+- No loss: a batch leaves the ingester's hands only when Redis confirmed it. While Redis
+  refuses writes (OOM, or used memory past the high-water mark) the ingester stops taking
+  events from its source and retries with backoff until memory is below the low-water
+  mark. While Redis is unreachable, batches already taken wait in a bounded memory queue,
+  then in the fsync'd on-disk spool, and are written first, in order, on recovery.
+- No duplicates: each batch carries a sequence number written with the source position in
+  its transaction; a batch whose EXEC outcome is unknown is checked against it.
+- Resume: on start the spool is replayed, then the source continues from the cursor.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from skybuffer.buffer.producer import Batch, Encoder, Producer
+from skybuffer.buffer.spool import Spool
+from skybuffer.errors import BufferFull, RedisUnavailable
+from skybuffer.observability import metrics
+from skybuffer.settings import IngestSettings
+from skybuffer.sources.base import Source
+
+log = logging.getLogger(__name__)
+
+MEMORY_CHECK_SECONDS = 0.5
+
+
+@dataclass
+class IngestStats:
+    """What a run did; ``events`` counts events confirmed by Redis (dead letters included)."""
+
+    events: int = 0
+    by_type: Counter[str] = field(default_factory=Counter)
+    deadletters: int = 0
+    batches: int = 0
+    raw_bytes: int = 0
+    backpressure_seconds: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+class Ingester:
+    """Moves events from one source into the buffer; ``run`` returns when told to stop,
+    when the source ends, or once ``max_events`` are buffered."""
+
+    def __init__(
+        self,
+        producer: Producer,
+        source: Source,
+        settings: IngestSettings,
+        spool: Spool,
+        encoder: Encoder | None = None,
+        on_batch: Callable[[IngestStats], None] | None = None,
+    ) -> None:
+        self.producer = producer
+        self.source = source
+        self.settings = settings
+        self.spool = spool
+        self.encoder = encoder or Encoder(settings.max_event_bytes)
+        self.on_batch = on_batch
+        self.stats = IngestStats()
+        self._memory: deque[Batch] = deque()
+        self._landed_seq = 0
+        self._next_seq = 1
+        self._retry_at = 0.0
+        self._backoff = 0.05
+        self._memory_checked = 0.0
+        self._full = False
+
+    # --- the loop ------------------------------------------------------------------------
+    def run(
+        self, stop: threading.Event | None = None, max_events: int | None = None
+    ) -> IngestStats:
+        stop = stop or threading.Event()
+        metrics.INGEST_UP.set(1)
+        try:
+            self._recover(stop)
+            for source_batch in self.source.batches(
+                self.settings.batch_events, self.settings.linger_seconds
+            ):
+                if source_batch.events or source_batch.rejects:
+                    self._take(source_batch.events, source_batch.rejects, source_batch.position)
+                self._flush()
+                self._hold_back(stop)
+                if stop.is_set() or (max_events is not None and self._buffered() >= max_events):
+                    break
+            self._finish(stop)
+        finally:
+            self.source.close()
+            metrics.INGEST_UP.set(0)
+        return self.stats
+
+    def _take(self, events: list[bytes], rejects: list, position: str) -> None:
+        batch = self.encoder.encode(self._next_seq, position, events, rejects)
+        self._next_seq += 1
+        self._memory.append(batch)
+        if len(self._memory) > self.settings.memory_queue_batches:
+            self._spill()
+
+    def _buffered(self) -> int:
+        return self.stats.events
+
+    # --- start and stop ------------------------------------------------------------------
+    def _recover(self, stop: threading.Event) -> None:
+        """Wait for Redis, replay the spool, and point the source at the cursor."""
+        while True:
+            try:
+                checkpoint = self.producer.checkpoint()
+                break
+            except RedisUnavailable as exc:
+                self._wait(stop, f"Redis unreachable at start ({exc})")
+                if stop.is_set():
+                    raise
+        self._landed_seq = checkpoint.seq
+        self._next_seq = checkpoint.seq + 1
+        position = checkpoint.position
+        replayed = self._replay_spool(stop)
+        if replayed is not None:
+            position = replayed
+        self.source.resume(position)
+        log.info("Ingest resumes source %s at %s (batch %d).",
+                 self.producer.source, position or "its start", self._next_seq)  # fmt: skip
+
+    def _replay_spool(self, stop: threading.Event) -> str | None:
+        """Write the spooled batches a previous run left; the last position, or None."""
+        position = None
+        for batch in self.spool.read():
+            if batch.seq <= self._landed_seq:
+                continue
+            if batch.seq != self._landed_seq + 1:
+                log.warning(
+                    "Spool record %d does not follow the cursor (%d); the source re-reads "
+                    "from the cursor instead.",
+                    batch.seq,
+                    self._landed_seq,
+                )
+                break
+            self._write_until_landed(batch, stop)
+            position = batch.position
+        self._next_seq = self._landed_seq + 1
+        self.spool.clear()
+        metrics.INGEST_SPOOL_BYTES.set(0)
+        return position
+
+    def _finish(self, stop: threading.Event) -> None:
+        """Flush what is held; if Redis stays away, spool it (nothing is lost on exit)."""
+        deadline = time.monotonic() + 10
+        while self._pending() and time.monotonic() < deadline:
+            self._flush(force=True)
+            if self._pending():
+                time.sleep(min(self._backoff, 1.0))
+        if self._memory:
+            self._spill()
+            log.warning("Redis unreachable at shutdown: %d bytes spooled to %s for the next "
+                        "start.", self.spool.size(), self.spool.path)  # fmt: skip
+
+    # --- writing -------------------------------------------------------------------------
+    def _pending(self) -> bool:
+        return bool(self._memory) or self.spool.size() > 0
+
+    def _flush(self, force: bool = False) -> None:
+        """Write held batches in order (spool first: it holds the oldest)."""
+        if not self._pending():
+            self._full = False
+            return
+        if not force and time.monotonic() < self._retry_at:
+            return
+        try:
+            if self.spool.size():
+                self._flush_spool()
+            while self._memory:
+                self._write(self._memory[0])
+                self._memory.popleft()
+            self._healthy()
+        except (RedisUnavailable, BufferFull) as exc:
+            self._unhealthy(exc)
+        metrics.INGEST_PENDING_EVENTS.set(sum(b.events for b in self._memory))
+
+    def _flush_spool(self) -> None:
+        for batch in self.spool.read():
+            if batch.seq > self._landed_seq:
+                self._write(batch)
+        self.spool.clear()
+        metrics.INGEST_SPOOL_BYTES.set(0)
+
+    def _write(self, batch: Batch) -> None:
+        if self.producer.write(batch):
+            self._count(batch)
+        self._landed_seq = batch.seq
+
+    def _write_until_landed(self, batch: Batch, stop: threading.Event) -> None:
+        while True:
+            try:
+                self._write(batch)
+                self._healthy()
+                return
+            except (RedisUnavailable, BufferFull) as exc:
+                self._unhealthy(exc)
+                self._wait(stop, str(exc))
+
+    def _count(self, batch: Batch) -> None:
+        stats = self.stats
+        stats.events += batch.events
+        stats.batches += 1
+        stats.raw_bytes += batch.raw_bytes
+        stats.deadletters += len(batch.deadletters)
+        stats.by_type.update(batch.counts)
+        for type_, count in batch.counts.items():
+            metrics.INGEST_EVENTS.labels(type_).inc(count)
+        for dead in batch.deadletters:
+            metrics.DEADLETTER_EVENTS.labels(str(dead.reason)).inc()
+        metrics.INGEST_BYTES.inc(batch.raw_bytes)
+        metrics.INGEST_BATCH_SECONDS.observe(time.monotonic() - batch.started)
+        metrics.INGEST_LAST_EVENT_TIME.set(time.time())
+        if self.on_batch is not None:
+            self.on_batch(stats)
+
+    def _spill(self) -> None:
+        """Move the memory queue to the spool (it is older than anything taken later)."""
+        self.spool.append(list(self._memory))
+        self._memory.clear()
+        metrics.INGEST_SPOOL_BYTES.set(self.spool.size())
+
+    # --- health and backpressure ---------------------------------------------------------
+    def _healthy(self) -> None:
+        self._full = False
+        self._backoff = 0.05
+        self._retry_at = 0.0
+        metrics.INGEST_REDIS_UP.set(1)
+
+    def _unhealthy(self, exc: Exception) -> None:
+        self._full = isinstance(exc, BufferFull)
+        metrics.INGEST_REDIS_UP.set(0 if isinstance(exc, RedisUnavailable) else 1)
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self.settings.backoff_max_seconds)
+
+    def _hold_back(self, stop: threading.Event) -> None:
+        """Stop taking events while Redis is full: wait until below the low-water mark."""
+        if not self._over_high_water():
+            return
+        metrics.INGEST_BACKPRESSURE.set(1)
+        began = time.monotonic()
+        log.warning("Backpressure: Redis is full; not taking events until memory is below "
+                    "%.0f%% of maxmemory.", self.settings.low_water * 100)  # fmt: skip
+        while not stop.is_set():
+            self._flush(force=True)
+            if not self._memory and not self._full and self._below_low_water():
+                break
+            stop.wait(min(self._backoff, self.settings.backoff_max_seconds))
+        self.stats.backpressure_seconds += time.monotonic() - began
+        metrics.INGEST_BACKPRESSURE.set(0)
+
+    def _over_high_water(self) -> bool:
+        if self._full:
+            return True
+        now = time.monotonic()
+        if now - self._memory_checked < MEMORY_CHECK_SECONDS:
+            return False
+        self._memory_checked = now
+        try:
+            return self.producer.memory_fraction() >= self.settings.high_water
+        except RedisUnavailable:
+            return False  # the flush path handles unreachability
+
+    def _below_low_water(self) -> bool:
+        try:
+            return self.producer.memory_fraction() < self.settings.low_water
+        except RedisUnavailable:
+            return False
+
+    def _wait(self, stop: threading.Event, why: str) -> None:
+        log.warning("%s; retrying in %.1fs.", why, self._backoff)
+        stop.wait(self._backoff)
+        self._backoff = min(self._backoff * 2, self.settings.backoff_max_seconds)

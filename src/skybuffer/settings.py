@@ -1,0 +1,219 @@
+"""Every knob skybuffer has: one root ``Settings`` with a nested model per component.
+
+Values come, highest first, from: keyword arguments (the CLI), environment variables
+(``SKYBUFFER_`` prefix, ``__`` between levels: ``SKYBUFFER_REDIS__MAXMEMORY``), a TOML
+file (``SKYBUFFER_CONFIG`` or ``--config``), then the defaults here. Only ``cli.py`` and
+``flows.py`` build a ``Settings``; every component receives its own part.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from skybuffer.constants import DEFAULT_PREFIX
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _default_redis_conf() -> Path:
+    """The committed redis.conf: beside the package in a checkout, or installed data."""
+    for candidate in (
+        PACKAGE_DIR.parent.parent / "config" / "redis" / "redis.conf",
+        PACKAGE_DIR / "data" / "redis.conf",
+    ):
+        if candidate.exists():
+            return candidate
+    return PACKAGE_DIR.parent.parent / "config" / "redis" / "redis.conf"
+
+
+class RedisSettings(BaseModel):
+    """Where the buffer lives and how skybuffer treats it."""
+
+    url: str | None = None
+    """An external Redis (redis://user:pass@host:port/0). Unset: skybuffer manages its own."""
+    prefix: str = DEFAULT_PREFIX
+    """Prefix of every key; a hash-tagged prefix (skybuffer:{p0}:) suits Redis Cluster."""
+    conf: Path = Field(default_factory=_default_redis_conf)
+    """The redis.conf the managed server starts with."""
+    host: str = "127.0.0.1"
+    port: int = 6390
+    """Port of the managed server (loopback only)."""
+    maxmemory: str | None = None
+    """Overrides maxmemory of the conf for the managed server (e.g. '30mb' in tests)."""
+    password: SecretStr | None = None
+    """Password of the 'skybuffer' ACL user; generated into the data dir when unset."""
+    exporter_password: SecretStr | None = None
+    """Password of the read-only 'exporter' ACL user; generated when unset."""
+    socket_timeout_seconds: float = 10.0
+    start_timeout_seconds: float = 120.0
+    """How long `redis start` waits for the AOF to load before giving up."""
+
+
+class IngestSettings(BaseModel):
+    """Batching, backpressure and spooling of the ingester."""
+
+    batch_events: int = Field(default=5000, ge=1)
+    """Events per Redis transaction (at most)."""
+    linger_seconds: float = Field(default=0.25, ge=0)
+    """How long a partial batch may wait for more events before it is written."""
+    max_event_bytes: int = Field(default=1_000_000, ge=256)
+    """Larger events go to the dead-letter stream (raw bytes truncated at this size)."""
+    high_water: float = Field(default=0.85, gt=0, le=1)
+    """Stop taking events when used_memory passes this fraction of maxmemory."""
+    low_water: float = Field(default=0.75, gt=0, le=1)
+    """Resume below this fraction."""
+    memory_queue_batches: int = Field(default=64, ge=1)
+    """Batches held in memory while Redis is unreachable, before spilling to the spool."""
+    backoff_max_seconds: float = 5.0
+    spool_dir: Path | None = None
+    """Append-only on-disk spool; default {data_dir}/spool."""
+    rate: float = Field(default=1500.0, ge=0)
+    """Synthetic events per second (0 = as fast as possible)."""
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _water_marks_ordered(self) -> IngestSettings:
+        if self.low_water >= self.high_water:
+            raise ValueError(
+                f"ingest.low_water ({self.low_water}) must be below ingest.high_water "
+                f"({self.high_water})"
+            )
+        return self
+
+
+class WriterSettings(BaseModel):
+    """The DataWriter: consumer group reads, batching, claiming, schedule."""
+
+    consumer: str = "writer-1"
+    """Stable consumer name in the 'datawriter' group (stable, so pending entries are found)."""
+    batch_events: int = Field(default=250_000, ge=1)
+    """Events per drained batch: bounds the writer's memory."""
+    read_count: int = Field(default=200, ge=1)
+    """Stream entries per XREADGROUP call."""
+    claim_idle_seconds: float = 300.0
+    """Entries pending this long in another consumer are claimed (XAUTOCLAIM)."""
+    schedule: str = "*/5 * * * *"
+    """Cron expression, or a number of seconds for an interval."""
+    budget_seconds: float = 240.0
+    """A run must finish within this; it is failed otherwise."""
+    fault: str | None = None
+    """Test-only fault injection: exit abruptly at a named step."""
+
+
+class LakeSettings(BaseModel):
+    """The Parquet lake."""
+
+    root: str | None = None
+    """Local path or URI (s3://bucket/prefix); default {data_dir}/lake."""
+    path_template: str = "{type}/year={year}/month={month}/day={day}/hour={hour}"
+    """Partition directory under the root; the seed's order is
+    'year={year}/month={month}/day={day}/hour={hour}/type={type}'."""
+    compression: str = "zstd"
+    compression_level: int = 3
+    row_group_rows: int = 128 * 1024
+
+
+class MetricsSettings(BaseModel):
+    """Prometheus endpoints of skybuffer's own processes (0 disables)."""
+
+    host: str = "127.0.0.1"
+    ingest_port: int = 9464
+    writer_port: int = 9465
+
+
+class Settings(BaseSettings):
+    """The root of every setting."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SKYBUFFER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Path("./var")
+    """Holds redis, prefect, lake, spool and reports unless each is set on its own."""
+    config: Path | None = None
+    """A TOML file with any of these settings (sections [redis], [ingest], ...)."""
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    writer: WriterSettings = Field(default_factory=WriterSettings)
+    lake: LakeSettings = Field(default_factory=LakeSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Settings:
+        if self.ingest.spool_dir is None:
+            self.ingest.spool_dir = self.data_dir / "spool"
+        if self.lake.root is None:
+            self.lake.root = str(self.data_dir / "lake")
+        return self
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.data_dir / "redis"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def prefect_dir(self) -> Path:
+        return self.data_dir / "prefect"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = _toml_file(init_settings(), env_settings())
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+def _toml_file(init: dict[str, Any], env: dict[str, Any]) -> Path | None:
+    path = init.get("config") or env.get("config")
+    if not path:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        from skybuffer.errors import ConfigError
+
+        raise ConfigError(f"config file {path} does not exist (set by --config/SKYBUFFER_CONFIG)")
+    return path
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning validation errors into one readable ConfigError."""
+    from pydantic import ValidationError
+
+    from skybuffer.errors import ConfigError
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None

@@ -1,0 +1,79 @@
+"""The managed redis-server: config as committed, least privilege, clean stop."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import redis
+
+from skybuffer.buffer.server import ManagedRedis, no_retry
+from skybuffer.errors import MissingBinaryError
+
+
+def test_managed_redis_runs_the_committed_profile(redis_server: ManagedRedis) -> None:
+    admin = redis_server.client("admin")
+    config = admin.config_get("*")
+    assert config["maxmemory-policy"] == "noeviction"
+    assert config["appendonly"] == "yes"
+    assert config["appendfsync"] == "everysec"
+    assert int(config["maxmemory"]) == 2 * 1024**3
+    assert config["protected-mode"] == "yes"
+    assert config["bind"].startswith("127.0.0.1")
+
+
+def test_passwords_are_generated_once_into_private_files(redis_server: ManagedRedis) -> None:
+    for user in ("skybuffer", "exporter", "admin"):
+        path = redis_server.secrets_dir / f"{user}.password"
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert len(path.read_text()) >= 32
+    again = ManagedRedis(redis_server.settings, redis_server.directory)
+    assert again.credentials().password == redis_server.credentials().password
+
+
+def test_default_user_is_disabled(redis_server: ManagedRedis) -> None:
+    anonymous = redis.Redis(host="127.0.0.1", port=redis_server.settings.port, retry=no_retry())
+    with pytest.raises((redis.AuthenticationError, redis.ResponseError)):
+        anonymous.ping()
+
+
+def test_pipeline_user_is_confined_to_its_prefix_and_commands(client: redis.Redis) -> None:
+    client.xadd("skybuffer:stream:likes", {"v": "1"})
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.set("elsewhere", "1")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.xadd("other:stream", {"v": "1"})
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.flushall()
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.config_set("maxmemory-policy", "allkeys-lru")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.shutdown()
+
+
+def test_exporter_user_is_read_only(redis_server: ManagedRedis) -> None:
+    exporter = redis_server.client("exporter")
+    assert "used_memory" in exporter.info("memory")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        exporter.xadd("skybuffer:stream:likes", {"v": "1"})
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        exporter.delete("skybuffer:stream:likes")
+
+
+def test_stop_shuts_down_and_start_reloads_the_aof(redis_server: ManagedRedis) -> None:
+    client = redis_server.client()
+    client.xadd("skybuffer:stream:posts", {"v": "1"})
+    assert redis_server.stop()
+    assert redis_server.pid() is None
+    assert redis_server.start()
+    assert redis_server.client().xlen("skybuffer:stream:posts") == 1
+
+
+def test_start_without_redis_server_names_the_package(
+    redis_server: ManagedRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    redis_server.stop()
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(MissingBinaryError, match="apt-get install redis-server"):
+        redis_server.start()

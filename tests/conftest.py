@@ -1,0 +1,100 @@
+"""Fixtures: real redis-server processes on free loopback ports in temp dirs.
+
+Every server a test starts is stopped by the pid it was started with (SHUTDOWN first,
+SIGKILL if it will not go). No fakes: the tests run against the redis-server binary.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from skybuffer.buffer.server import ManagedRedis
+from skybuffer.settings import Settings, load_settings
+
+GOLDEN = Path(__file__).parent / "data" / "golden_v1.jsonl"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stop_pid(pid: int | None, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL, the process we started; reap it if it is our child."""
+    if pid is None:
+        return
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    return
+            except (ProcessLookupError, ChildProcessError):
+                return
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings rooted in this test's temp dir, with a free Redis port."""
+    port = free_port()
+
+    def make(**overrides: Any) -> Settings:
+        redis_overrides = {"port": port, **overrides.pop("redis", {})}
+        overrides.setdefault("metrics", {"ingest_port": 0, "writer_port": 0})
+        return load_settings(data_dir=tmp_path / "var", redis=redis_overrides, **overrides)
+
+    return make
+
+
+@pytest.fixture
+def start_redis(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., ManagedRedis]]:
+    """Start a managed redis-server (real binary) for the test; stopped by pid after it."""
+    started: list[ManagedRedis] = []
+
+    def start(**redis_overrides: Any) -> ManagedRedis:
+        settings = make_settings(redis=redis_overrides)
+        server = ManagedRedis(settings.redis, settings.redis_dir)
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        pid = server.pid()
+        try:
+            server.stop(timeout=10)
+        except Exception:  # noqa: BLE001 - teardown must reach the kill below
+            pass
+        stop_pid(pid)
+
+
+@pytest.fixture
+def redis_server(start_redis: Callable[..., ManagedRedis]) -> ManagedRedis:
+    return start_redis()
+
+
+@pytest.fixture
+def client(redis_server: ManagedRedis) -> redis.Redis:
+    """The pipeline user's client on a fresh server."""
+    return redis_server.client()
+
+
+@pytest.fixture
+def golden_lines() -> list[bytes]:
+    return GOLDEN.read_bytes().splitlines()
