@@ -1,5 +1,34 @@
 """Event sources: each yields batches of raw Jetstream-shaped JSON events with a position."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
+from skybuffer.errors import ConfigError
 from skybuffer.sources.base import Source, SourceBatch
 
-__all__ = ["Source", "SourceBatch"]
+SOURCE_KINDS = ("synthetic", "replay")
+
+__all__ = ["SOURCE_KINDS", "Source", "SourceBatch", "open_source"]
+
+
+def open_source(
+    kind: str,
+    *,
+    rate: float,
+    seed: int = 42,
+    count: int | None = None,
+    file: Path | None = None,
+) -> Source:
+    """Build the source a command asked for; a bad combination gets one clear message."""
+    if kind == "synthetic":
+        from skybuffer.sources.synthetic import SyntheticSource
+
+        return SyntheticSource(seed=seed, rate=rate, count=count)
+    if kind == "replay":
+        if file is None:
+            raise ConfigError("--source replay needs --file PATH (a .jsonl or .jsonl.zst file)")
+        from skybuffer.sources.replay import ReplaySource
+
+        return ReplaySource(file, rate=rate, count=count)
+    raise ConfigError(f"unknown source {kind!r}; choose one of {', '.join(SOURCE_KINDS)}")

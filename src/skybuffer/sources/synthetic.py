@@ -155,7 +155,7 @@ _WORDS: dict[str, list[str]] = {
     "fr": "je le la et ne pas très bien merci aujourd'hui ça c'est vraiment chat".split(),
     "ko": "오늘 정말 감사합니다 너무 좋아요 고양이 커피 사랑해 ㅋㅋㅋ 진짜".split(),
 }
-_LANGS, _LANG_WEIGHTS = [*_WORDS, ""], [55, 14, 11, 5, 6, 3, 3, 3]
+_LANGS, _LANG_CUMULATIVE = [*_WORDS, ""], [0.55, 0.69, 0.80, 0.85, 0.91, 0.94, 0.97]
 _EMOJI = "😂 ❤️ 🥺 ✨ 🔥 👍🏽 🏳️‍🌈 🇧🇷 👨‍👩‍👧 🙏 😭 💀 🎉 ☕ 🦋 💙".split()
 _DOMAINS = ["youtube.com", "nytimes.com", "github.com", "theguardian.com", "bsky.app"]
 _NAMES = "alice bob jun maria lena omar yuki paulo sara theo".split()
@@ -233,15 +233,18 @@ class _Factory:
         return _SECONDS[c_us // 1_000_000] + _MILLIS[c_us // 1000 % 1000], c_us
 
     @staticmethod
-    def create(rng: random.Random, did: str, t: int, coll: str, c_us: int, record: Event,
-               cid: str) -> Event:
+    def create(
+        rng: random.Random, did: str, t: int, coll: str, c_us: int, record: Event, cid: str
+    ) -> Event:
         clock = rng.getrandbits(10)
-        return _commit(did, t, _tid(t - 20_000, clock), "create", coll, _tid(c_us, clock),
-                       record, cid)
+        return _commit(
+            did, t, _tid(t - 20_000, clock), "create", coll, _tid(c_us, clock), record, cid
+        )
 
     @staticmethod
-    def create_json(rng: random.Random, did: str, t: int, coll: str, c_us: int, record: str,
-                    cid: str) -> bytes:
+    def create_json(
+        rng: random.Random, did: str, t: int, coll: str, c_us: int, record: str, cid: str
+    ) -> bytes:
         """``create`` for the hot small types, formatted directly (every part is plain ASCII)."""
         clock = rng.getrandbits(10)
         return (
@@ -251,8 +254,9 @@ class _Factory:
         ).encode()
 
 
-def _commit(did: str, t: int, rev: str, op: str, coll: str, rkey: str, record: Event | None,
-            cid: str) -> Event:
+def _commit(
+    did: str, t: int, rev: str, op: str, coll: str, rkey: str, record: Event | None, cid: str
+) -> Event:
     commit: Event = {"rev": rev, "operation": op, "collection": coll, "rkey": rkey}
     if record is not None:
         commit["record"] = record
@@ -290,19 +294,20 @@ def _delete(coll: str) -> Builder:
     def build(f: _Factory, rng: random.Random, did: str, t: int, cid: str) -> Event:
         clock = rng.getrandbits(10)
         made = t - int(rng.random() ** 2 * 30 * DAY_US) - 60_000_000
-        return _commit(did, t, _tid(t - 20_000, clock), "delete", coll, _tid(made, clock),
-                       None, cid)
+        return _commit(
+            did, t, _tid(t - 20_000, clock), "delete", coll, _tid(made, clock), None, cid
+        )
 
     return build
 
 
 def _text(rng: random.Random, lang: str) -> str:
     words = _WORDS[lang or "en"]
-    n = 1 + int(rng.random() ** 1.6 * 40)
-    text = ("" if lang == "ja" else " ").join(rng.choices(words, k=n)).capitalize()
+    n = 1 + int(rng.random() ** 1.5 * 62)
+    text = ("" if lang == "ja" else " ").join(rng.choices(words, k=n))
     if rng.random() < 0.3:
         text += " " + "".join(rng.choices(_EMOJI, k=rng.randint(1, 3)))
-    return text[:240]
+    return text[:1].upper() + text[1:240]
 
 
 def _facet(f: _Factory, rng: random.Random, text: str) -> tuple[str, list[Event]]:
@@ -327,8 +332,12 @@ def _facet(f: _Factory, rng: random.Random, text: str) -> tuple[str, list[Event]
 
 def _blob(rng: random.Random, mime: str) -> Event:
     size = int(rng.random() ** 2 * 950_000) + 8_000
-    return {"$type": "blob", "ref": {"$link": _cid(BLOB_CID, rng.randbytes(52))},
-            "mimeType": mime, "size": size}
+    return {
+        "$type": "blob",
+        "ref": {"$link": _cid(BLOB_CID, rng.randbytes(52))},
+        "mimeType": mime,
+        "size": size,
+    }
 
 
 def _images(rng: random.Random) -> Event:
@@ -359,15 +368,14 @@ def _embed(f: _Factory, rng: random.Random, t: int) -> Event | None:
         return {"$type": "app.bsky.embed.record", "record": f.ref(rng, t)}
     if u < 0.44:
         quoted = {"$type": "app.bsky.embed.record", "record": f.ref(rng, t)}
-        return {"$type": "app.bsky.embed.recordWithMedia", "media": _images(rng),
-                "record": quoted}
+        return {"$type": "app.bsky.embed.recordWithMedia", "media": _images(rng), "record": quoted}
     return None
 
 
 def _post(f: _Factory, rng: random.Random, did: str, t: int, cid: str) -> Event:
     """A post record with keys in the sorted order atproto's CBOR gives them."""
     created, c_us = f.created(rng, t)
-    lang = rng.choices(_LANGS, _LANG_WEIGHTS)[0]
+    lang = _LANGS[bisect_right(_LANG_CUMULATIVE, rng.random())]
     text, facets = _facet(f, rng, _text(rng, lang))
     record: Event = {"$type": POST, "createdAt": created}
     embed = _embed(f, rng, t)
@@ -376,7 +384,7 @@ def _post(f: _Factory, rng: random.Random, did: str, t: int, cid: str) -> Event:
     if facets:
         record["facets"] = facets
     if lang:
-        record["langs"] = [lang] if rng.random() < 0.95 else [lang, "en"]
+        record["langs"] = [lang] if lang == "en" or rng.random() < 0.9 else [lang, "en"]
     if rng.random() < 0.30:
         root = f.ref(rng, t)
         record["reply"] = {"parent": f.ref(rng, t) if rng.random() < 0.6 else root, "root": root}
@@ -385,22 +393,33 @@ def _post(f: _Factory, rng: random.Random, did: str, t: int, cid: str) -> Event:
 
 
 def _profile(f: _Factory, rng: random.Random, did: str, t: int, cid: str) -> Event:
-    record: Event = {"$type": PROFILE, "avatar": _blob(rng, "image/jpeg"),
-                     "banner": _blob(rng, "image/jpeg"), "createdAt": _iso(t - 90 * DAY_US),
-                     "description": _text(rng, "en")[:200],
-                     "displayName": f"{rng.choice(_NAMES).title()} {rng.choice(_EMOJI)}"}
+    record: Event = {
+        "$type": PROFILE,
+        "avatar": _blob(rng, "image/jpeg"),
+        "banner": _blob(rng, "image/jpeg"),
+        "createdAt": _iso(t - 90 * DAY_US),
+        "description": _text(rng, "en")[:200],
+        "displayName": f"{rng.choice(_NAMES).title()} {rng.choice(_EMOJI)}",
+    }
     if rng.random() < 0.5:
         record["pinnedPost"] = f.ref(rng, t)
-    return _commit(did, t, _tid(t - 20_000, rng.getrandbits(10)), "update", PROFILE, "self",
-                   record, cid)
+    return _commit(
+        did, t, _tid(t - 20_000, rng.getrandbits(10)), "update", PROFILE, "self", record, cid
+    )
 
 
 def _status(f: _Factory, rng: random.Random, did: str, t: int, cid: str) -> Event:
     coll = "app.bsky.actor.status"
-    record = {"$type": coll, "createdAt": f.created(rng, t)[0], "durationMinutes": 240,
-              "embed": _external(rng), "status": coll + "#live"}
-    return _commit(did, t, _tid(t - 20_000, rng.getrandbits(10)), "update", coll, "self",
-                   record, cid)
+    record = {
+        "$type": coll,
+        "createdAt": f.created(rng, t)[0],
+        "durationMinutes": 240,
+        "embed": _external(rng),
+        "status": coll + "#live",
+    }
+    return _commit(
+        did, t, _tid(t - 20_000, rng.getrandbits(10)), "update", coll, "self", record, cid
+    )
 
 
 def _listitem(f: _Factory, rng: random.Random, did: str, t: int, cid: str) -> Event:
@@ -416,8 +435,13 @@ def _threadgate(f: _Factory, rng: random.Random, did: str, t: int, cid: str) -> 
     allow = [{"$type": coll + "#mentionRule"}, {"$type": coll + "#followingRule"}]
     event = f.create(rng, did, t, coll, c_us, {}, cid)
     post = f"at://{did}/{POST}/{event['commit']['rkey']}"
-    event["commit"]["record"] = {"$type": coll, "allow": allow[: rng.randint(0, 2)],
-                                 "createdAt": created, "hiddenReplies": [], "post": post}
+    event["commit"]["record"] = {
+        "$type": coll,
+        "allow": allow[: rng.randint(0, 2)],
+        "createdAt": created,
+        "hiddenReplies": [],
+        "post": post,
+    }
     return event
 
 
@@ -425,11 +449,19 @@ def _teal_play(f: _Factory, rng: random.Random, did: str, t: int, cid: str) -> E
     coll = "fm.teal.alpha.feed.play"
     created, c_us = f.created(rng, t)
     mbid = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(3)]
-    record = {"$type": coll, "artists": [{"artistMbId": mbid[0], "artistName": "Björk"}],
-              "duration": rng.randint(120, 420), "isrc": "GBAAN0100001",
-              "musicServiceBaseDomain": "spotify.com", "playedTime": created,
-              "recordingMbId": mbid[1], "releaseMbId": mbid[2], "releaseName": "Vespertine",
-              "submissionClientAgent": "piper/v0.0.1", "trackName": "Hidden Place"}
+    record = {
+        "$type": coll,
+        "artists": [{"artistMbId": mbid[0], "artistName": "Björk"}],
+        "duration": rng.randint(120, 420),
+        "isrc": "GBAAN0100001",
+        "musicServiceBaseDomain": "spotify.com",
+        "playedTime": created,
+        "recordingMbId": mbid[1],
+        "releaseMbId": mbid[2],
+        "releaseName": "Vespertine",
+        "submissionClientAgent": "piper/v0.0.1",
+        "trackName": "Hidden Place",
+    }
     return f.create(rng, did, t, coll, c_us, record, cid)
 
 
@@ -497,8 +529,13 @@ class SyntheticSource:
 
     name = "synthetic"
 
-    def __init__(self, seed: int = 42, rate: float = DEFAULT_RATE, count: int | None = None,
-                 start_us: int | None = None) -> None:
+    def __init__(
+        self,
+        seed: int = 42,
+        rate: float = DEFAULT_RATE,
+        count: int | None = None,
+        start_us: int | None = None,
+    ) -> None:
         if rate < 0:
             raise ConfigError(f"synthetic rate must be >= 0 events/s (0 = unpaced), got {rate}")
         if count is not None and count < 0:

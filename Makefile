@@ -1,0 +1,46 @@
+# skybuffer: `make run` and `make test` are all a new user needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: help run test lint typecheck pytest soak bench system-packages clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(VENV)/.installed $@
+
+system-packages:  ## install missing Debian packages (redis, prometheus, alertmanager, exporter)
+	@scripts/system-packages.sh
+
+run: $(VENV)/.installed system-packages  ## set up, then run the whole pipeline (Ctrl-C stops it)
+	$(BIN)/skybuffer run
+
+lint: $(VENV)/.installed-dev  ## ruff
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+typecheck: $(VENV)/.installed-dev  ## mypy
+	$(BIN)/mypy
+
+pytest: $(VENV)/.installed-dev system-packages  ## the test suite only
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest  ## set up, then lint, type-check and run every test
+
+soak: $(VENV)/.installed-dev system-packages  ## long end-to-end runs (not in CI)
+	SKYBUFFER_SOAK=1 $(BIN)/python -m pytest -m soak -p no:cacheprovider tests
+
+clean:  ## remove the venv and local data (./var)
+	rm -rf $(VENV) var

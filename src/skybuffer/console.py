@@ -1,0 +1,60 @@
+"""How skybuffer shows figures to a person: Rich tables and the one-line live status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from skybuffer.pipeline.status import BufferStatus
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def status_table(status: BufferStatus) -> Table:
+    table = Table(title="skybuffer buffer", show_footer=True)
+    table.add_column("type", footer="total")
+    table.add_column("events", justify="right", footer=f"{status.events:,}")
+    table.add_column("entries", justify="right")
+    table.add_column("oldest age", justify="right")
+    for type_, stream in status.streams.items():
+        table.add_row(
+            type_, f"{stream.events:,}", f"{stream.entries:,}", f"{stream.oldest_age_seconds:.1f} s"
+        )
+    table.caption = (
+        f"Redis {human_bytes(status.used_memory)} of {human_bytes(status.maxmemory)} "
+        f"({status.memory_fraction:.1%}) · dead letters {status.deadletter:,} · "
+        f"spool {human_bytes(status.spool_bytes)}"
+    )
+    return table
+
+
+def live_line(rate: float, status: BufferStatus, extra: str = "") -> str:
+    """One line: events/s, buffer depth per type, Redis memory %."""
+    depth = " ".join(f"{t}={s.events:,}" for t, s in status.streams.items())
+    line = f"{rate:8,.0f} ev/s │ buffer {depth} │ redis {status.memory_fraction:5.1%}"
+    return f"{line} │ {extra}" if extra else line
+
+
+def figures_table(title: str, rows: list[dict[str, Any]]) -> Table:
+    """A table of dict rows with the keys of the first row as columns."""
+    table = Table(title=title)
+    if not rows:
+        return table
+    for key in rows[0]:
+        table.add_column(
+            str(key), justify="right" if isinstance(rows[0][key], int | float) else "left"
+        )
+    for row in rows:
+        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
+    return table

@@ -1,0 +1,203 @@
+"""Long-running processes: the ingester on a thread, a live status line, clean shutdown.
+
+`skybuffer run` and `skybuffer ingest` use this. Ctrl-C or SIGTERM sets one stop event:
+the source stops, the ingester flushes what it holds (or spools it), then the managed
+Redis is shut down with its AOF fsync'd, so a second run resumes with nothing lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from skybuffer.buffer.producer import Producer
+from skybuffer.buffer.server import ManagedRedis, connect
+from skybuffer.buffer.spool import Spool
+from skybuffer.console import err_console, live_line
+from skybuffer.constants import Keys
+from skybuffer.observability import metrics
+from skybuffer.pipeline.ingest import Ingester, IngestStats
+from skybuffer.pipeline.status import buffer_status
+from skybuffer.settings import Settings
+from skybuffer.sources import open_source
+
+log = logging.getLogger(__name__)
+
+
+def install_stop_handlers(stop: threading.Event) -> None:
+    """SIGINT and SIGTERM set ``stop``; a second Ctrl-C exits at once."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        log.warning("Stopping: finishing the batch in flight (Ctrl-C again to abort).")
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+class IngestThread(threading.Thread):
+    """Runs an Ingester until ``stop``; keeps the error that ended it, if any."""
+
+    def __init__(self, ingester: Ingester, stop: threading.Event, max_events: int | None) -> None:
+        super().__init__(name="ingest", daemon=True)
+        self.ingester = ingester
+        self.stop = stop
+        self.max_events = max_events
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.ingester.run(self.stop, self.max_events)
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            self.error = exc
+            self.stop.set()
+
+
+class RateMeter:
+    """Events per second over the last interval."""
+
+    def __init__(self, stats: IngestStats) -> None:
+        self.stats = stats
+        self._last = (time.monotonic(), stats.events)
+
+    def rate(self) -> float:
+        now, events = time.monotonic(), self.stats.events
+        then, before = self._last
+        self._last = (now, events)
+        return (events - before) / (now - then) if now > then else 0.0
+
+
+def supervise(
+    thread: IngestThread, stop: threading.Event, tick: Callable[[], None], every: float = 1.0
+) -> None:
+    """Call ``tick`` every ``every`` seconds until the ingest thread ends."""
+    thread.start()
+    while thread.is_alive():
+        thread.join(timeout=every)
+        if thread.is_alive():
+            tick()
+    if thread.error is not None:
+        raise thread.error
+
+
+# --- the commands ------------------------------------------------------------------------------
+def build_ingester(
+    settings: Settings,
+    source_kind: str,
+    *,
+    count: int | None = None,
+    rate: float | None = None,
+    seed: int | None = None,
+    file: Path | None = None,
+    on_batch: Callable[[IngestStats], None] | None = None,
+) -> Ingester:
+    """Wire a source, the producer and the spool of a data dir into an Ingester."""
+    client = connect(settings.redis, settings.redis_dir)
+    source = open_source(
+        source_kind,
+        rate=settings.ingest.rate if rate is None else rate,
+        seed=settings.ingest.seed if seed is None else seed,
+        count=count,
+        file=file,
+    )
+    producer = Producer(client, Keys(settings.redis.prefix), source.name)
+    assert settings.ingest.spool_dir is not None
+    spool = Spool(settings.ingest.spool_dir, source.name)
+    return Ingester(producer, source, settings.ingest, spool, on_batch=on_batch)
+
+
+def run_ingest(
+    settings: Settings,
+    source_kind: str,
+    *,
+    stop: threading.Event,
+    count: int | None = None,
+    rate: float | None = None,
+    seed: int | None = None,
+    file: Path | None = None,
+) -> IngestStats:
+    """`skybuffer ingest`: a progress bar for counted runs, a summary at the end."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    metrics.serve(settings.metrics.host, settings.metrics.ingest_port)
+    install_stop_handlers(stop)
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=err_console, disable=count is None,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("ingest", total=count)
+        ingester = build_ingester(
+            settings, source_kind, count=count, rate=rate, seed=seed, file=file,
+            on_batch=lambda stats: progress.update(task, completed=stats.events),
+        )  # fmt: skip
+        thread = IngestThread(ingester, stop, None)
+        supervise(thread, stop, tick=lambda: None, every=0.5)
+    stats = ingester.stats
+    rate_s = stats.events / stats.elapsed if stats.elapsed else 0.0
+    err_console.print(
+        f"ingested {stats.events:,} events in {stats.elapsed:.1f}s ({rate_s:,.0f} ev/s): "
+        + ", ".join(f"{t} {n:,}" for t, n in sorted(stats.by_type.items()))
+        + f"; dead letters {stats.deadletters:,}"
+    )
+    return stats
+
+
+def run_pipeline(
+    settings: Settings,
+    source_kind: str,
+    *,
+    rate: float | None = None,
+    seed: int | None = None,
+    file: Path | None = None,
+) -> None:
+    """`skybuffer run`: managed Redis, ingest, live status; clean shutdown on Ctrl-C."""
+    from rich.live import Live
+
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    server = None if settings.redis.url else ManagedRedis(settings.redis, settings.redis_dir)
+    if server is not None:
+        server.start()
+    metrics.serve(settings.metrics.host, settings.metrics.ingest_port)
+    ingester = build_ingester(settings, source_kind, rate=rate, seed=seed, file=file)
+    client = connect(settings.redis, settings.redis_dir, start=False)
+    keys = Keys(settings.redis.prefix)
+    _announce(settings)
+    meter = RateMeter(ingester.stats)
+    try:
+        with Live(console=err_console, refresh_per_second=2, transient=False) as live:
+
+            def tick() -> None:
+                try:
+                    figures = buffer_status(client, keys, settings.ingest.spool_dir)
+                    live.update(live_line(meter.rate(), figures))
+                except Exception as exc:  # noqa: BLE001 - the status line must not kill the run
+                    live.update(f"status unavailable: {exc}")
+
+            supervise(IngestThread(ingester, stop, None), stop, tick)
+    finally:
+        if server is not None:
+            server.stop()
+            err_console.print("redis-server stopped (AOF fsync'd).")
+
+
+def _announce(settings: Settings) -> None:
+    where = (
+        settings.redis.url
+        and "external Redis (SKYBUFFER_REDIS__URL)"
+        or (f"redis://{settings.redis.host}:{settings.redis.port} (managed, {settings.redis_dir})")
+    )
+    err_console.print(f"buffer  {where}")
+    if settings.metrics.ingest_port:
+        err_console.print(
+            f"metrics http://{settings.metrics.host}:{settings.metrics.ingest_port}/metrics"
+        )
+    err_console.print(f"lake    {settings.lake.root}")
+    err_console.print("Ctrl-C stops the pipeline cleanly.")
