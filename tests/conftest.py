@@ -98,3 +98,18 @@ def client(redis_server: ManagedRedis) -> redis.Redis:
 @pytest.fixture
 def golden_lines() -> list[bytes]:
     return GOLDEN.read_bytes().splitlines()
+
+
+def buffered_events(client: redis.Redis, prefix: str = "skybuffer:") -> dict[str, list[bytes]]:
+    """Every event in the streams, decoded, per type (reads only)."""
+    from skybuffer.buffer.codec import Decoder
+    from skybuffer.constants import TYPES, Keys
+
+    keys, decoder = Keys(prefix), Decoder()
+    found: dict[str, list[bytes]] = {}
+    for type_ in TYPES:
+        events: list[bytes] = []
+        for _id, fields in client.xrange(keys.stream(type_)):
+            events.extend(decoder.decode(fields))
+        found[type_] = events
+    return found

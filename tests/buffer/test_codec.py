@@ -12,7 +12,9 @@ from skybuffer.errors import CodecError
 
 # JSON documents never hold a raw newline except as whitespace; the codec turns such
 # whitespace into spaces, so round trips are exact for newline-free events.
-event_bytes = st.binary(min_size=1, max_size=2000).filter(lambda b: b"\n" not in b and b"\r" not in b)
+event_bytes = st.binary(min_size=1, max_size=2000).filter(
+    lambda b: b"\n" not in b and b"\r" not in b
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -31,7 +33,9 @@ def test_every_entry_has_the_same_field_names(golden_lines: list[bytes]) -> None
 
 def test_whitespace_newlines_inside_an_event_become_spaces() -> None:
     event = b'{"did":\n"did:plc:a",\r\n"time_us":1}'
-    assert Decoder().decode(Codec().encode([event])) == [event.replace(b"\n", b" ").replace(b"\r", b" ")]
+    assert Decoder().decode(Codec().encode([event])) == [
+        event.replace(b"\n", b" ").replace(b"\r", b" ")
+    ]
 
 
 def test_golden_events_round_trip_exactly(golden_lines: list[bytes]) -> None:

@@ -61,13 +61,19 @@ def test_exporter_user_is_read_only(redis_server: ManagedRedis) -> None:
         exporter.delete("skybuffer:stream:likes")
 
 
-def test_stop_shuts_down_and_start_reloads_the_aof(redis_server: ManagedRedis) -> None:
+def test_transactions_in_the_aof_survive_a_restart(redis_server: ManagedRedis) -> None:
     client = redis_server.client()
     client.xadd("skybuffer:stream:posts", {"v": "1"})
+    with client.pipeline(transaction=True) as pipe:  # what the producer does: MULTI/EXEC
+        pipe.xadd("skybuffer:stream:posts", {"v": "2"})
+        pipe.hincrby("skybuffer:events", "posts", 2)
+        pipe.execute()
     assert redis_server.stop()
     assert redis_server.pid() is None
     assert redis_server.start()
-    assert redis_server.client().xlen("skybuffer:stream:posts") == 1
+    client = redis_server.client()
+    assert client.xlen("skybuffer:stream:posts") == 2
+    assert client.hget("skybuffer:events", "posts") == b"2"
 
 
 def test_start_without_redis_server_names_the_package(

@@ -126,9 +126,12 @@ class Producer:
         except CONNECTION_ERRORS as exc:
             batch.attempted = True  # EXEC may or may not have run
             raise RedisUnavailable(str(exc)) from exc
+        except redis.exceptions.OutOfMemoryError as exc:
+            # XADD is refused at queue time, so EXEC aborts the whole transaction
+            # (EXECABORT): nothing of the batch was applied; it is retried as a whole.
+            raise BufferFull(str(exc)) from exc
         except redis.ResponseError as exc:
-            # The transaction was refused as a whole (EXECABORT): nothing was applied.
-            if "OOM" in str(exc):
+            if "OOM" in str(exc) or "EXECABORT" in str(exc):
                 raise BufferFull(str(exc)) from exc
             raise
 

@@ -42,6 +42,7 @@ class IngestStats:
     batches: int = 0
     raw_bytes: int = 0
     backpressure_seconds: float = 0.0
+    backpressure_episodes: int = 0
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -249,6 +250,7 @@ class Ingester:
         if not self._over_high_water():
             return
         metrics.INGEST_BACKPRESSURE.set(1)
+        self.stats.backpressure_episodes += 1
         began = time.monotonic()
         log.warning("Backpressure: Redis is full; not taking events until memory is below "
                     "%.0f%% of maxmemory.", self.settings.low_water * 100)  # fmt: skip

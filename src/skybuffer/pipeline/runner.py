@@ -97,6 +97,8 @@ def build_ingester(
     seed: int | None = None,
     file: Path | None = None,
     on_batch: Callable[[IngestStats], None] | None = None,
+    url: str | None = None,
+    collections: list[str] | None = None,
 ) -> Ingester:
     """Wire a source, the producer and the spool of a data dir into an Ingester."""
     client = connect(settings.redis, settings.redis_dir)
@@ -106,6 +108,9 @@ def build_ingester(
         seed=settings.ingest.seed if seed is None else seed,
         count=count,
         file=file,
+        url=url,
+        collections=collections,
+        jetstream=settings.jetstream,
     )
     producer = Producer(client, Keys(settings.redis.prefix), source.name)
     assert settings.ingest.spool_dir is not None
@@ -122,6 +127,8 @@ def run_ingest(
     rate: float | None = None,
     seed: int | None = None,
     file: Path | None = None,
+    url: str | None = None,
+    collections: list[str] | None = None,
 ) -> IngestStats:
     """`skybuffer ingest`: a progress bar for counted runs, a summary at the end."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -136,8 +143,9 @@ def run_ingest(
         ingester = build_ingester(
             settings, source_kind, count=count, rate=rate, seed=seed, file=file,
             on_batch=lambda stats: progress.update(task, completed=stats.events),
+            url=url, collections=collections,
         )  # fmt: skip
-        thread = IngestThread(ingester, stop, None)
+        thread = IngestThread(ingester, stop, count)
         supervise(thread, stop, tick=lambda: None, every=0.5)
     stats = ingester.stats
     rate_s = stats.events / stats.elapsed if stats.elapsed else 0.0
@@ -156,6 +164,8 @@ def run_pipeline(
     rate: float | None = None,
     seed: int | None = None,
     file: Path | None = None,
+    url: str | None = None,
+    collections: list[str] | None = None,
 ) -> None:
     """`skybuffer run`: managed Redis, ingest, live status; clean shutdown on Ctrl-C."""
     from rich.live import Live
@@ -166,7 +176,9 @@ def run_pipeline(
     if server is not None:
         server.start()
     metrics.serve(settings.metrics.host, settings.metrics.ingest_port)
-    ingester = build_ingester(settings, source_kind, rate=rate, seed=seed, file=file)
+    ingester = build_ingester(
+        settings, source_kind, rate=rate, seed=seed, file=file, url=url, collections=collections
+    )
     client = connect(settings.redis, settings.redis_dir, start=False)
     keys = Keys(settings.redis.prefix)
     _announce(settings)
