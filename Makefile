@@ -24,8 +24,8 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 system-packages:  ## install missing Debian packages (redis, prometheus, alertmanager, exporter)
 	@scripts/system-packages.sh
 
-run: $(VENV)/.installed system-packages  ## set up, then run the whole pipeline (Ctrl-C stops it)
-	$(BIN)/skybuffer run
+run: $(VENV)/.installed system-packages  ## set up, then run the whole pipeline (Ctrl-C stops it; ARGS="..." passes options)
+	$(BIN)/skybuffer run $(ARGS)
 
 lint: $(VENV)/.installed-dev  ## ruff
 	$(BIN)/ruff check src tests

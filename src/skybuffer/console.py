@@ -27,15 +27,40 @@ def status_table(status: BufferStatus) -> Table:
     table.add_column("events", justify="right", footer=f"{status.events:,}")
     table.add_column("entries", justify="right")
     table.add_column("oldest age", justify="right")
+    lake = status.lake
+    if lake is not None:
+        table.add_column("lake files", justify="right", footer=f"{lake.files:,}")
+        table.add_column("lake rows", justify="right", footer=f"{lake.rows:,}")
+        table.add_column("lake bytes", justify="right", footer=human_bytes(lake.bytes))
+        table.add_column("newest partition")
     for type_, stream in status.streams.items():
-        table.add_row(
-            type_, f"{stream.events:,}", f"{stream.entries:,}", f"{stream.oldest_age_seconds:.1f} s"
-        )
+        cells = [type_, f"{stream.events:,}", f"{stream.entries:,}",
+                 f"{stream.oldest_age_seconds:.1f} s"]  # fmt: skip
+        if lake is not None:
+            part = lake.types.get(type_)
+            cells += (
+                [f"{part.files:,}", f"{part.rows:,}", human_bytes(part.bytes),
+                 part.newest_partition or "-"] if part else ["-"] * 4
+            )  # fmt: skip
+        table.add_row(*cells)
     table.caption = (
         f"Redis {human_bytes(status.used_memory)} of {human_bytes(status.maxmemory)} "
         f"({status.memory_fraction:.1%}) · dead letters {status.deadletter:,} · "
         f"spool {human_bytes(status.spool_bytes)}"
     )
+    if lake is not None:
+        table.caption += f" · lake {lake.root}" + (f" ({lake.error})" if lake.error else "")
+    return table
+
+
+def rows_table(columns: list[str], rows: list[tuple[Any, ...]]) -> Table:
+    """Query results as a table: values as they are, NULL shown as such."""
+    table = Table(show_lines=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("NULL" if v is None else str(v) for v in row))
+    table.caption = f"{len(rows):,} rows"
     return table
 
 

@@ -64,6 +64,11 @@ class Keys:
         return f"{self.prefix}events"
 
     @property
+    def writer_stats(self) -> str:
+        """Hash of the DataWriter's cumulative figures (observability/writer_stats.py)."""
+        return f"{self.prefix}writer:stats"
+
+    @property
     def writer_lock(self) -> str:
         return f"{self.prefix}lock:datawriter"
 

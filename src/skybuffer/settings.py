@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from skybuffer.constants import DEFAULT_PREFIX
+from skybuffer.observability.stack import StackSettings
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -65,6 +66,9 @@ class IngestSettings(BaseModel):
     """Events per Redis transaction (at most)."""
     linger_seconds: float = Field(default=0.25, ge=0)
     """How long a partial batch may wait for more events before it is written."""
+    codec_level: int = Field(default=2, ge=1, le=19)
+    """zstd level of buffered entries: 2 measured 127 B/event of payload at 0.34 s per
+    300k events on the reference machine; 3 gives 126 B at 0.52 s (docs/BENCHMARKS.md)."""
     max_event_bytes: int = Field(default=1_000_000, ge=256)
     """Larger events go to the dead-letter stream (raw bytes truncated at this size)."""
     high_water: float = Field(default=0.85, gt=0, le=1)
@@ -90,6 +94,77 @@ class IngestSettings(BaseModel):
         return self
 
 
+JETSTREAM_HOSTS = [
+    "wss://jetstream1.us-east.bsky.network/subscribe",
+    "wss://jetstream2.us-east.bsky.network/subscribe",
+    "wss://jetstream1.us-west.bsky.network/subscribe",
+    "wss://jetstream2.us-west.bsky.network/subscribe",
+]
+JETSTREAM_COLLECTIONS = [
+    "app.bsky.feed.post",
+    "app.bsky.feed.like",
+    "app.bsky.feed.repost",
+    "app.bsky.graph.follow",
+    "app.bsky.graph.block",
+]
+
+
+class JetstreamSettings(BaseModel):
+    """The Jetstream v1 source: hosts, filter, resume window, reconnects, compression."""
+
+    urls: list[str] = Field(default_factory=lambda: list(JETSTREAM_HOSTS), min_length=1)
+    """/subscribe endpoints in failover order (the four public v1 hosts by default)."""
+    collections: list[str] = Field(default_factory=lambda: list(JETSTREAM_COLLECTIONS))
+    """wantedCollections; [] (or "all") subscribes to every collection. Identity and
+    account events arrive whatever the filter and are buffered as "other"."""
+    rewind_seconds: float = Field(default=3.0, gt=0)
+    """A resume asks for events from (newest buffered time_us - this) and drops the overlap
+    by event identity: events up to this late are not lost (docs/JETSTREAM.md)."""
+    failover_guard_seconds: float = Field(default=1.0, ge=0)
+    """On a different host, resume this much later than the rewind, because hosts stamp one
+    event with different time_us; must be below rewind_seconds."""
+    overlap_max_ids: int = Field(default=4096, ge=16)
+    """At most this many event identities in the position (6 bytes each); at higher rates
+    the rewind shrinks to what they cover."""
+    compress: bool = False
+    """Ask for zstd frames (Jetstream's dictionary): about half the bytes on the wire."""
+    dictionary: Path | None = None
+    """zstd dictionary for compress=true; default: the one shipped with skybuffer."""
+    receive_timeout_seconds: float = Field(default=30.0, gt=0)
+    """Reconnect when no message arrived for this long (a silent connection)."""
+    ping_interval_seconds: float | None = Field(default=20.0, gt=0)
+    """WebSocket keepalive ping interval (None disables pings)."""
+    ping_timeout_seconds: float | None = Field(default=20.0, gt=0)
+    """Close the connection when a ping gets no pong within this long."""
+    open_timeout_seconds: float = Field(default=10.0, gt=0)
+    backoff_initial_seconds: float = Field(default=0.5, gt=0)
+    backoff_max_seconds: float = Field(default=30.0, gt=0)
+    """Reconnect delays double from the initial one up to this, with jitter."""
+    failures_before_rotate: int = Field(default=3, ge=1)
+    """Move to the next URL after this many failed connections in a row."""
+    queue_events: int = Field(default=20_000, ge=100)
+    """Events read ahead of the ingester; when full the socket is not read (backpressure)."""
+
+    @field_validator("collections", mode="before")
+    @classmethod
+    def _all_or_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [] if value.strip() == "all" else value.split(",")
+        if isinstance(value, list):
+            value = [c.strip() for c in value if isinstance(c, str) and c.strip()]
+            return [] if value == ["all"] else value
+        return value
+
+    @model_validator(mode="after")
+    def _guard_below_rewind(self) -> JetstreamSettings:
+        if self.failover_guard_seconds >= self.rewind_seconds:
+            raise ValueError(
+                f"jetstream.failover_guard_seconds ({self.failover_guard_seconds}) must be "
+                f"below jetstream.rewind_seconds ({self.rewind_seconds})"
+            )
+        return self
+
+
 class WriterSettings(BaseModel):
     """The DataWriter: consumer group reads, batching, claiming, schedule."""
 
@@ -107,6 +182,18 @@ class WriterSettings(BaseModel):
     """A run must finish within this; it is failed otherwise."""
     fault: str | None = None
     """Test-only fault injection: exit abruptly at a named step."""
+
+
+class PrefectSettings(BaseModel):
+    """The Prefect server `skybuffer run` starts (unless PREFECT_API_URL is set)."""
+
+    api_url: str | None = None
+    """An existing Prefect API (http://host:4200/api); default: PREFECT_API_URL, else local."""
+    host: str = "127.0.0.1"
+    port: int = 4200
+    start_timeout_seconds: float = 180.0
+    """The first start migrates a new SQLite database, which can take a minute."""
+    deployment: str = "datawriter"
 
 
 class LakeSettings(BaseModel):
@@ -149,6 +236,9 @@ class Settings(BaseSettings):
     writer: WriterSettings = Field(default_factory=WriterSettings)
     lake: LakeSettings = Field(default_factory=LakeSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    stack: StackSettings = Field(default_factory=StackSettings)
+    prefect: PrefectSettings = Field(default_factory=PrefectSettings)
+    jetstream: JetstreamSettings = Field(default_factory=JetstreamSettings)
 
     @field_validator("data_dir")
     @classmethod

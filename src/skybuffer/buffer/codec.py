@@ -52,7 +52,9 @@ class Codec:
         )
 
     def encode(self, events: Sequence[bytes]) -> dict[bytes, bytes]:
-        payload = b"\n".join(_one_line(e) for e in events)
+        payload = b"\n".join(events)
+        if payload.count(b"\n") != len(events) - 1 or b"\r" in payload:
+            payload = b"\n".join(_one_line(e) for e in events)
         return {
             FIELD_VERSION: b"1",
             FIELD_COUNT: str(len(events)).encode(),

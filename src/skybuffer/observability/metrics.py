@@ -7,9 +7,18 @@ docs/METRICS.md lists each metric with the alert that uses it.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# process_start_time_seconds & co: the alert rules give a just-started process a grace period.
+ProcessCollector(registry=REGISTRY)
 
 # --- ingest -------------------------------------------------------------------------------
 INGEST_EVENTS = Counter(
@@ -86,6 +95,11 @@ SOURCE_BYTES = Counter(
 SOURCE_LAG_SECONDS = Gauge(
     "skybuffer_source_lag_seconds",
     "Now minus the time_us of the newest event received.",
+    registry=REGISTRY,
+)
+SOURCE_OVERLAP_DROPPED = Counter(
+    "skybuffer_source_overlap_dropped_total",
+    "Events received again after a resume (the rewind overlap) and dropped as already taken.",
     registry=REGISTRY,
 )
 

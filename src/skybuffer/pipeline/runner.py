@@ -16,12 +16,14 @@ from pathlib import Path
 from types import FrameType
 
 from skybuffer.buffer.producer import Producer
-from skybuffer.buffer.server import ManagedRedis, connect
+from skybuffer.buffer.server import connect
 from skybuffer.buffer.spool import Spool
-from skybuffer.console import err_console, live_line
+from skybuffer.console import err_console, human_bytes, live_line
 from skybuffer.constants import Keys
 from skybuffer.observability import metrics
+from skybuffer.observability.writer_stats import read_stats
 from skybuffer.pipeline.ingest import Ingester, IngestStats
+from skybuffer.pipeline.services import Services
 from skybuffer.pipeline.status import buffer_status
 from skybuffer.settings import Settings
 from skybuffer.sources import open_source
@@ -166,50 +168,66 @@ def run_pipeline(
     file: Path | None = None,
     url: str | None = None,
     collections: list[str] | None = None,
+    stack: bool = True,
+    writer: bool = True,
 ) -> None:
-    """`skybuffer run`: managed Redis, ingest, live status; clean shutdown on Ctrl-C."""
+    """`skybuffer run`: Redis, Prefect, the scheduled DataWriter, the monitoring stack and
+    the ingester, with a live status line; Ctrl-C stops them all cleanly, in order."""
     from rich.live import Live
 
     stop = threading.Event()
     install_stop_handlers(stop)
-    server = None if settings.redis.url else ManagedRedis(settings.redis, settings.redis_dir)
-    if server is not None:
-        server.start()
-    metrics.serve(settings.metrics.host, settings.metrics.ingest_port)
-    ingester = build_ingester(
-        settings, source_kind, rate=rate, seed=seed, file=file, url=url, collections=collections
-    )
-    client = connect(settings.redis, settings.redis_dir, start=False)
-    keys = Keys(settings.redis.prefix)
-    _announce(settings)
-    meter = RateMeter(ingester.stats)
-    try:
+    with Services(settings, stack=stack, writer=writer) as services:
+        metrics.serve(settings.metrics.host, settings.metrics.ingest_port)
+        ingester = build_ingester(
+            settings, source_kind, rate=rate, seed=seed, file=file, url=url,
+            collections=collections,
+        )  # fmt: skip
+        client = connect(settings.redis, settings.redis_dir, start=False)
+        keys = Keys(settings.redis.prefix)
+        _announce(settings, services.urls)
+        meter = RateMeter(ingester.stats)
         with Live(console=err_console, refresh_per_second=2, transient=False) as live:
 
             def tick() -> None:
                 try:
                     figures = buffer_status(client, keys, settings.ingest.spool_dir)
-                    live.update(live_line(meter.rate(), figures))
+                    writer_line = _writer_line(read_stats(client, keys), services)
+                    live.update(live_line(meter.rate(), figures, writer_line))
                 except Exception as exc:  # noqa: BLE001 - the status line must not kill the run
                     live.update(f"status unavailable: {exc}")
 
             supervise(IngestThread(ingester, stop, None), stop, tick)
-    finally:
-        if server is not None:
-            server.stop()
-            err_console.print("redis-server stopped (AOF fsync'd).")
-
-
-def _announce(settings: Settings) -> None:
-    where = (
-        settings.redis.url
-        and "external Redis (SKYBUFFER_REDIS__URL)"
-        or (f"redis://{settings.redis.host}:{settings.redis.port} (managed, {settings.redis_dir})")
-    )
-    err_console.print(f"buffer  {where}")
-    if settings.metrics.ingest_port:
         err_console.print(
-            f"metrics http://{settings.metrics.host}:{settings.metrics.ingest_port}/metrics"
+            f"Ingest stopped after {ingester.stats.events:,} events; stopping services…"
         )
-    err_console.print(f"lake    {settings.lake.root}")
+
+
+def _writer_line(stats: dict[str, float], services: Services) -> str:
+    """Last DataWriter run (state, duration, rows) and the lake's size."""
+    if not services.writer_alive():
+        return "datawriter: serving process exited (see prefect/serve.log)"
+    lake = human_bytes(sum(v for k, v in stats.items() if k.startswith("bytes:")))
+    rows = int(sum(v for k, v in stats.items() if k.startswith("rows:")))
+    if "last_run" not in stats:
+        return f"datawriter: no run yet │ lake {lake}"
+    ok = stats.get("last_success") == stats["last_run"]
+    age = time.time() - stats["last_run"]
+    state = "ok" if ok else "FAILED"
+    return (
+        f"datawriter: {state} {age:.0f}s ago in {stats.get('last_duration', 0):.1f}s │ "
+        f"lake {rows:,} rows {lake}"
+    )
+
+
+def _announce(settings: Settings, urls: dict[str, str]) -> None:
+    """Where each part of the running pipeline is."""
+    where = dict(urls)
+    if settings.metrics.ingest_port:
+        where["ingest metrics"] = (
+            f"http://{settings.metrics.host}:{settings.metrics.ingest_port}/metrics"
+        )
+    where["lake"] = str(settings.lake.root)
+    for name, value in where.items():
+        err_console.print(f"[bold]{name:<15}[/] {value}")
     err_console.print("Ctrl-C stops the pipeline cleanly.")

@@ -1,0 +1,118 @@
+"""DataWriter figures that outlive the process that made them, kept in Redis.
+
+Prefect runs every flow run in a subprocess of the serving process, so counters held in
+the run's memory die with it. Instead each batch and run adds its figures to one Redis
+hash (AOF-persisted like the buffer), and the long-lived process that serves the
+DataWriter's /metrics reads that hash on every scrape. No Pushgateway to run, nothing
+lost when the serving process restarts, and `skybuffer write --loop` exports the same
+metrics the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+
+import redis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from skybuffer.constants import TYPES, Keys
+
+RUN_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0, 240.0, 300.0, 600.0)
+OUTCOMES = ("success", "failure", "timeout", "skipped")
+
+
+def record_batch(
+    client: redis.Redis, keys: Keys, type_: str, rows: int, size: int, files: int
+) -> None:
+    """Add one committed batch's rows, bytes and files."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hincrby(keys.writer_stats, f"rows:{type_}", rows)
+    pipe.hincrby(keys.writer_stats, f"bytes:{type_}", size)
+    pipe.hincrby(keys.writer_stats, f"files:{type_}", files)
+    pipe.execute()
+
+
+def record_run(client: redis.Redis, keys: Keys, outcome: str, seconds: float) -> None:
+    """Count one run by outcome, with its duration in the histogram."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hincrby(keys.writer_stats, f"runs:{outcome}", 1)
+    for bound in RUN_BUCKETS:
+        if seconds <= bound:
+            pipe.hincrby(keys.writer_stats, f"le:{bound}", 1)
+    pipe.hincrby(keys.writer_stats, "runs:count", 1)
+    pipe.hincrbyfloat(keys.writer_stats, "runs:sum", seconds)
+    now = time.time()
+    pipe.hset(keys.writer_stats, mapping={"last_duration": seconds, "last_run": now})
+    if outcome == "success":
+        pipe.hset(keys.writer_stats, "last_success", now)
+    pipe.execute()
+
+
+def read_stats(client: redis.Redis, keys: Keys) -> dict[str, float]:
+    raw = client.hgetall(keys.writer_stats)
+    return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
+
+
+class WriterStatsCollector(Collector):
+    """Exposes the Redis-kept DataWriter figures as skybuffer_writer_* metrics."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+        try:
+            stats = read_stats(self.client, self.keys)
+        except redis.RedisError:
+            return  # Redis down: RedisDown alerts; the writer's figures are simply absent
+        yield from _per_type(stats)
+        yield _runs(stats)
+        yield _duration_histogram(stats)
+        yield from _last(stats)
+
+
+def _per_type(stats: Mapping[str, float]) -> Iterator[CounterMetricFamily]:
+    for what, unit, doc in (
+        ("rows", "rows", "Rows written durably to the lake, by type."),
+        ("bytes", "bytes", "Parquet bytes written durably to the lake, by type."),
+        ("files", "files", "Parquet files written durably to the lake, by type."),
+    ):
+        family = CounterMetricFamily(f"skybuffer_writer_{unit}", doc, labels=["type"])
+        for type_ in TYPES:
+            family.add_metric([type_], stats.get(f"{what}:{type_}", 0.0))
+        yield family
+
+
+def _runs(stats: Mapping[str, float]) -> CounterMetricFamily:
+    family = CounterMetricFamily(
+        "skybuffer_writer_runs",
+        "DataWriter runs, by outcome (success, failure, timeout, skipped).",
+        labels=["outcome"],
+    )
+    for outcome in OUTCOMES:
+        family.add_metric([outcome], stats.get(f"runs:{outcome}", 0.0))
+    return family
+
+
+def _duration_histogram(stats: Mapping[str, float]) -> HistogramMetricFamily:
+    buckets = [(str(b), stats.get(f"le:{b}", 0.0)) for b in RUN_BUCKETS]
+    buckets.append(("+Inf", stats.get("runs:count", 0.0)))
+    return HistogramMetricFamily(
+        "skybuffer_writer_run_duration_seconds",
+        "Duration of DataWriter runs (budget: 240 s).",
+        buckets=buckets,
+        sum_value=stats.get("runs:sum", 0.0),
+    )
+
+
+def _last(stats: Mapping[str, float]) -> Iterator[GaugeMetricFamily]:
+    for name, key, doc in (
+        ("last_success_timestamp_seconds", "last_success",
+         "Unix time of the last successful DataWriter run."),
+        ("last_run_timestamp_seconds", "last_run", "Unix time of the last DataWriter run."),
+        ("last_run_duration_seconds", "last_duration", "Duration of the last DataWriter run."),
+    ):  # fmt: skip
+        if key in stats:
+            yield GaugeMetricFamily(f"skybuffer_writer_{name}", doc, value=stats[key])

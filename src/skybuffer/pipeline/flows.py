@@ -1,0 +1,161 @@
+"""Prefect orchestration of the DataWriter: the only module that imports Prefect.
+
+The flow drains each type with the same function as `skybuffer write --once`, one task
+per type, with retries (exponential backoff with jitter). A run must finish within
+``writer.budget_seconds``: the tasks stop taking new batches at a cooperative deadline
+(Prefect's own timeout cannot interrupt blocking sync code), and the flow's
+``timeout_seconds`` is the hard stop behind it. Never two runs at once: the deployment's
+concurrency limit of 1 (CANCEL_NEW), plus a Redis lock with expiry, so a crashed run
+cannot hold the slot forever. Every run's outcome and figures go to Redis
+(observability/writer_stats.py), where the long-lived serving process exports them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import EntrypointType
+from prefect.states import Cancelled, Failed, State
+from prefect.tasks import exponential_backoff
+
+from skybuffer.buffer.lock import RedisLock
+from skybuffer.buffer.server import connect
+from skybuffer.constants import TYPES, Keys
+from skybuffer.errors import SkybufferError
+from skybuffer.observability import metrics
+from skybuffer.observability.writer_stats import WriterStatsCollector, record_run
+from skybuffer.pipeline.datawriter import DataWriter
+from skybuffer.settings import Settings, load_settings
+
+HARD_STOP_MARGIN_SECONDS = 20.0
+"""The cooperative deadline comes this long before the flow's hard timeout."""
+
+
+class DrainFailed(SkybufferError):
+    """A type's drain failed; the task retries while the run's budget allows."""
+
+    retryable = True
+
+
+def _settings() -> Settings:
+    # Flow runs are subprocesses of the serving process: they read the same environment
+    # (SKYBUFFER_DATA_DIR, SKYBUFFER_CONFIG, ...) that `skybuffer serve` exported.
+    return load_settings()
+
+
+class RunOverBudget(SkybufferError):
+    """The run's deadline came before this task could start; retrying cannot help."""
+
+
+def _retryable(task: Any, task_run: Any, state: State) -> bool:
+    error = state.data
+    return isinstance(error, SkybufferError) and error.retryable
+
+
+def _budget_seconds() -> float:
+    """The flow's hard timeout, read when the module loads: in the serving process and in
+    each flow-run subprocess alike, from the same environment."""
+    try:
+        return _settings().writer.budget_seconds
+    except SkybufferError:
+        return 240.0
+
+
+@task(
+    name="drain",
+    task_run_name="drain-{type_}",
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=_retryable,
+)
+def drain_type_task(type_: str, deadline: float) -> dict[str, Any]:
+    """Drain one type until it is empty or the run's deadline (unix time) comes."""
+    if time.time() >= deadline:
+        raise RunOverBudget(f"{type_}: the run's budget was spent before this type's turn")
+    writer = DataWriter.from_settings(_settings())
+    try:
+        result = writer.drain_type(type_, deadline=time.monotonic() + (deadline - time.time()))
+    finally:
+        writer.close()
+    if result.error is not None:
+        raise DrainFailed(f"{type_}: {result.error}")
+    return asdict(result)
+
+
+@flow(name="datawriter", retries=0, timeout_seconds=_budget_seconds())
+def datawriter_flow() -> dict[str, Any] | State:
+    """Drain every type into the lake once, within the budget, never concurrently."""
+    settings = _settings()
+    log = get_run_logger()
+    client = connect(settings.redis, settings.redis_dir, start=False)
+    keys = Keys(settings.redis.prefix)
+    budget = settings.writer.budget_seconds
+    lock = RedisLock(client, keys.writer_lock, ttl_seconds=budget + 60)
+    if not lock.acquire():
+        record_run(client, keys, "skipped", 0.0)
+        return Cancelled(message="another DataWriter run holds the lock; this one is refused")
+    started = time.time()
+    try:
+        results, failures = _drain_all(started + budget - HARD_STOP_MARGIN_SECONDS)
+    finally:
+        lock.release()
+    seconds = time.time() - started
+    over_budget = any(r["budget_exhausted"] for r in results.values())
+    outcome = "timeout" if over_budget else "failure" if failures else "success"
+    record_run(client, keys, outcome, seconds)
+    rows = sum(r["rows"] for r in results.values())
+    log.info("DataWriter run %s: %d rows in %.1fs.", outcome, rows, seconds)
+    if outcome != "success":
+        reason = "over its budget" if over_budget else f"failed: {failures}"
+        return Failed(message=f"DataWriter run {reason}")
+    return {"rows": rows, "seconds": round(seconds, 3), "types": results}
+
+
+def _drain_all(deadline: float) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    results: dict[str, dict[str, Any]] = {}
+    failures: dict[str, str] = {}
+    for type_ in TYPES:
+        try:
+            results[type_] = drain_type_task(type_, deadline)
+        except Exception as exc:  # noqa: BLE001 - one failing type must not stop the others
+            failures[type_] = str(exc)
+    return results, failures
+
+
+def schedule_kwargs(schedule: str) -> dict[str, Any]:
+    """`writer.schedule`: a number of seconds (interval) or a cron expression."""
+    try:
+        return {"interval": float(schedule)}
+    except ValueError:
+        return {"cron": schedule}
+
+
+def serve_datawriter(settings: Settings) -> None:
+    """`skybuffer serve`: the scheduled DataWriter and its /metrics, until SIGTERM.
+
+    The schedule stays active when this process stops (pause_on_shutdown=False): a
+    restart of the serving process must not silently stop the DataWriter.
+    """
+    os.environ["SKYBUFFER_DATA_DIR"] = str(settings.data_dir)
+    if settings.config is not None:
+        os.environ["SKYBUFFER_CONFIG"] = str(settings.config)
+    client = connect(settings.redis, settings.redis_dir, start=False)
+    metrics.REGISTRY.register(WriterStatsCollector(client, Keys(settings.redis.prefix)))
+    metrics.serve(settings.metrics.host, settings.metrics.writer_port)
+    metrics.WRITER_UP.set(1)
+    limit = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
+    datawriter_flow.serve(
+        name=settings.prefect.deployment,
+        pause_on_shutdown=False,
+        global_limit=limit,
+        limit=1,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        print_starting_message=False,
+        **schedule_kwargs(settings.writer.schedule),
+    )

@@ -1,0 +1,164 @@
+"""The processes `skybuffer run` brings up around the ingester, and takes down in reverse.
+
+In order: the managed Redis (unless ``redis.url``), a local Prefect server (unless a
+Prefect API is given), the monitoring stack (when its binaries are installed and
+``stack.autostart``), and `skybuffer serve` (the scheduled DataWriter) as a child
+process. Each is stopped by the handle or pid it was started with; a DataWriter run in
+progress is allowed to finish first (it holds the writer lock while it runs).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import AbstractContextManager
+from types import TracebackType
+
+from skybuffer.buffer.lock import RedisLock
+from skybuffer.buffer.server import ManagedRedis, connect
+from skybuffer.console import err_console
+from skybuffer.constants import Keys
+from skybuffer.pipeline.prefect_server import PrefectServer, prefect_env
+from skybuffer.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Services(AbstractContextManager["Services"]):
+    """Everything but the ingester; a context manager so a crash still tears it down."""
+
+    def __init__(self, settings: Settings, *, stack: bool = True, writer: bool = True) -> None:
+        self.settings = settings
+        self.want_stack = stack and settings.stack.autostart
+        self.want_writer = writer
+        self.redis: ManagedRedis | None = None
+        self.prefect: PrefectServer | None = None
+        self.stack_started = False
+        self.serve: subprocess.Popen[bytes] | None = None
+        self.urls: dict[str, str] = {}
+
+    def __enter__(self) -> Services:
+        try:
+            self._start_redis()
+            if self.want_writer:
+                self._start_writer()
+            if self.want_stack:
+                self._start_stack()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- start -------------------------------------------------------------------------
+    def _start_redis(self) -> None:
+        s = self.settings
+        if s.redis.url:
+            self.urls["redis"] = "external (SKYBUFFER_REDIS__URL)"
+            return
+        self.redis = ManagedRedis(s.redis, s.redis_dir)
+        self.redis.start()
+        self.urls["redis"] = f"redis://{s.redis.host}:{s.redis.port} (data in {s.redis_dir})"
+
+    def _api_url(self) -> str:
+        given = self.settings.prefect.api_url or os.environ.get("PREFECT_API_URL")
+        if given:
+            self.urls["prefect"] = f"{given} (given)"
+            return given
+        self.prefect = PrefectServer(self.settings.prefect, self.settings.prefect_dir)
+        err_console.print("Starting the Prefect server (the first start migrates its database)…")
+        self.prefect.start()
+        self.urls["prefect"] = self.prefect.ui_url
+        return self.prefect.api_url
+
+    def _start_writer(self) -> None:
+        api_url = self._api_url()
+        env = prefect_env(self.settings.prefect_dir, api_url)
+        env["SKYBUFFER_DATA_DIR"] = str(self.settings.data_dir)
+        if self.settings.config is not None:
+            env["SKYBUFFER_CONFIG"] = str(self.settings.config)
+        logfile = open(self.settings.prefect_dir / "serve.log", "ab")  # noqa: SIM115
+        self.serve = subprocess.Popen(
+            [sys.executable, "-m", "skybuffer", "serve"],
+            env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        logfile.close()
+        port = self.settings.metrics.writer_port
+        if port:
+            self.urls["writer metrics"] = f"http://{self.settings.metrics.host}:{port}/metrics"
+        self.urls["schedule"] = f"datawriter: {self.settings.writer.schedule}"
+
+    def _start_stack(self) -> None:
+        from skybuffer.observability.stack import missing_binaries, stack_up
+
+        missing = missing_binaries()
+        if missing:
+            log.warning("Monitoring stack not started: missing %s.", ", ".join(sorted(missing)))
+            return
+        self.urls.update(stack_up(self.settings))
+        self.stack_started = True
+
+    def writer_alive(self) -> bool:
+        return self.serve is None or self.serve.poll() is None
+
+    # --- stop --------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop in reverse order; each step runs even when an earlier one failed."""
+        for step in (self._stop_writer, self._stop_stack, self._stop_prefect, self._stop_redis):
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - keep tearing down
+                log.error("Shutdown step %s failed: %s", step.__name__, exc)
+
+    def _stop_writer(self) -> None:
+        serve, self.serve = self.serve, None
+        if serve is None or serve.poll() is not None:
+            return
+        self._wait_for_running_drain()
+        os.killpg(serve.pid, signal.SIGTERM)
+        try:
+            serve.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait(timeout=10)
+
+    def _wait_for_running_drain(self) -> None:
+        """A DataWriter run holds the writer lock: let it finish (within its budget)."""
+        try:
+            client = connect(self.settings.redis, self.settings.redis_dir, start=False)
+            lock = RedisLock(client, Keys(self.settings.redis.prefix).writer_lock, 0)
+            deadline = time.monotonic() + self.settings.writer.budget_seconds
+            announced = False
+            while lock.holder_ttl_seconds() > 0 and time.monotonic() < deadline:
+                if not announced:
+                    err_console.print("Waiting for the running DataWriter run to finish…")
+                    announced = True
+                time.sleep(0.5)
+        except Exception as exc:  # noqa: BLE001 - Redis may already be gone
+            log.warning("Could not check for a running DataWriter run: %s", exc)
+
+    def _stop_stack(self) -> None:
+        if self.stack_started:
+            from skybuffer.observability.stack import stack_down
+
+            stack_down(self.settings)
+            self.stack_started = False
+
+    def _stop_prefect(self) -> None:
+        if self.prefect is not None:
+            self.prefect.stop()
+            self.prefect = None
+
+    def _stop_redis(self) -> None:
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+            err_console.print("redis-server stopped (AOF fsync'd).")
