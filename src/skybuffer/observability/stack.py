@@ -1,0 +1,501 @@
+"""The local monitoring stack: redis_exporter, Prometheus and Alertmanager as child processes.
+
+Why it exists: a laptop gets the alerts, rules and routes of production without Docker.
+The Debian binaries run on the committed files under ``config/`` -- symlinked into
+``{data_dir}/stack``, never copied or templated -- beside the few things that differ
+per machine, which ``stack up`` writes: Prometheus' file_sd targets (loopback ports) and
+the secrets (the Slack webhook for Alertmanager's ``api_url_file``, the exporter's
+Redis password). Everything listens on loopback; data lives under the data dir.
+
+Each process outlives the command that started it and is found again by its pid file;
+it is stopped by that pid only (SIGTERM, then SIGKILL after a timeout), never by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import psutil
+from pydantic import BaseModel, Field, SecretStr, field_validator
+
+from skybuffer.errors import ConfigError, MissingBinaryError
+
+if TYPE_CHECKING:  # settings.py may import StackSettings from here: no import cycle
+    from skybuffer.settings import Settings
+
+SLACK_ENV = "SKYBUFFER_SLACK_WEBHOOK_URL"
+# Connection refused at once on loopback's discard port: notifications fail fast and
+# visibly (alertmanager_notifications_failed_total) instead of going anywhere.
+SLACK_PLACEHOLDER = "http://127.0.0.1:9/skybuffer-slack-webhook-not-configured"
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _default_config_dir() -> Path:
+    """config/ of the checkout this package runs from (src/skybuffer/../../config)."""
+    return Path(__file__).resolve().parents[3] / "config"
+
+
+def _slack_from_env() -> SecretStr | None:
+    value = os.environ.get(SLACK_ENV, "").strip()
+    return SecretStr(value) if value else None
+
+
+class StackSettings(BaseModel):
+    """Ports, files and secrets of the local monitoring stack.
+
+    The ports are not the upstream defaults (9090, 9093, 9121) because the Debian
+    packages start system services on those.
+    """
+
+    host: str = "127.0.0.1"
+    prometheus_port: int = 19090
+    alertmanager_port: int = 19093
+    exporter_port: int = 19121
+    config_dir: Path = Field(default_factory=_default_config_dir)
+    """Holds prometheus/ and alertmanager/ (the committed config/ of the checkout)."""
+    slack_webhook_url: SecretStr | None = Field(default_factory=_slack_from_env)
+    """Slack incoming-webhook URL; default from SKYBUFFER_SLACK_WEBHOOK_URL."""
+    slack_webhook_file: Path | None = None
+    """A file holding the webhook URL (used when slack_webhook_url is unset)."""
+    retention: str = "15d"
+    start_timeout_seconds: float = 30.0
+    stop_timeout_seconds: float = 10.0
+    autostart: bool = True
+    """`skybuffer run` starts the stack when the binaries are installed."""
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_only(cls, value: str) -> str:
+        if value not in LOOPBACK and not value.startswith("127."):
+            raise ValueError(f"stack.host must be a loopback address, not {value!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class Component:
+    """One program of the stack: its names, Debian package and health endpoint."""
+
+    name: str
+    binaries: tuple[str, ...]
+    package: str
+    ready_path: str
+
+    def which(self) -> str | None:
+        return next(filter(None, map(shutil.which, self.binaries)), None)
+
+
+EXPORTER = Component(
+    "redis_exporter", ("prometheus-redis-exporter", "redis_exporter"),
+    "prometheus-redis-exporter", "/health",
+)  # fmt: skip
+ALERTMANAGER = Component(
+    "alertmanager", ("prometheus-alertmanager", "alertmanager"),
+    "prometheus-alertmanager", "/-/ready",
+)  # fmt: skip
+PROMETHEUS = Component("prometheus", ("prometheus",), "prometheus", "/-/ready")
+COMPONENTS = (EXPORTER, ALERTMANAGER, PROMETHEUS)  # start order; stopped in reverse
+
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}  # ours, kept so they can be reaped
+
+
+def missing_binaries() -> dict[str, str]:
+    """Binary -> Debian package of each program of the stack that is not installed."""
+    return {c.binaries[0]: c.package for c in COMPONENTS if c.which() is None}
+
+
+def stack_available() -> bool:
+    """True when all three programs are installed (`skybuffer run` then starts the stack)."""
+    return not missing_binaries()
+
+
+def stack_up(settings: Settings, stack: StackSettings | None = None) -> dict[str, str]:
+    """Start whatever part of the stack is not running; return the URLs to open."""
+    return Stack(settings, stack).up()
+
+
+def stack_down(settings: Settings, stack: StackSettings | None = None) -> dict[str, str]:
+    """Stop the stack's processes of this data dir; return what happened to each."""
+    return Stack(settings, stack).down()
+
+
+def stack_status(settings: Settings, stack: StackSettings | None = None) -> dict[str, Any]:
+    """Pids, URLs, readiness and the Slack configuration (never the URL itself)."""
+    return Stack(settings, stack).status()
+
+
+class Stack:
+    """The three processes of one data dir."""
+
+    def __init__(self, settings: Settings, stack: StackSettings | None = None) -> None:
+        self.settings = settings
+        self.conf = stack or getattr(settings, "stack", None) or StackSettings()
+        self.dir = settings.data_dir / "stack"
+        self.secrets = self.dir / "secrets"
+
+    # --- public ------------------------------------------------------------------------
+    def urls(self) -> dict[str, str]:
+        return {c.name: self._url(c) for c in COMPONENTS}
+
+    def up(self) -> dict[str, str]:
+        self._check_binaries()
+        self.lay_out()
+        started: list[Component] = []
+        try:
+            for component in COMPONENTS:
+                if self._process(component).pid() is None:
+                    self._start(component)
+                    started.append(component)
+                else:
+                    self._process(component).reload()
+        except Exception:
+            for component in reversed(started):
+                self._process(component).stop(self.conf.stop_timeout_seconds)
+            raise
+        return {**self.urls(), "redis_exporter": self._url(EXPORTER) + "/metrics"}
+
+    def down(self) -> dict[str, str]:
+        result = {}
+        for component in reversed(COMPONENTS):
+            stopped = self._process(component).stop(self.conf.stop_timeout_seconds)
+            result[component.name] = "stopped" if stopped else "not running"
+        return result
+
+    def status(self) -> dict[str, Any]:
+        components = {}
+        for component in COMPONENTS:
+            process = self._process(component)
+            pid = process.pid()
+            components[component.name] = {
+                "running": pid is not None,
+                "pid": pid,
+                "url": self._url(component),
+                "ready": pid is not None and _ready(self._url(component) + component.ready_path),
+                "log": str(process.logfile),
+                "binary": component.which(),
+            }
+        return {"stack_dir": str(self.dir), "components": components, "slack": self._slack()}
+
+    # --- layout ------------------------------------------------------------------------
+    def _check_binaries(self) -> None:
+        for component in COMPONENTS:
+            if component.which() is None:
+                raise MissingBinaryError(component.binaries[0], component.package)
+
+    def lay_out(self) -> None:
+        """Symlink the committed config, write targets and secrets (see module docstring);
+        starts nothing."""
+        prom, am = self._config_source("prometheus"), self._config_source("alertmanager")
+        _private_dir(self.secrets)
+        _symlink(self.dir / "prometheus" / "prometheus.yml", prom / "prometheus.yml")
+        _symlink(self.dir / "prometheus" / "rules", prom / "rules")
+        _symlink(self.dir / "alertmanager" / "alertmanager.yml", am / "alertmanager.yml")
+        _symlink(self.dir / "alertmanager" / "templates", am / "templates")
+        _symlink(self.dir / "alertmanager" / "secrets", Path("..") / "secrets")
+        self._write_targets(self.dir / "prometheus" / "targets")
+        _write_private(self.secrets / "slack_webhook_url", self._slack_url() or SLACK_PLACEHOLDER)
+
+    def _config_source(self, name: str) -> Path:
+        path = self.conf.config_dir.resolve() / name
+        if not path.is_dir():
+            raise ConfigError(f"{path} not found: set stack.config_dir to the repo's config/")
+        return path
+
+    def _write_targets(self, directory: Path) -> None:
+        """file_sd files (JSON is valid YAML) for the jobs of config/prometheus.yml."""
+        directory.mkdir(parents=True, exist_ok=True)
+        metrics = self.settings.metrics
+        host = "127.0.0.1" if metrics.host in ("", "0.0.0.0") else metrics.host
+        targets = {
+            "redis": self._address(self.conf.exporter_port),
+            "skybuffer_ingest": metrics.ingest_port and f"{host}:{metrics.ingest_port}",
+            "skybuffer_writer": metrics.writer_port and f"{host}:{metrics.writer_port}",
+            "alertmanager": self._address(self.conf.alertmanager_port),
+            "prometheus": self._address(self.conf.prometheus_port),
+        }
+        for job, target in targets.items():
+            groups = [{"targets": [target]}] if target else []
+            _atomic_write(directory / f"{job}.yml", json.dumps(groups) + "\n")
+
+    # --- secrets -----------------------------------------------------------------------
+    def _slack_url(self) -> str | None:
+        if self.conf.slack_webhook_url is not None:
+            return self.conf.slack_webhook_url.get_secret_value().strip() or None
+        if self.conf.slack_webhook_file is not None:
+            try:
+                return self.conf.slack_webhook_file.read_text().strip() or None
+            except OSError as exc:
+                raise ConfigError(
+                    f"stack.slack_webhook_file {self.conf.slack_webhook_file}: {exc.strerror}"
+                ) from None
+        return None
+
+    def _slack(self) -> str:
+        try:
+            written = (self.secrets / "slack_webhook_url").read_text().strip()
+        except FileNotFoundError:
+            written = None
+        if written and written != SLACK_PLACEHOLDER:
+            return "configured"
+        return (
+            f"not configured: Alertmanager posts to a placeholder that fails; set {SLACK_ENV} "
+            "and run `skybuffer stack up` again"
+        )
+
+    def _exporter_auth(self, redis_addr: str) -> list[str]:
+        """-redis.user/-redis.password-file flags (the file maps address -> password)."""
+        password = self._exporter_password()
+        if password is None:
+            return []
+        path = self.secrets / "redis_exporter_passwords.json"
+        _write_private(path, json.dumps({redis_addr: password}))
+        return ["-redis.user=exporter", f"-redis.password-file={path}"]
+
+    def _exporter_password(self) -> str | None:
+        redis_settings = self.settings.redis
+        if redis_settings.exporter_password is not None:
+            return redis_settings.exporter_password.get_secret_value()
+        if redis_settings.url:
+            return None  # an external Redis: its exporter password must be given
+        from skybuffer.buffer.server import ManagedRedis
+
+        server = ManagedRedis(redis_settings, self.settings.redis_dir)
+        return server.credentials("exporter").password
+
+    # --- processes ---------------------------------------------------------------------
+    def _process(self, component: Component) -> ChildProcess:
+        return ChildProcess(component, self.dir)
+
+    def _start(self, component: Component) -> None:
+        port = self._port(component)
+        if not _port_free(self.conf.host, port):
+            raise ConfigError(
+                f"{component.name}: {self.conf.host}:{port} is in use by another program; "
+                f"set stack.{component.name.split('_')[-1]}_port to a free port"
+            )
+        binary = component.which()
+        assert binary is not None  # _check_binaries ran
+        args, cwd = self._command(component, binary)
+        process = self._process(component)
+        pid = process.spawn(args, cwd)
+        process.wait_ready(pid, self._url(component) + component.ready_path,
+                           self.conf.start_timeout_seconds)  # fmt: skip
+
+    def _command(self, component: Component, binary: str) -> tuple[list[str], Path]:
+        listen = f"--web.listen-address={self._address(self._port(component))}"
+        if component is EXPORTER:
+            return self._exporter_command(binary), self.dir
+        if component is ALERTMANAGER:
+            storage = self.settings.data_dir / "alertmanager"
+            storage.mkdir(parents=True, exist_ok=True)
+            return [
+                binary, "--config.file=alertmanager.yml", f"--storage.path={storage}", listen,
+                "--cluster.listen-address=", f"--web.external-url={self._url(component)}/",
+            ], self.dir / "alertmanager"  # fmt: skip
+        tsdb = self.settings.data_dir / "prometheus"
+        tsdb.mkdir(parents=True, exist_ok=True)
+        return [
+            binary, f"--config.file={self.dir / 'prometheus' / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tsdb}", f"--storage.tsdb.retention.time={self.conf.retention}",
+            listen, f"--web.external-url={self._url(component)}/",
+        ], self.dir / "prometheus"  # fmt: skip
+
+    def _exporter_command(self, binary: str) -> list[str]:
+        redis_addr = self._redis_addr()
+        prefix = self.settings.redis.prefix
+        return [
+            binary, f"-redis.addr={redis_addr}", *self._exporter_auth(redis_addr),
+            f"-check-streams={prefix}stream:*,{prefix}deadletter",
+            f"-web.listen-address={self._address(self.conf.exporter_port)}",
+        ]  # fmt: skip
+
+    def _redis_addr(self) -> str:
+        redis_settings = self.settings.redis
+        if redis_settings.url:
+            parts = urlsplit(redis_settings.url)
+            return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}"
+        return f"redis://{redis_settings.host}:{redis_settings.port}"
+
+    def _port(self, component: Component) -> int:
+        return {
+            EXPORTER.name: self.conf.exporter_port,
+            ALERTMANAGER.name: self.conf.alertmanager_port,
+            PROMETHEUS.name: self.conf.prometheus_port,
+        }[component.name]
+
+    def _address(self, port: int) -> str:
+        host = f"[{self.conf.host}]" if ":" in self.conf.host else self.conf.host
+        return f"{host}:{port}"
+
+    def _url(self, component: Component) -> str:
+        return f"http://{self._address(self._port(component))}"
+
+
+class ChildProcess:
+    """A stack process known by its pid file in the stack dir; its log sits beside it."""
+
+    def __init__(self, component: Component, directory: Path) -> None:
+        self.component = component
+        self.pidfile = directory / f"{component.name}.pid"
+        self.logfile = directory / f"{component.name}.log"
+
+    def pid(self) -> int | None:
+        """The pid of our running process; None if absent, exited or a recycled pid."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                _reap(pid)
+                return None
+            program = os.path.basename(proc.cmdline()[0])
+        except (FileNotFoundError, ValueError, IndexError, psutil.Error):
+            return None
+        return pid if program in self.component.binaries else None
+
+    def spawn(self, args: list[str], cwd: Path) -> int:
+        # A new session: the process outlives `skybuffer stack up` and ignores its Ctrl-C.
+        with open(self.logfile, "ab") as log:
+            proc = subprocess.Popen(
+                args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        _CHILDREN[proc.pid] = proc
+        _atomic_write(self.pidfile, f"{proc.pid}\n")
+        return proc.pid
+
+    def wait_ready(self, pid: int, url: str, timeout: float) -> None:
+        """Poll ``url`` until it answers 200; fail early when the process exits."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                self.pidfile.unlink(missing_ok=True)
+                raise ConfigError(f"{self.component.name} exited at start: {self.log_tail()}")
+            if _ready(url):
+                return
+            time.sleep(0.1)
+        self.stop(timeout=5)
+        raise ConfigError(
+            f"{self.component.name} was not ready within {timeout:.0f}s: {self.log_tail()}"
+        )
+
+    def reload(self) -> None:
+        """Re-read config and rules (SIGHUP); the exporter has nothing to reload."""
+        pid = self.pid()
+        if pid is not None and self.component is not EXPORTER:
+            os.kill(pid, signal.SIGHUP)
+
+    def stop(self, timeout: float) -> bool:
+        """SIGTERM, then SIGKILL after ``timeout``; True when a process was stopped."""
+        pid = self.pid()
+        if pid is None:
+            self.pidfile.unlink(missing_ok=True)
+            return False
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            if _wait_gone(pid, wait):
+                break
+        self.pidfile.unlink(missing_ok=True)
+        return True
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.logfile.read_text(errors="replace").splitlines()[-lines:]
+        except FileNotFoundError:
+            return "(no log)"
+        return f"see {self.logfile}: " + " | ".join(text)
+
+
+# --- helpers ------------------------------------------------------------------------------
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _alive(pid: int) -> bool:
+    if _reap(pid):
+        return False
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _reap(pid: int) -> bool:
+    """Collect the exit status of our own child (a zombie otherwise); True once it exited."""
+    proc = _CHILDREN.get(pid)
+    if proc is not None:
+        if proc.poll() is None:
+            return False
+        del _CHILDREN[pid]
+        return True
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+    except ChildProcessError:
+        return False
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _symlink(link: Path, target: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() and Path(os.readlink(link)) == target:
+        return
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.exists():
+        raise ConfigError(f"{link} exists and is not a symlink: remove it (stack files)")
+    link.symlink_to(target)
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """A secret file, created 0600 (never readable by others, not even for an instant)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write then rename, so Prometheus' file watcher never reads half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
