@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,6 +25,13 @@ from skybuffer.observability.stack import StackSettings
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+class Section(BaseModel):
+    """A group of settings: unknown keys are errors (a typo must not pass silently), and
+    each field's docstring is its description (docs/CONFIGURATION.md is built from them)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
+
 def _default_redis_conf() -> Path:
     """The committed redis.conf: beside the package in a checkout, or installed data."""
     for candidate in (
@@ -36,7 +43,7 @@ def _default_redis_conf() -> Path:
     return PACKAGE_DIR.parent.parent / "config" / "redis" / "redis.conf"
 
 
-class RedisSettings(BaseModel):
+class RedisSettings(Section):
     """Where the buffer lives and how skybuffer treats it."""
 
     url: str | None = None
@@ -46,6 +53,7 @@ class RedisSettings(BaseModel):
     conf: Path = Field(default_factory=_default_redis_conf)
     """The redis.conf the managed server starts with."""
     host: str = "127.0.0.1"
+    """Address of the managed server (loopback only)."""
     port: int = 6390
     """Port of the managed server (loopback only)."""
     maxmemory: str | None = None
@@ -55,11 +63,12 @@ class RedisSettings(BaseModel):
     exporter_password: SecretStr | None = None
     """Password of the read-only 'exporter' ACL user; generated when unset."""
     socket_timeout_seconds: float = 10.0
+    """A Redis call that takes longer fails (and is retried by its caller), never hangs."""
     start_timeout_seconds: float = 120.0
     """How long `redis start` waits for the AOF to load before giving up."""
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(Section):
     """Batching, backpressure and spooling of the ingester."""
 
     batch_events: int = Field(default=5000, ge=1)
@@ -78,11 +87,13 @@ class IngestSettings(BaseModel):
     memory_queue_batches: int = Field(default=64, ge=1)
     """Batches held in memory while Redis is unreachable, before spilling to the spool."""
     backoff_max_seconds: float = 5.0
+    """Longest wait between retries while Redis is full or unreachable."""
     spool_dir: Path | None = None
     """Append-only on-disk spool; default {data_dir}/spool."""
     rate: float = Field(default=1500.0, ge=0)
     """Synthetic events per second (0 = as fast as possible)."""
     seed: int = 42
+    """Seed of the synthetic source (same seed, same events)."""
 
     @model_validator(mode="after")
     def _water_marks_ordered(self) -> IngestSettings:
@@ -109,7 +120,7 @@ JETSTREAM_COLLECTIONS = [
 ]
 
 
-class JetstreamSettings(BaseModel):
+class JetstreamSettings(Section):
     """The Jetstream v1 source: hosts, filter, resume window, reconnects, compression."""
 
     urls: list[str] = Field(default_factory=lambda: list(JETSTREAM_HOSTS), min_length=1)
@@ -137,7 +148,9 @@ class JetstreamSettings(BaseModel):
     ping_timeout_seconds: float | None = Field(default=20.0, gt=0)
     """Close the connection when a ping gets no pong within this long."""
     open_timeout_seconds: float = Field(default=10.0, gt=0)
+    """How long opening a websocket connection may take."""
     backoff_initial_seconds: float = Field(default=0.5, gt=0)
+    """First wait before a reconnect; it doubles (with jitter) on each failure."""
     backoff_max_seconds: float = Field(default=30.0, gt=0)
     """Reconnect delays double from the initial one up to this, with jitter."""
     failures_before_rotate: int = Field(default=3, ge=1)
@@ -165,7 +178,7 @@ class JetstreamSettings(BaseModel):
         return self
 
 
-class WriterSettings(BaseModel):
+class WriterSettings(Section):
     """The DataWriter: consumer group reads, batching, claiming, schedule."""
 
     consumer: str = "writer-1"
@@ -184,19 +197,22 @@ class WriterSettings(BaseModel):
     """Test-only fault injection: exit abruptly at a named step."""
 
 
-class PrefectSettings(BaseModel):
+class PrefectSettings(Section):
     """The Prefect server `skybuffer run` starts (unless PREFECT_API_URL is set)."""
 
     api_url: str | None = None
     """An existing Prefect API (http://host:4200/api); default: PREFECT_API_URL, else local."""
     host: str = "127.0.0.1"
+    """Address of the local Prefect server's API and UI."""
     port: int = 4200
+    """Port of the local Prefect server."""
     start_timeout_seconds: float = 180.0
     """The first start migrates a new SQLite database, which can take a minute."""
     deployment: str = "datawriter"
+    """Name of the DataWriter's Prefect deployment."""
 
 
-class LakeSettings(BaseModel):
+class LakeSettings(Section):
     """The Parquet lake."""
 
     root: str | None = None
@@ -205,16 +221,22 @@ class LakeSettings(BaseModel):
     """Partition directory under the root; the seed's order is
     'year={year}/month={month}/day={day}/hour={hour}/type={type}'."""
     compression: str = "zstd"
+    """Parquet compression codec."""
     compression_level: int = 3
+    """Parquet zstd level."""
     row_group_rows: int = 128 * 1024
+    """Rows per Parquet row group (DuckDB reads best from >= 100k)."""
 
 
-class MetricsSettings(BaseModel):
+class MetricsSettings(Section):
     """Prometheus endpoints of skybuffer's own processes (0 disables)."""
 
     host: str = "127.0.0.1"
+    """Address the /metrics endpoints listen on."""
     ingest_port: int = 9464
+    """The ingester's /metrics port."""
     writer_port: int = 9465
+    """The DataWriter-serving process's /metrics port."""
 
 
 class Settings(BaseSettings):
@@ -225,6 +247,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         validate_default=True,
+        use_attribute_docstrings=True,
     )
 
     data_dir: Path = Path("./var")
@@ -307,3 +330,56 @@ def load_settings(**overrides: Any) -> Settings:
             for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from None
+
+
+# --- the reference documentation ----------------------------------------------------------------
+DOC_HEADER = """# Configuration
+
+Every setting, with its environment variable and default. Values come, highest first,
+from command-line options, environment variables, a TOML file (`--config` /
+`SKYBUFFER_CONFIG`, with sections `[redis]`, `[ingest]`, ...), then these defaults.
+Paths left unset are derived from `data_dir`. Generated from `src/skybuffer/settings.py`
+by `python -m skybuffer.settings > docs/CONFIGURATION.md`; a test keeps it current.
+"""
+
+
+def reference_markdown() -> str:
+    """docs/CONFIGURATION.md: one table per section, built from the field docstrings."""
+    lines = [DOC_HEADER]
+    top = [(n, f) for n, f in Settings.model_fields.items() if not _is_section(f.annotation)]
+    lines += _table("Top level", "SKYBUFFER_", top)
+    for name, field in Settings.model_fields.items():
+        if _is_section(field.annotation):
+            section = field.annotation
+            assert isinstance(section, type)
+            prefix = f"SKYBUFFER_{name.upper()}__"
+            lines += _table(f"`[{name}]`", prefix, list(section.model_fields.items()))
+    return "\n".join(lines)
+
+
+def _is_section(annotation: object) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _table(title: str, prefix: str, fields: list[tuple[str, Any]]) -> list[str]:
+    rows = [f"## {title}", "", "| environment variable | default | meaning |", "|---|---|---|"]
+    for name, field in fields:
+        default = "(secret)" if "password" in name or "webhook_url" in name else _default(field)
+        meaning = (field.description or "").replace("\n", " ").replace("|", "\\|")
+        rows.append(f"| `{prefix}{name.upper()}` | {default} | {meaning} |")
+    return rows + [""]
+
+
+def _default(field: Any) -> str:
+    if field.default_factory is not None:
+        return "(derived)"
+    value = field.default
+    if value is None:
+        return "unset"
+    if isinstance(value, Path) and value.is_absolute():
+        return "(derived)"
+    return f"`{value}`"
+
+
+if __name__ == "__main__":
+    print(reference_markdown())

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import psutil
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from skybuffer.errors import ConfigError, MissingBinaryError
 
@@ -60,10 +60,16 @@ class StackSettings(BaseModel):
     packages start system services on those.
     """
 
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
     host: str = "127.0.0.1"
+    """Loopback address the stack listens on."""
     prometheus_port: int = 19090
+    """Prometheus web/API port."""
     alertmanager_port: int = 19093
+    """Alertmanager web/API port."""
     exporter_port: int = 19121
+    """redis_exporter /metrics port."""
     config_dir: Path = Field(default_factory=_default_config_dir)
     """Holds prometheus/ and alertmanager/ (the committed config/ of the checkout)."""
     slack_webhook_url: SecretStr | None = Field(default_factory=_slack_from_env)
@@ -71,8 +77,11 @@ class StackSettings(BaseModel):
     slack_webhook_file: Path | None = None
     """A file holding the webhook URL (used when slack_webhook_url is unset)."""
     retention: str = "15d"
+    """How long Prometheus keeps samples."""
     start_timeout_seconds: float = 30.0
+    """How long each program may take to become ready."""
     stop_timeout_seconds: float = 10.0
+    """How long each program may take to exit after SIGTERM before SIGKILL."""
     autostart: bool = True
     """`skybuffer run` starts the stack when the binaries are installed."""
 
