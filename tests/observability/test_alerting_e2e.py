@@ -15,16 +15,20 @@ from typing import Any
 
 import pytest
 import redis
+from prometheus_client import CollectorRegistry, start_http_server
 from pydantic import SecretStr
 
 from skybuffer.buffer.server import ManagedRedis
+from skybuffer.constants import Keys
 from skybuffer.observability.stack import StackSettings
+from skybuffer.observability.writer_stats import WriterStatsCollector, record_run
 from skybuffer.settings import Settings
 
 from .harness import (
     FakeSlack,
     fast_config,
     firing,
+    free_port,
     get_json,
     post_json,
     query,
@@ -161,3 +165,35 @@ def test_redis_down_silences_the_alerts_it_causes(started: Pipeline) -> None:
         ("RedisMemoryHigh", "b:9121"): "active",
     }
     wait_for(f"inhibition {expected}", lambda: states() == expected, timeout=20)
+
+
+def test_a_failed_datawriter_run_reaches_slack(
+    tmp_path: Path,
+    make_settings: Callable[..., Settings],
+    managed_redis: Callable[[Settings], ManagedRedis],
+    run_stack: Callable[[Settings, StackSettings], dict[str, str]],
+    fake_slack: FakeSlack,
+) -> None:
+    """The DataWriter's one notification path: its run outcome, kept in Redis, exported
+    by the serving process, alerted on by Prometheus, routed to Slack by Alertmanager."""
+    config = fast_config(tmp_path / "config", short_for=True)
+    port = free_port()
+    settings = make_settings(metrics={"ingest_port": 0, "writer_port": port})
+    client = managed_redis(settings).client()
+    registry = CollectorRegistry()
+    registry.register(WriterStatsCollector(client, Keys()))
+    httpd, _ = start_http_server(port, addr="127.0.0.1", registry=registry)
+    try:
+        stack = stack_settings(config, slack_webhook_url=SecretStr(fake_slack.url))
+        prometheus = run_stack(settings, stack)["prometheus"]
+        wait_for(
+            "Prometheus to scrape the DataWriter's run counters",
+            lambda: query(prometheus, 'skybuffer_writer_runs_total{outcome="failure"} == 0')[
+                "data"
+            ]["result"],
+        )
+        record_run(client, Keys(), "failure", 3.0)
+        message = fake_slack.wait_for_title("[FIRING:1] DataWriterRunFailed (critical)")
+        assert "docs/RUNBOOK.md#datawriterrunfailed" in message["text"]
+    finally:
+        httpd.shutdown()

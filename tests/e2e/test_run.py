@@ -1,0 +1,131 @@
+"""`skybuffer run` end to end, CI-sized: managed Redis, a real Prefect server with the
+DataWriter on a 20-second schedule, synthetic ingest at 2,000 events/s, clean shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from skybuffer.buffer.server import ManagedRedis
+from skybuffer.constants import TYPES, Keys
+from skybuffer.observability.writer_stats import read_stats
+from skybuffer.settings import Settings, load_settings
+from tests.conftest import free_port, stop_pid
+
+KEYS = Keys()
+PARTITION = re.compile(r"^(posts|likes|reposts|follows|blocks|other)/year=\d{4}/month=\d{2}/"
+                       r"day=\d{2}/hour=\d{2}/[^/]+\.parquet$")  # fmt: skip
+RUNS_WANTED = 3
+
+
+def _completed_runs(api_url: str) -> int:
+    body = json.dumps({"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}).encode()
+    request = urllib.request.Request(
+        f"{api_url}/flow_runs/count", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(json.loads(response.read()))
+    except OSError:
+        return 0
+
+
+def _memory_and_runs(server: ManagedRedis) -> tuple[int, float]:
+    client = server.client()
+    used = int(client.info("memory")["used_memory"])
+    return used, read_stats(client, KEYS).get("runs:success", 0.0)
+
+
+@pytest.mark.slow
+def test_run_schedules_the_datawriter_and_shuts_down_cleanly(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "SKYBUFFER_DATA_DIR": str(tmp_path / "var"),
+        "SKYBUFFER_REDIS__PORT": str(free_port()),
+        "SKYBUFFER_PREFECT__PORT": str(free_port()),
+        "SKYBUFFER_METRICS__INGEST_PORT": str(free_port()),
+        "SKYBUFFER_METRICS__WRITER_PORT": str(free_port()),
+        "SKYBUFFER_WRITER__SCHEDULE": "20",
+    }
+    env.pop("PREFECT_API_URL", None)
+    settings = _settings_from(env)
+    api_url = f"http://127.0.0.1:{settings.prefect.port}/api"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "skybuffer", "run", "--source", "synthetic", "--rate", "2000",
+         "--no-stack"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "run.log", "wb"),
+    )  # fmt: skip
+    server = ManagedRedis(settings.redis, settings.redis_dir)
+    samples: list[tuple[int, float]] = []
+    try:
+        deadline = time.monotonic() + 300
+        while _completed_runs(api_url) < RUNS_WANTED:
+            assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "fewer than 3 scheduled runs completed in 5 min"
+            if server.is_serving():
+                samples.append(_memory_and_runs(server))
+            time.sleep(0.5)
+        run.send_signal(signal.SIGINT)
+        assert run.wait(timeout=300) == 0, (tmp_path / "run.log").read_text()[-3000:]
+    finally:
+        stop_pid(run.pid)
+    assert not server.is_serving(), "Redis still runs after a clean shutdown"
+    assert _completed_runs(api_url) == 0, "the Prefect server still answers after shutdown"
+    _assert_memory_fell_after_each_run(samples)
+    _assert_lake_matches_buffer(settings, server)
+
+
+def _settings_from(env: dict[str, str]) -> Settings:
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        return load_settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _assert_memory_fell_after_each_run(samples: list[tuple[int, float]]) -> None:
+    drops = 0
+    for (before, runs_before), (after, runs_after) in zip(samples, samples[1:], strict=False):
+        if runs_after > runs_before:
+            assert after < before, f"used_memory rose across a run: {before} -> {after}"
+            drops += 1
+    assert drops >= 1, "no run was observed between two memory samples"
+
+
+def _assert_lake_matches_buffer(settings: Settings, server: ManagedRedis) -> None:
+    """Lake rows == events ingested - events still buffered; every file where it belongs."""
+    lake = Path(str(settings.lake.root))
+    files = [p.relative_to(lake).as_posix() for p in lake.rglob("*.parquet")]
+    assert all(PARTITION.match(f) for f in files), [f for f in files if not PARTITION.match(f)]
+    assert {f.split("/")[0] for f in files} >= {"posts", "likes", "reposts", "follows", "blocks"}
+    server.start()
+    try:
+        client = server.client()
+        ingested = int(client.hget(KEYS.cursor("synthetic"), "position").decode().split(":")[-1])
+        buffered = sum(int(v) for v in client.hgetall(KEYS.event_counts).values())
+    finally:
+        server.stop()
+    rows = duckdb.sql(
+        f"SELECT count(*) FROM read_parquet('{lake}/*/*/*/*/*/*.parquet', union_by_name=true)"
+    ).fetchone()
+    assert rows is not None
+    assert rows[0] == ingested - buffered
+    assert rows[0] > 0
+    identities = duckdb.sql(
+        f"SELECT count(*) FROM (SELECT DISTINCT did, collection, rkey, time_us FROM "
+        f"read_parquet('{lake}/*/*/*/*/*/*.parquet', union_by_name=true))"
+    ).fetchone()
+    assert identities == rows, "the lake holds an event twice"
+    assert set(TYPES) >= {f.split("/")[0] for f in files}
