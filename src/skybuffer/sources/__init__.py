@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from skybuffer.errors import ConfigError
 from skybuffer.sources.base import Source, SourceBatch
 
-SOURCE_KINDS = ("synthetic", "replay")
+if TYPE_CHECKING:
+    from skybuffer.settings import JetstreamSettings
+
+SOURCE_KINDS = ("jetstream", "synthetic", "replay")
 
 __all__ = ["SOURCE_KINDS", "Source", "SourceBatch", "open_source"]
 
@@ -19,8 +23,23 @@ def open_source(
     seed: int = 42,
     count: int | None = None,
     file: Path | None = None,
+    url: str | None = None,
+    urls: list[str] | None = None,
+    collections: list[str] | None = None,
+    compress: bool | None = None,
+    jetstream: JetstreamSettings | None = None,
 ) -> Source:
     """Build the source a command asked for; a bad combination gets one clear message."""
+    if kind == "jetstream":
+        from skybuffer.sources.jetstream import JetstreamSource
+
+        return JetstreamSource(
+            jetstream,
+            urls=[url] if url else urls,
+            collections=collections,
+            compress=compress,
+            count=count,
+        )
     if kind == "synthetic":
         from skybuffer.sources.synthetic import SyntheticSource
 

@@ -1,0 +1,421 @@
+"""A local Jetstream: serves a JSONL(.zst) file over the v1 /subscribe protocol.
+
+Tests, demos and benchmarks need a real WebSocket peer that behaves like Jetstream where
+it matters to a client, without the network:
+
+* ``cursor``: events with ``time_us >= cursor``, in file order (so a file's out-of-order
+  events stay out of order, as on the real service); no cursor starts at the first event.
+* ``wantedCollections`` (repeatable, ``prefix.*`` allowed) filters commits only; identity
+  and account events, and lines that are not JSON, are always sent.
+* ``compress=true``: each event its own zstd frame with Jetstream's dictionary, binary.
+* Pace: ``rate`` events/s per connection, through an outbox of ``outbox`` messages; a
+  client that does not read while the outbox fills is dropped, as Jetstream does. Rate 0
+  sends as fast as the client reads and never drops anyone.
+* After the last event the connection stays open and quiet, like a live tail; ``loop``
+  starts over instead, with time_us shifted past the previous pass, and revs (commits)
+  and seqs (identity, account) shifted too, so every event of every pass is unique.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+import zstandard
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from skybuffer.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUTBOX = 10_000
+YIELD_EVERY = 64
+_TID_ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
+_TID_VALUE = {c: i for i, c in enumerate(_TID_ALPHABET)}
+_TID_SHIFTS = tuple(range(60, -1, -5))
+
+
+class Event(NamedTuple):
+    time_us: int
+    raw: bytes
+    collection: str | None
+    """None for events that pass every filter (identity, account, unparseable lines)."""
+    rev: str | None
+    seq: int | None
+    tid: int | None = None
+    """The rev as a TID number, for loop passes."""
+
+
+@dataclass
+class EventFile:
+    """A file's events, parsed once for their time_us, collection, rev and seq."""
+
+    events: list[Event]
+    first_us: int
+    span_us: int
+    """Shift between loop passes: the file's time_us range plus one."""
+    seq_span: int
+
+    @classmethod
+    def load(cls, path: Path) -> EventFile:
+        if not path.is_file():
+            raise ConfigError(f"replay-server file {path} does not exist")
+        events: list[Event] = []
+        last = 0
+        for line in _lines(path):
+            event = _describe(line, last)
+            last = event.time_us
+            events.append(event)
+        if not events:
+            raise ConfigError(f"replay-server file {path} holds no events")
+        times = [e.time_us for e in events]
+        seqs = [e.seq for e in events if e.seq is not None]
+        seq_span = max(seqs) - min(seqs) + 1 if seqs else 1
+        return cls(events, min(times), max(times) - min(times) + 1, seq_span)
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as raw:
+        handle: BinaryIO = raw
+        if path.suffix == ".zst":
+            handle = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw))
+        for line in handle:
+            line = line.rstrip(b"\r\n")
+            if line:
+                yield line
+
+
+def _describe(line: bytes, last_us: int) -> Event:
+    """A line that is not a usable event keeps the previous time_us (sent with it)."""
+    try:
+        event = orjson.loads(line)
+        time_us = event["time_us"]
+        if type(time_us) is not int:
+            raise TypeError
+    except (orjson.JSONDecodeError, TypeError, KeyError):
+        return Event(last_us, line, None, None, None)
+    kind = event.get("kind")
+    body = event.get(kind) if isinstance(kind, str) else None
+    body = body if isinstance(body, dict) else {}
+    if kind == "commit":
+        rev = body.get("rev")
+        rev = rev if isinstance(rev, str) else None
+        return Event(time_us, line, str(body.get("collection")), rev, None, _tid_value(rev))
+    seq = body.get("seq")
+    return Event(time_us, line, None, None, seq if type(seq) is int else None)
+
+
+# --- what one connection receives ---------------------------------------------------------
+@dataclass
+class Subscription:
+    cursor: int | None
+    wanted: tuple[str, ...]
+    compress: bool
+
+    @classmethod
+    def from_path(cls, path: str) -> Subscription:
+        query = parse_qs(urlsplit(path).query)
+        try:
+            cursor = int(query["cursor"][0]) if "cursor" in query else None
+        except ValueError:
+            bad = query["cursor"][0]
+            raise ValueError(f"cursor must be an integer (unix µs): {bad!r}") from None
+        wanted = tuple(c for value in query.get("wantedCollections", []) for c in value.split(","))
+        return cls(cursor, wanted, query.get("compress", ["false"])[0] == "true")
+
+    def __post_init__(self) -> None:
+        self._exact = frozenset(w for w in self.wanted if not w.endswith(".*"))
+        self._prefixes = tuple(w[:-1] for w in self.wanted if w.endswith(".*"))
+
+    def wants(self, collection: str | None) -> bool:
+        if collection is None or not self.wanted:
+            return True
+        return collection in self._exact or collection.startswith(self._prefixes)
+
+
+def frames(source: EventFile, sub: Subscription, loop: bool) -> Iterator[tuple[int, int, bytes]]:
+    """(index in the file, pass, raw event) of what a subscription gets, in order: passes
+    of the file from the cursor."""
+    span, passes = source.span_us, 0
+    if loop and sub.cursor is not None and sub.cursor > source.first_us:
+        passes = (sub.cursor - source.first_us) // span
+    cursor = sub.cursor
+    while True:
+        shift = passes * span
+        for index, event in enumerate(source.events):
+            if (cursor is not None and event.time_us + shift < cursor) or not sub.wants(
+                event.collection
+            ):
+                continue
+            raw = _shifted(event, passes, shift, source.seq_span) if passes else event.raw
+            yield index, passes, raw
+        if not loop:
+            return
+        passes += 1
+
+
+def _shifted(event: Event, passes: int, shift: int, seq_span: int) -> bytes:
+    """Pass ``passes`` of an event: later time_us, and a later rev or seq, so it is new."""
+    raw = event.raw.replace(
+        b'"time_us":%d' % event.time_us, b'"time_us":%d' % (event.time_us + shift), 1
+    )
+    if event.rev is not None:
+        new = _tid(event.tid + (shift << 10)) if event.tid is not None else f"{event.rev}-{passes}"
+        raw = raw.replace(f'"rev":"{event.rev}"'.encode(), f'"rev":"{new}"'.encode(), 1)
+    elif event.seq is not None:
+        raw = raw.replace(b'"seq":%d' % event.seq, b'"seq":%d' % (event.seq + passes * seq_span), 1)
+    return raw
+
+
+def _tid_value(tid: str | None) -> int | None:
+    """An atproto TID (53-bit µs, 10-bit clock id, base32-sortable) as a number; None if
+    the string is not one."""
+    if tid is None or len(tid) != 13 or any(c not in _TID_VALUE for c in tid):
+        return None
+    value = 0
+    for c in tid:
+        value = value << 5 | _TID_VALUE[c]
+    return value
+
+
+def _tid(value: int) -> str:
+    return "".join(_TID_ALPHABET[(value >> shift) & 31] for shift in _TID_SHIFTS)
+
+
+# --- the server ---------------------------------------------------------------------------
+@dataclass
+class ServerStats:
+    connections: int = 0
+    slow_disconnects: int = 0
+    sent: int = 0
+    cursors: deque[int | None] = field(default_factory=lambda: deque(maxlen=100))
+    """The cursor of each recent connection (None: from the start)."""
+
+
+class ReplayServer:
+    """Serves one file to any number of subscribers on ws://host:port/subscribe."""
+
+    def __init__(
+        self,
+        source: EventFile,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        rate: float = 0.0,
+        loop: bool = False,
+        outbox: int = DEFAULT_OUTBOX,
+    ) -> None:
+        if rate < 0 or outbox < 1:
+            raise ConfigError("replay-server needs --rate >= 0 and --outbox >= 1")
+        self.source, self.host, self.port = source, host, port
+        self.rate, self.loop, self.outbox = rate, loop, outbox
+        self.stats = ServerStats()
+        self._server: Server | None = None
+        self._compressor: zstandard.ZstdCompressor | None = None
+        self._zstd_frames: dict[int, bytes] = {}
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}/subscribe"
+
+    async def start(self) -> None:
+        self._server = await serve(
+            self._handle, self.host, self.port, compression=None, max_size=2**20,
+            process_request=_only_subscribe, close_timeout=1,
+        )  # fmt: skip
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        try:
+            sub = Subscription.from_path(ws.request.path)
+        except ValueError as exc:
+            await ws.close(1008, str(exc)[:120])
+            return
+        self.stats.connections += 1
+        self.stats.cursors.append(sub.cursor)
+        selected = frames(self.source, sub, self.loop)
+        if sub.compress:
+            out = (self._compressed(index, passes, raw) for index, passes, raw in selected)
+        else:
+            out = (raw for _, _, raw in selected)
+        try:
+            if self.rate:
+                await self._paced(ws, out, text=not sub.compress)
+            else:
+                await self._unpaced(ws, out, text=not sub.compress)
+            await ws.wait_closed()  # the quiet live tail
+        except ConnectionClosed:
+            pass
+
+    async def _unpaced(self, ws: ServerConnection, out: Iterator[bytes], *, text: bool) -> None:
+        """As fast as the client reads: send() waits only when the socket is full, so yield
+        now and then, or a fast client would starve every other connection (and pings)."""
+        for sent, frame in enumerate(out, 1):
+            await ws.send(frame, text=text)
+            self.stats.sent += 1
+            if sent % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+
+    def _compressed(self, index: int, passes: int, raw: bytes) -> bytes:
+        """Like Jetstream, compress each event once, whoever subscribes (first pass)."""
+        if passes:
+            return self._compress(raw)
+        frame = self._zstd_frames.get(index)
+        if frame is None:
+            frame = self._zstd_frames[index] = self._compress(raw)
+        return frame
+
+    def _compress(self, raw: bytes) -> bytes:
+        if self._compressor is None:
+            from skybuffer.buffer.codec import jetstream_dictionary
+
+            self._compressor = zstandard.ZstdCompressor(dict_data=jetstream_dictionary())
+        return self._compressor.compress(raw)
+
+    async def _paced(self, ws: ServerConnection, out: Iterator[bytes], *, text: bool) -> None:
+        """Produce at ``rate`` into the outbox; drop the client when the outbox is full."""
+        outbox: asyncio.Queue[bytes] = asyncio.Queue(self.outbox)
+        sender = asyncio.ensure_future(self._send_all(ws, outbox, text))
+        began, made = time.monotonic(), 0
+        try:
+            while not sender.done():
+                due = int((time.monotonic() - began) * self.rate) - made
+                if due <= 0:
+                    wait = (made + 1) / self.rate - (time.monotonic() - began)
+                    await asyncio.sleep(max(0.001, wait))
+                    continue
+                burst = [frame for _, frame in zip(range(due), out, strict=False)]
+                made += len(burst)
+                if not _enqueue(outbox, burst):
+                    await self._drop_slow(ws)
+                    return
+                if len(burst) < due:  # the file is done: let the sender empty the outbox
+                    emptied = asyncio.ensure_future(outbox.join())
+                    await asyncio.wait({emptied, sender}, return_when=asyncio.FIRST_COMPLETED)
+                    emptied.cancel()
+                    return
+                await asyncio.sleep(0)
+        finally:
+            sender.cancel()
+
+    async def _drop_slow(self, ws: ServerConnection) -> None:
+        self.stats.slow_disconnects += 1
+        log.info("Replay server drops a slow client (outbox of %d full).", self.outbox)
+        await ws.close(1008, "consumer too slow: outbox full")
+
+    async def _send_all(
+        self, ws: ServerConnection, outbox: asyncio.Queue[bytes], text: bool
+    ) -> None:
+        while True:
+            frame = await outbox.get()
+            await ws.send(frame, text=text)
+            self.stats.sent += 1
+            outbox.task_done()
+
+
+def _enqueue(outbox: asyncio.Queue[bytes], frames: list[bytes]) -> bool:
+    """Put every frame in the outbox; False as soon as it is full (the client is slow)."""
+    for frame in frames:
+        try:
+            outbox.put_nowait(frame)
+        except asyncio.QueueFull:
+            return False
+    return True
+
+
+def _only_subscribe(ws: ServerConnection, request: Request) -> Response | None:
+    if urlsplit(request.path).path.rstrip("/") == "/subscribe":
+        return None
+    return Response(HTTPStatus.NOT_FOUND, "Not Found", Headers(), b"only /subscribe here\n")
+
+
+# --- running it ---------------------------------------------------------------------------
+class ServerThread:
+    """A ReplayServer on its own event loop thread (for tests): ``stop()`` ends it."""
+
+    def __init__(self, server: ReplayServer) -> None:
+        self.server = server
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._done: asyncio.Future[None] | None = None
+        self._thread = threading.Thread(target=self._run, name="replay-server", daemon=True)
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the replay server did not start within 10 s")
+        return self
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._done = self._loop.create_future()
+        self._loop.run_until_complete(self.server.start())
+        self._ready.set()
+        self._loop.run_until_complete(self._done)
+        self._loop.run_until_complete(self.server.close())
+        self._loop.close()
+
+    def stop(self) -> None:
+        if self._done is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._done.set_result, None)
+            self._thread.join(10)
+
+
+def run_replay_server(
+    file: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 6008,
+    rate: float = 0.0,
+    loop: bool = False,
+    outbox: int = DEFAULT_OUTBOX,
+    announce: bool = True,
+) -> None:
+    """Serve ``file`` in the foreground until SIGINT/SIGTERM (`skybuffer replay-server`)."""
+    source = EventFile.load(file)
+    server = ReplayServer(source, host=host, port=port, rate=rate, loop=loop, outbox=outbox)
+
+    async def main() -> None:
+        stop = asyncio.get_running_loop().create_future()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.cancel)
+        await server.start()
+        if announce:
+            pace = f"{rate:g} events/s" if rate else "unpaced"
+            print(
+                f"replay-server: {len(source.events):,} events from {file} on {server.url} "
+                f"({pace}, loop {loop}); Ctrl-C stops it.",
+                flush=True,
+            )
+        try:
+            await stop
+        except asyncio.CancelledError:
+            pass
+        await server.close()
+
+    asyncio.run(main())
