@@ -1,0 +1,321 @@
+"""`skybuffer capacity`: does the 8-hour buffer fit, measured on the live Redis.
+
+Loads N realistic synthetic events through skybuffer's real ingest path (Ingester ->
+Producer -> one MULTI/EXEC per batch) into a scratch stream set (``{prefix}ops:capacity:``),
+samples Redis memory as it goes, then reads every event back and compares the lot by a
+multiset checksum (count + sum of 64-bit BLAKE2b digests: order-free, so it does not care
+which stream an event went to, but a lost, duplicated or altered event changes it).
+
+The figures answer the seed's MET-27 question (2.7M events in 8 h in 2 GB: the seed's
+plain JSON took 78.5%) and today's: how many hours the configured maxmemory holds at
+the seed's 94 ev/s, at mid-2026's ~350 ev/s and at the ~1,000 ev/s 2025 average
+(research/bluesky-jetstream.md §3.1). The scratch keys are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import redis
+
+from skybuffer.buffer.codec import Decoder
+from skybuffer.buffer.producer import Producer
+from skybuffer.buffer.server import connect
+from skybuffer.buffer.spool import Spool
+from skybuffer.constants import TYPES, Keys
+from skybuffer.errors import ConfigError
+from skybuffer.ops.bench import START_US
+from skybuffer.ops.report import (
+    RATES,
+    SEED_EVENTS_8H,
+    SEED_JSON_MEMORY_PERCENT,
+    Plot,
+    Report,
+    Table,
+    progress,
+    pyplot,
+    target_of,
+)
+from skybuffer.ops.scratch import delete_keys
+from skybuffer.pipeline.ingest import Ingester, IngestStats
+from skybuffer.settings import Settings
+from skybuffer.sources.base import Source, SourceBatch
+from skybuffer.sources.synthetic import SyntheticSource
+
+SEED_BYTES_PER_EVENT = SEED_JSON_MEMORY_PERCENT / 100 * 2 * 1024**3 / SEED_EVENTS_8H
+PLANNING_BYTES_PER_EVENT = 200  # generous: the preflight must not let the run hit backpressure
+STALL_SECONDS = 60.0
+
+
+class Checksum:
+    """Order-free digest of a multiset of events: count and sum of 64-bit hashes."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0
+
+    def add(self, event: bytes) -> None:
+        digest = hashlib.blake2b(event, digest_size=8).digest()
+        self.total = (self.total + int.from_bytes(digest, "little")) % (1 << 64)
+        self.count += 1
+
+    def hexdigest(self) -> str:
+        return f"{self.count}:{self.total:016x}"
+
+
+class ChecksumSource:
+    """A source that digests every event it hands on: what was offered to the ingester."""
+
+    def __init__(self, inner: Source, checksum: Checksum) -> None:
+        self.inner, self.checksum = inner, checksum
+        self.name = inner.name
+
+    def resume(self, position: str | None) -> None:
+        self.inner.resume(position)
+
+    def batches(self, max_events: int, linger_seconds: float) -> Iterator[SourceBatch]:
+        for batch in self.inner.batches(max_events, linger_seconds):
+            for event in batch.events:
+                self.checksum.add(event)
+            yield batch
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@dataclass
+class Load:
+    """What loading did: stats, memory samples (events, used_memory, seconds), checksum."""
+
+    stats: IngestStats
+    seconds: float
+    samples: list[tuple[int, int, float]] = field(default_factory=list)
+    offered: Checksum = field(default_factory=Checksum)
+    stalled: bool = False
+
+
+def run_capacity(
+    settings: Settings, events: int = 2_700_000, seed: int = 7, show_progress: bool = True
+) -> Report:
+    """The 8-hour buffer test on the live Redis, in scratch keys that are removed after."""
+    client = connect(settings.redis, settings.redis_dir)
+    keys = Keys(Keys(settings.redis.prefix).ops_prefix + "capacity:")
+    delete_keys(client, keys.prefix)
+    memory = client.info("memory")
+    maxmemory, baseline = int(memory.get("maxmemory", 0)), int(memory["used_memory"])
+    _preflight(events, maxmemory, baseline, settings.ingest.high_water)
+    try:
+        load = load_events(client, keys, settings, events, seed, show_progress)
+        stream_bytes = sum(client.memory_usage(keys.stream(t), samples=0) or 0 for t in TYPES)
+        found, read_seconds = read_back(client, keys)
+    finally:
+        delete_keys(client, keys.prefix)
+    figures = _figures(load, found, read_seconds, stream_bytes, maxmemory, baseline, settings)
+    figures.update(events_requested=events, target=target_of(client))
+    return _report(figures, load).write(settings.reports_dir)
+
+
+def _preflight(events: int, maxmemory: int, baseline: int, high_water: float) -> None:
+    """Refuse a run that would push the live Redis into backpressure (nobody drains it)."""
+    if not maxmemory:
+        return
+    need = events * PLANNING_BYTES_PER_EVENT
+    room = maxmemory * high_water - baseline
+    if need > room:
+        raise ConfigError(
+            f"capacity needs ~{need / 2**20:.0f} MB for {events:,} events but the live Redis "
+            f"has {max(room, 0) / 2**20:.0f} MB below its high-water mark: use fewer --events "
+            "or a larger maxmemory"
+        )
+
+
+def load_events(
+    client: redis.Redis, keys: Keys, settings: Settings, events: int, seed: int, show: bool
+) -> Load:
+    """Ingest through the real path on a thread; sample memory every ~0.5% of the run."""
+    checksum = Checksum()
+    source = ChecksumSource(SyntheticSource(seed, rate=0, count=events, start_us=START_US),
+                            checksum)  # fmt: skip
+    spool_dir = Path(tempfile.mkdtemp(prefix="skybuffer-capacity-spool-"))
+    every, began = max(events // 200, 1), time.monotonic()
+    load = Load(IngestStats(), 0.0, [(0, int(client.info("memory")["used_memory"]), 0.0)],
+                checksum)  # fmt: skip
+
+    def sample(stats: IngestStats) -> None:
+        if stats.events - load.samples[-1][0] >= every or stats.events >= events:
+            used = int(client.info("memory")["used_memory"])
+            load.samples.append((stats.events, used, time.monotonic() - began))
+
+    producer = Producer(client, keys, "capacity")
+    ingester = Ingester(producer, source, settings.ingest, Spool(spool_dir, "capacity"),
+                        on_batch=sample)  # fmt: skip
+    try:
+        with progress(events, "loading events", show) as advance:
+            load.stalled = _run_watched(ingester, events, advance)
+    finally:
+        shutil.rmtree(spool_dir, ignore_errors=True)
+    load.stats, load.seconds = ingester.stats, time.monotonic() - began
+    return load
+
+
+def _run_watched(ingester: Ingester, events: int, advance: Any) -> bool:
+    """Run the ingester; stop it if nothing lands for STALL_SECONDS (True if stopped)."""
+    stop = threading.Event()
+    thread = threading.Thread(target=ingester.run, args=(stop, events), daemon=True)
+    thread.start()
+    last, moved = -1, time.monotonic()
+    while thread.is_alive():
+        thread.join(0.2)
+        done = ingester.stats.events
+        advance(done)
+        if done != last:
+            last, moved = done, time.monotonic()
+        elif time.monotonic() - moved > STALL_SECONDS:
+            stop.set()
+            thread.join()
+            return True
+    return False
+
+
+def stream_entries(
+    client: redis.Redis, stream: str, page: int = 20
+) -> Iterator[tuple[str, dict[bytes, bytes]]]:
+    """Every entry of a stream, oldest first, a page at a time (bounded memory)."""
+    cursor = "-"
+    while True:
+        reply = cast(list[tuple[bytes, dict[bytes, bytes]]],
+                     client.xrange(stream, min=cursor, count=page))  # fmt: skip
+        if not reply:
+            return
+        for entry_id, fields in reply:
+            yield entry_id.decode(), fields
+        cursor = "(" + reply[-1][0].decode()
+
+
+def read_back(client: redis.Redis, keys: Keys) -> tuple[dict[str, Any], float]:
+    """Read and decode every entry of the scratch streams; digest every event."""
+    checksum, decoder, counts = Checksum(), Decoder(), {}
+    began = time.monotonic()
+    for type_ in TYPES:
+        n = 0
+        for _id, fields in stream_entries(client, keys.stream(type_)):
+            for event in decoder.decode(fields):
+                checksum.add(event)
+                n += 1
+        counts[type_] = n
+    found = {"events": checksum.count, "checksum": checksum.hexdigest(), "by_type": counts}
+    return found, time.monotonic() - began
+
+
+def _figures(
+    load: Load,
+    found: dict[str, Any],
+    read_seconds: float,
+    stream_bytes: int,
+    maxmemory: int,
+    baseline: int,
+    settings: Settings,
+) -> dict[str, Any]:
+    loaded = load.stats.events
+    peak = max(used for _, used, _ in load.samples)
+    per_event = max(stream_bytes, peak - baseline) / max(loaded, 1)
+    usable = maxmemory * settings.ingest.high_water - baseline
+    intact = found["checksum"] == load.offered.hexdigest() and found["events"] == loaded
+    return {
+        "events_loaded": loaded,
+        "events_read_back": found["events"],
+        "integrity_percent": 100.0 if intact else round(found["events"] / max(loaded, 1) * 100, 3),
+        "checksum_offered": load.offered.hexdigest(),
+        "checksum_read_back": found["checksum"],
+        "stalled_in_backpressure": load.stalled,
+        "by_type": found["by_type"],
+        "load_seconds": round(load.seconds, 2),
+        "events_per_s": round(loaded / load.seconds) if load.seconds else 0,
+        "read_back_events_per_s": round(found["events"] / read_seconds) if read_seconds else 0,
+        "maxmemory": maxmemory,
+        "baseline_used_memory": baseline,
+        "peak_used_memory": peak,
+        "peak_percent_of_maxmemory": round(peak / maxmemory * 100, 2) if maxmemory else None,
+        "headroom_bytes": maxmemory - peak if maxmemory else None,
+        "stream_bytes": stream_bytes,
+        "bytes_per_event": round(per_event, 1),
+        "seed_bytes_per_event": round(SEED_BYTES_PER_EVENT, 1),
+        "seed_percent_for_2_7M": SEED_JSON_MEMORY_PERCENT,
+        "percent_for_2_7M": round((baseline + per_event * SEED_EVENTS_8H) / maxmemory * 100, 2)
+        if maxmemory
+        else None,
+        "high_water": settings.ingest.high_water,
+        "buffer_hours_at": {
+            name: round(usable / (per_event * rate) / 3600, 1) if maxmemory else None
+            for name, rate in RATES.items()
+        },  # fmt: skip
+        "samples": [
+            {"events": e, "used_memory": u, "seconds": round(s, 2)} for e, u, s in load.samples
+        ],  # fmt: skip
+    }
+
+
+def _report(f: dict[str, Any], load: Load) -> Report:
+    mb = 2**20
+    rows = [
+        {"figure": "events loaded / read back",
+         "value": f"{f['events_loaded']:,} / {f['events_read_back']:,}"},
+        {"figure": "integrity (checksum)", "value": f"{f['integrity_percent']}%"},
+        {"figure": "load rate", "value": f"{f['events_per_s']:,} ev/s"},
+        {"figure": "peak used memory",
+         "value": f"{f['peak_used_memory'] / mb:,.1f} MB = {f['peak_percent_of_maxmemory']}% of "
+                  f"{f['maxmemory'] / mb:,.0f} MB"},
+        {"figure": "headroom at peak", "value": f"{(f['headroom_bytes'] or 0) / mb:,.1f} MB"},
+        {"figure": "Redis bytes per event", "value": f"{f['bytes_per_event']} "
+         f"(seed's plain JSON: {f['seed_bytes_per_event']})"},
+        {"figure": "2.7M events would take",
+         "value": f"{f['percent_for_2_7M']}% of maxmemory (seed: {SEED_JSON_MEMORY_PERCENT}%)"},
+    ]  # fmt: skip
+    hours = [{"rate": name, "ev/s": round(RATES[name]), "hours of buffer": h}
+             for name, h in f["buffer_hours_at"].items()]  # fmt: skip
+    notes = [
+        "Integrity 100% means every loaded event was read back byte for byte (same count, "
+        "same multiset checksum).",
+        f"Hours of buffer = (maxmemory x {f['high_water']:.0%} high-water - memory in use "
+        "before the run) / (bytes per event x rate): the time until ingest pauses.",
+        "Rates: the seed's 2.7M events / 8 h; ~350 ev/s mid-2026 steady and ~1,000 ev/s "
+        "2025 average (research/bluesky-jetstream.md §3.1).",
+        "The load rate includes generating the synthetic events on the same machine.",
+    ]  # fmt: skip
+    return Report(
+        command="capacity", title="skybuffer capacity: the 8-hour buffer test", data=f,
+        tables=[Table("capacity", rows), Table("hours of buffer", hours)], notes=notes,
+        plots=[Plot("memory", lambda path: _plot(f, path))],
+        exit_code=0 if f["integrity_percent"] == 100.0 and not load.stalled else 1,
+    )  # fmt: skip
+
+
+def _plot(f: dict[str, Any], path: Path) -> None:
+    """Memory against events loaded, with the limit, the high-water mark and the seed."""
+    plt = pyplot()
+    mb = 2**20
+    xs = [s["events"] / 1e6 for s in f["samples"]]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.plot(xs, [s["used_memory"] / mb for s in f["samples"]], label="skybuffer (measured)")
+    seed = [(f["baseline_used_memory"] + s["events"] * f["seed_bytes_per_event"]) / mb
+            for s in f["samples"]]  # fmt: skip
+    ax.plot(xs, seed, linestyle="--", label="seed's plain JSON (624 B/event, projected)")
+    if f["maxmemory"]:
+        ax.axhline(f["maxmemory"] / mb, color="red", label="maxmemory")
+        ax.axhline(f["maxmemory"] * f["high_water"] / mb, color="orange", linestyle=":",
+                   label=f"high-water ({f['high_water']:.0%}): ingest pauses")  # fmt: skip
+    ax.set(xlabel="events loaded (millions)", ylabel="Redis used_memory (MB)",
+           title="Redis memory while loading the 8-hour buffer")  # fmt: skip
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,76 @@
+"""Chaos experiments: a full Redis loses nothing under noeviction and whole streams under
+allkeys-lru; a killed Redis recovers every acknowledged event (and a torn AOF tail loses
+one whole transaction at most); steady load drains fully."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from skybuffer.buffer.server import ManagedRedis
+from skybuffer.ops.chaos import run_chaos_memory
+from skybuffer.ops.recovery import BATCH_EVENTS, run_chaos_restart
+from skybuffer.ops.sustained import run_sustained
+from skybuffer.settings import Settings
+
+
+def _files_written(paths: dict[str, str]) -> None:
+    for path in paths.values():
+        assert Path(path).stat().st_size > 0, path
+
+
+def test_chaos_memory_loses_nothing_with_noeviction_and_whole_streams_with_allkeys_lru(
+    make_settings: Callable[..., Settings],
+) -> None:
+    report = run_chaos_memory(
+        make_settings(), events=120_000, maxmemory="10mb", ingest_rate=30_000, drain_rate=7_500
+    )
+    skybuffer, seed = report.data["runs"].values()
+    assert (skybuffer["policy"], seed["policy"]) == ("noeviction", "allkeys-lru")
+    assert skybuffer["accepted"] == skybuffer["readable"] == 120_000
+    assert skybuffer["lost"] == 0 and skybuffer["evicted_keys"] == 0
+    assert skybuffer["backpressure_seconds"] > 0
+    assert seed["accepted"] == 120_000
+    assert seed["lost"] > 0 and seed["evicted_keys"] > 0
+    assert report.exit_code == 0
+    assert set(report.paths) == {"memory", "markdown", "json"}
+    _files_written(report.paths)
+
+
+def test_chaos_restart_recovers_every_acknowledged_event_after_sigkill(
+    make_settings: Callable[..., Settings],
+) -> None:
+    report = run_chaos_restart(make_settings(), events=30_000, rate=15_000)
+    modes = report.data["modes"]
+    for mode in ("everysec", "always"):
+        result = modes[mode]
+        assert result["acknowledged"] >= 30_000
+        assert result["recovered"] >= result["acknowledged"], mode
+        assert result["lost"] == 0
+        assert result["group_state_survived"], result["groups"]
+        assert any(g["pending"] > 0 for groups in result["groups"].values() for g in groups)
+    assert modes["always"]["host_crash"]["lost"] == 0
+    crash = modes["everysec"]["host_crash"]
+    assert crash["recovered"] + crash["lost"] == crash["acknowledged"]
+    assert 0 < crash["recovered"]
+    torn = modes["everysec"]["torn_tail"]  # the AOF's last bytes cut mid-transaction
+    assert torn["refused_with_load_truncated_no"] and torn["loaded_truncated_warning"]
+    assert 0 <= torn["dropped_events"] <= BATCH_EVENTS  # a whole transaction, never half
+    assert report.exit_code == 0
+    _files_written(report.paths)
+
+
+def test_chaos_sustained_drains_everything_and_reports_every_window(
+    redis_server: ManagedRedis, make_settings: Callable[..., Settings]
+) -> None:
+    report = run_sustained(
+        make_settings(), minutes=0.2, rate=500, window_seconds=4, show_progress=False
+    )
+    data = report.data
+    assert data["accepted"] > 0
+    assert data["drained"] == data["accepted"] and data["lost"] == 0
+    assert [w["window"] for w in data["windows"]] == [1, 2, 3]
+    assert data["verdict"] in ("stable", "degraded")
+    assert not list(redis_server.client("admin").scan_iter(match="skybuffer:ops:*"))
+    assert set(report.paths) == {"sustained", "markdown", "json"}
+    _files_written(report.paths)
