@@ -409,6 +409,21 @@ def bench_ingest_cmd(
     show_bench(f"bench ingest ({source})", result, as_json)
 
 
+@bench_app.command("write")
+def bench_write_cmd(
+    events: Annotated[int, typer.Option("--events", help="Buffered events to drain.")] = 1_000_000,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """DataWriter throughput: drain N buffered realistic events into a temporary lake
+    (scratch redis-server, removed afterwards); Parquet bytes per event per type."""
+    from skybuffer.lake.bench import bench_write
+
+    result = bench_write(events, settings_for(data_dir, config))
+    show_bench("bench write", result, as_json)
+
+
 @bench_app.command("codec")
 def bench_codec_cmd(
     file: Annotated[Path, typer.Option("--file", help="JSONL file of events.", exists=True)],

@@ -29,10 +29,11 @@ def status_table(status: BufferStatus) -> Table:
     table.add_column("oldest age", justify="right")
     lake = status.lake
     if lake is not None:
-        table.add_column("lake files", justify="right", footer=f"{lake.files:,}")
-        table.add_column("lake rows", justify="right", footer=f"{lake.rows:,}")
-        table.add_column("lake bytes", justify="right", footer=human_bytes(lake.bytes))
-        table.add_column("newest partition")
+        table.title = "skybuffer buffer · lake"
+        table.add_column("files", justify="right", footer=f"{lake.files:,}")
+        table.add_column("rows", justify="right", footer=f"{lake.rows:,}")
+        table.add_column("bytes", justify="right", footer=human_bytes(lake.bytes))
+        table.add_column("newest hour", no_wrap=True)
     for type_, stream in status.streams.items():
         cells = [type_, f"{stream.events:,}", f"{stream.entries:,}",
                  f"{stream.oldest_age_seconds:.1f} s"]  # fmt: skip
@@ -40,7 +41,7 @@ def status_table(status: BufferStatus) -> Table:
             part = lake.types.get(type_)
             cells += (
                 [f"{part.files:,}", f"{part.rows:,}", human_bytes(part.bytes),
-                 part.newest_partition or "-"] if part else ["-"] * 4
+                 part.newest_hour or "-"] if part else ["-"] * 4
             )  # fmt: skip
         table.add_row(*cells)
     table.caption = (

@@ -117,15 +117,12 @@ def _assert_lake_matches_buffer(settings: Settings, server: ManagedRedis) -> Non
         buffered = sum(int(v) for v in client.hgetall(KEYS.event_counts).values())
     finally:
         server.stop()
-    rows = duckdb.sql(
-        f"SELECT count(*) FROM read_parquet('{lake}/*/*/*/*/*/*.parquet', union_by_name=true)"
-    ).fetchone()
-    assert rows is not None
-    assert rows[0] == ingested - buffered
-    assert rows[0] > 0
-    identities = duckdb.sql(
-        f"SELECT count(*) FROM (SELECT DISTINCT did, collection, rkey, time_us FROM "
-        f"read_parquet('{lake}/*/*/*/*/*/*.parquet', union_by_name=true))"
-    ).fetchone()
+    parquet = f"read_parquet('{lake}/*/*/*/*/*/*.parquet', union_by_name=true)"
+    [(rows,)] = duckdb.sql(f"SELECT count(*) FROM {parquet}").fetchall()
+    assert rows == ingested - buffered
+    assert rows > 0
+    [(identities,)] = duckdb.sql(
+        f"SELECT count(*) FROM (SELECT DISTINCT did, collection, rkey, time_us FROM {parquet})"
+    ).fetchall()
     assert identities == rows, "the lake holds an event twice"
     assert set(TYPES) >= {f.split("/")[0] for f in files}

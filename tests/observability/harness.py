@@ -183,3 +183,14 @@ def alert_rules() -> list[dict[str, Any]]:
         for group in yaml.safe_load(path.read_text())["groups"]:
             rules += [rule for rule in group["rules"] if "alert" in rule]
     return rules
+
+
+def declared_families() -> list[Any]:
+    """Every metric family skybuffer exposes: the in-process REGISTRY, and the families
+    the DataWriter-serving process computes at scrape time (PipelineCollector)."""
+    from skybuffer.constants import Keys
+    from skybuffer.observability import metrics
+    from skybuffer.observability.exporter import PipelineCollector
+
+    scrape_time = PipelineCollector(None, Keys(), None).describe()  # type: ignore[arg-type]
+    return [*metrics.REGISTRY.collect(), *scrape_time]

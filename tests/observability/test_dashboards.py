@@ -13,6 +13,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +21,10 @@ from prometheus_client import start_http_server
 
 from skybuffer.buffer.server import ManagedRedis
 from skybuffer.constants import TYPES, WRITER_GROUP, Keys
-from skybuffer.observability import metrics
+from skybuffer.observability import metrics, writer_stats
+from skybuffer.observability.exporter import PipelineCollector
 from skybuffer.observability.stack import stack_down, stack_up
-from skybuffer.settings import load_settings
+from skybuffer.settings import Settings, load_settings
 
 from .harness import (
     CONFIG,
@@ -130,30 +132,28 @@ def feed_redis(server: ManagedRedis, prefix: str) -> None:
     client.xadd(keys.deadletter, {"reason": "invalid_json", "raw": "{", "detail": "test"})
 
 
-def set_skybuffer_metrics() -> None:
-    """A value in every skybuffer series the dashboards read."""
+def set_skybuffer_metrics(server: ManagedRedis, settings: Settings) -> PipelineCollector:
+    """A value in every skybuffer series the dashboards read: the ingester's in-process
+    metrics, and the DataWriter's figures the way they really arrive (kept in Redis,
+    exported by the serving process's collector)."""
     now = time.time()
+    client, keys = server.client(), Keys(settings.redis.prefix)
     for type_ in TYPES:
         metrics.INGEST_EVENTS.labels(type_).inc(100)
-        metrics.WRITER_ROWS.labels(type_).inc(90)
-        metrics.WRITER_BYTES.labels(type_).inc(9000)
-        metrics.WRITER_FILES.labels(type_).inc(1)
-        metrics.BUFFER_EVENTS.labels(type_).set(10)
-        metrics.BUFFER_OLDEST_AGE.labels(type_).set(42)
-        metrics.LAKE_BYTES.labels(type_).set(123456)
+        writer_stats.record_batch(client, keys, type_, 90, 9000, 1)
+        part = Path(str(settings.lake.root)) / type_ / "year=2026" / "part-1-1.parquet"
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_bytes(b"PAR1" + b"\0" * 123456)
     for outcome, runs in (("success", 3), ("failure", 1), ("timeout", 1)):
-        metrics.WRITER_RUNS.labels(outcome).inc(runs)
-    metrics.WRITER_RUN_SECONDS.observe(42)
-    metrics.WRITER_LAST_SUCCESS.set(now)
-    metrics.WRITER_LAST_DURATION.set(42)
+        for _ in range(runs):
+            writer_stats.record_run(client, keys, outcome, 42.0)
+    writer_stats.record_run(client, keys, "success", 42.0)
     metrics.WRITER_UP.set(1)
     metrics.INGEST_UP.set(1)
     metrics.INGEST_BACKPRESSURE.set(0)
     metrics.INGEST_REDIS_UP.set(1)
     metrics.INGEST_LAST_EVENT_TIME.set(now)
     metrics.DEADLETTER_EVENTS.labels("invalid_json").inc(1)
-    metrics.LAKE_FREE_BYTES.set(50 * 1024**3)
-    metrics.DEADLETTER_BUFFERED.set(1)
     metrics.SOURCE_CONNECTED.set(1)
     metrics.SOURCE_LAG_SECONDS.set(0.5)
     metrics.SOURCE_RECONNECTS.labels("closed").inc()
@@ -163,6 +163,9 @@ def set_skybuffer_metrics() -> None:
     metrics.INGEST_PENDING_EVENTS.set(0)
     metrics.INGEST_SPOOL_BYTES.set(0)
     metrics.INGEST_BATCH_SECONDS.observe(0.02)
+    collector = PipelineCollector(client, keys, settings.lake.root)
+    metrics.REGISTRY.register(collector)
+    return collector
 
 
 @contextlib.contextmanager
@@ -191,10 +194,11 @@ def prometheus_with_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
     server = ManagedRedis(settings.redis, settings.redis_dir)
     with contextlib.ExitStack() as cleanup:
         cleanup.enter_context(serving_registry(port))
-        set_skybuffer_metrics()
         cleanup.callback(stop_redis, server)
         server.start()
         feed_redis(server, settings.redis.prefix)
+        collector = set_skybuffer_metrics(server, settings)
+        cleanup.callback(metrics.REGISTRY.unregister, collector)
         cleanup.callback(stack_down, settings, conf)
         prometheus = stack_up(settings, conf)["prometheus"]
         wait_for("Prometheus to scrape the exporter and skybuffer", lambda: _all_up(prometheus))

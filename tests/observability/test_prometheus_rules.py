@@ -12,9 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from skybuffer.observability import metrics
-
-from .harness import CONFIG, PROMETHEUS, REPO, alert_rules, require
+from .harness import CONFIG, PROMETHEUS, REPO, alert_rules, declared_families, require
 
 RUNBOOK = REPO / "docs" / "RUNBOOK.md"
 ISSUE_ALERTS = {
@@ -90,7 +88,7 @@ def declared_series() -> set[str]:
     """Every series name skybuffer's REGISTRY can expose (with the type's suffixes)."""
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
     names = set()
-    for family in metrics.REGISTRY.collect():
+    for family in declared_families():
         names |= {family.name + suffix for suffix in suffixes[family.type]}
     return names
 

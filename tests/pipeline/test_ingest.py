@@ -15,7 +15,6 @@ from pathlib import Path
 
 import orjson
 import redis
-from tests.conftest import GOLDEN, buffered_events, stop_pid
 
 from skybuffer.buffer.codec import Decoder
 from skybuffer.buffer.server import ManagedRedis
@@ -25,6 +24,7 @@ from skybuffer.pipeline.ingest import Ingester
 from skybuffer.pipeline.runner import build_ingester
 from skybuffer.settings import Settings
 from skybuffer.sources.synthetic import generate
+from tests.conftest import GOLDEN, buffered_events, stop_pid
 
 KEYS = Keys()
 
@@ -85,7 +85,9 @@ def _drain_forever(client: redis.Redis, stop: threading.Event, seen: list[bytes]
             for entry_id, fields in client.xrange(KEYS.stream(type_), count=50):
                 events = decoder.decode(fields)
                 seen.extend(events)
-                pipe = client.pipeline()
+                # Not MULTI: at maxmemory Redis refuses every command queued in a
+                # transaction, even XDEL, which frees memory.
+                pipe = client.pipeline(transaction=False)
                 pipe.xdel(KEYS.stream(type_), entry_id)
                 pipe.hincrby(KEYS.event_counts, type_, -len(events))
                 pipe.execute()

@@ -104,81 +104,16 @@ SOURCE_OVERLAP_DROPPED = Counter(
 )
 
 # --- datawriter ---------------------------------------------------------------------------
-WRITER_ROWS = Counter(
-    "skybuffer_writer_rows_total",
-    "Rows written durably to the lake, by type.",
-    ["type"],
-    registry=REGISTRY,
-)
-WRITER_BYTES = Counter(
-    "skybuffer_writer_bytes_total",
-    "Parquet bytes written durably to the lake, by type.",
-    ["type"],
-    registry=REGISTRY,
-)
-WRITER_FILES = Counter(
-    "skybuffer_writer_files_total",
-    "Parquet files written durably to the lake, by type.",
-    ["type"],
-    registry=REGISTRY,
-)
-WRITER_RUNS = Counter(
-    "skybuffer_writer_runs_total",
-    "DataWriter runs, by outcome (success, failure, timeout, skipped).",
-    ["outcome"],
-    registry=REGISTRY,
-)
-WRITER_RUN_SECONDS = Histogram(
-    "skybuffer_writer_run_duration_seconds",
-    "Duration of DataWriter runs (budget: 240 s).",
-    buckets=(1, 5, 10, 30, 60, 120, 180, 240, 300, 600),
-    registry=REGISTRY,
-)
-WRITER_LAST_SUCCESS = Gauge(
-    "skybuffer_writer_last_success_timestamp_seconds",
-    "Unix time of the last successful DataWriter run.",
-    registry=REGISTRY,
-)
-WRITER_LAST_DURATION = Gauge(
-    "skybuffer_writer_last_run_duration_seconds",
-    "Duration of the last DataWriter run.",
-    registry=REGISTRY,
-)
 WRITER_UP = Gauge(
     "skybuffer_writer_up",
     "1 while the process serving the DataWriter runs.",
     registry=REGISTRY,
 )
 
-# --- buffer and lake gauges (sampled by whoever exports) ----------------------------------
-BUFFER_EVENTS = Gauge(
-    "skybuffer_buffer_events",
-    "Events buffered in Redis and not yet written to the lake, by type.",
-    ["type"],
-    registry=REGISTRY,
-)
-BUFFER_OLDEST_AGE = Gauge(
-    "skybuffer_buffer_oldest_age_seconds",
-    "Age of the oldest buffered entry, by type (0 when empty).",
-    ["type"],
-    registry=REGISTRY,
-)
-DEADLETTER_BUFFERED = Gauge(
-    "skybuffer_deadletter_buffered_events",
-    "Entries in the dead-letter stream.",
-    registry=REGISTRY,
-)
-LAKE_BYTES = Gauge(
-    "skybuffer_lake_bytes",
-    "Bytes of Parquet in the lake, by type.",
-    ["type"],
-    registry=REGISTRY,
-)
-LAKE_FREE_BYTES = Gauge(
-    "skybuffer_lake_free_bytes",
-    "Free bytes on the filesystem of the lake.",
-    registry=REGISTRY,
-)
+# skybuffer_writer_* (rows, bytes, files, runs, run duration, last success) and
+# skybuffer_buffer_*, skybuffer_deadletter_buffered_events, skybuffer_lake_* are computed
+# at scrape time by observability/exporter.py (PipelineCollector), in the process that
+# serves the DataWriter: flow runs are subprocesses whose own counters would die with them.
 
 
 def serve(host: str, port: int) -> None:

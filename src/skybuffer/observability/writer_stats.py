@@ -67,10 +67,20 @@ class WriterStatsCollector(Collector):
             stats = read_stats(self.client, self.keys)
         except redis.RedisError:
             return  # Redis down: RedisDown alerts; the writer's figures are simply absent
-        yield from _per_type(stats)
-        yield _runs(stats)
-        yield _duration_histogram(stats)
-        yield from _last(stats)
+        yield from families(stats)
+
+    def describe(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+        """The families without samples: registering needs no Redis round trip."""
+        yield from families({key: 0.0 for key in ("last_success", "last_run", "last_duration")})
+
+
+def families(
+    stats: Mapping[str, float],
+) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+    yield from _per_type(stats)
+    yield _runs(stats)
+    yield _duration_histogram(stats)
+    yield from _last(stats)
 
 
 def _per_type(stats: Mapping[str, float]) -> Iterator[CounterMetricFamily]:

@@ -27,8 +27,8 @@ from skybuffer.buffer.lock import RedisLock
 from skybuffer.buffer.server import connect
 from skybuffer.constants import TYPES, Keys
 from skybuffer.errors import SkybufferError
-from skybuffer.observability import metrics
-from skybuffer.observability.writer_stats import WriterStatsCollector, record_run
+from skybuffer.observability.exporter import serve_writer_metrics
+from skybuffer.observability.writer_stats import record_run
 from skybuffer.pipeline.datawriter import DataWriter
 from skybuffer.settings import Settings, load_settings
 
@@ -145,10 +145,7 @@ def serve_datawriter(settings: Settings) -> None:
     os.environ["SKYBUFFER_DATA_DIR"] = str(settings.data_dir)
     if settings.config is not None:
         os.environ["SKYBUFFER_CONFIG"] = str(settings.config)
-    client = connect(settings.redis, settings.redis_dir, start=False)
-    metrics.REGISTRY.register(WriterStatsCollector(client, Keys(settings.redis.prefix)))
-    metrics.serve(settings.metrics.host, settings.metrics.writer_port)
-    metrics.WRITER_UP.set(1)
+    serve_writer_metrics(settings)
     limit = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
     datawriter_flow.serve(
         name=settings.prefect.deployment,

@@ -1,7 +1,9 @@
-"""What is in the buffer right now: events and oldest age per type, memory, dead letters.
+"""What is in the buffer right now: events and oldest age per type, memory, dead letters;
+and, for `skybuffer status`, what is in the lake (files, rows, bytes, newest partition).
 
-Read-only and cheap (HGETALL, XINFO STREAM per type, INFO memory), so the live status
-line can call it every second.
+The buffer part is read-only and cheap (HGETALL, XINFO STREAM per type, INFO memory), so
+the live status line can call it every second. The lake part reads every file's Parquet
+footer, so only `skybuffer status` asks for it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import redis
 
 from skybuffer.constants import TYPES, Keys
-from skybuffer.settings import Settings
+from skybuffer.settings import LakeSettings, Settings
 
 
 @dataclass
@@ -25,12 +27,53 @@ class StreamStatus:
 
 
 @dataclass
+class LakeTypeStatus:
+    files: int = 0
+    rows: int = 0
+    bytes: int = 0
+    newest_partition: str | None = None
+    newest_hour: str | None = None
+
+
+@dataclass
+class LakeStatus:
+    """The lake's figures per type; ``error`` when the lake could not be read."""
+
+    root: str = ""
+    types: dict[str, LakeTypeStatus] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def files(self) -> int:
+        return sum(t.files for t in self.types.values())
+
+    @property
+    def rows(self) -> int:
+        return sum(t.rows for t in self.types.values())
+
+    @property
+    def bytes(self) -> int:
+        return sum(t.bytes for t in self.types.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "root": self.root,
+            "types": {t: asdict(s) for t, s in self.types.items()},
+            "files": self.files,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "error": self.error,
+        }
+
+
+@dataclass
 class BufferStatus:
     streams: dict[str, StreamStatus] = field(default_factory=dict)
     used_memory: int = 0
     maxmemory: int = 0
     deadletter: int = 0
     spool_bytes: int = 0
+    lake: LakeStatus | None = None
 
     @property
     def memory_fraction(self) -> float:
@@ -50,7 +93,7 @@ class BufferStatus:
             },
             "deadletter": self.deadletter,
             "spool_bytes": self.spool_bytes,
-        }
+        } | ({"lake": self.lake.as_dict()} if self.lake is not None else {})
 
 
 def buffer_status(client: redis.Redis, keys: Keys, spool_dir: Path | None = None) -> BufferStatus:
@@ -80,9 +123,28 @@ def buffer_status(client: redis.Redis, keys: Keys, spool_dir: Path | None = None
     return status
 
 
+def lake_status(lake: LakeSettings) -> LakeStatus:
+    """Files, rows and bytes per type and the newest partition of the lake."""
+    import duckdb
+
+    from skybuffer.lake.query import lake_figures
+
+    status = LakeStatus(root=lake.root or "")
+    try:
+        figures = lake_figures(lake)
+    except (duckdb.Error, OSError) as exc:
+        status.error = f"cannot read the lake at {lake.root}: {exc}"
+        return status
+    status.types = {t: LakeTypeStatus(**asdict(f)) for t, f in figures.items()}
+    return status
+
+
 def collect_status(settings: Settings) -> BufferStatus:
-    """Status of the buffer of a data dir (starting its managed Redis when needed)."""
+    """Status of the buffer of a data dir (starting its managed Redis when needed), with
+    the lake's figures."""
     from skybuffer.buffer.server import connect
 
     client = connect(settings.redis, settings.redis_dir)
-    return buffer_status(client, Keys(settings.redis.prefix), settings.ingest.spool_dir)
+    status = buffer_status(client, Keys(settings.redis.prefix), settings.ingest.spool_dir)
+    status.lake = lake_status(settings.lake)
+    return status

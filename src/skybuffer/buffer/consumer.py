@@ -1,0 +1,334 @@
+"""The DataWriter's side of the streams: group reads, claims, and the atomic commit.
+
+Guarantees (tests/buffer/test_consumer.py proves each):
+
+- One consumer group per stream (``datawriter``), created at ID 0 with MKSTREAM, so it
+  sees every entry ever buffered; a deleted stream or group heals itself on the next read.
+  Every write the writer makes is a script declaring ``allow-oom`` (see ``commit``), the
+  group's creation included: a full Redis can always be drained.
+- A batch is the consumer's own pending entries first (what a crashed run of the same
+  consumer name left), then entries another consumer left pending longer than the claim
+  idle time (XAUTOCLAIM), then new entries. XREADGROUP ``>`` hands each new entry to one
+  consumer only, so two writers split the work and never double it; reads ask for no
+  more new entries than the batch can take, so none wait in one writer's pending list
+  while another is idle.
+- ``commit`` is one Lua script, atomic: XACK + XDEL of every entry of the batch, the
+  dead letters of the batch, and HINCRBY of the event counts by minus the events it
+  removed. Only entries its own XDEL removed count, so two writers committing the same
+  claimed entry cannot make the counts drift. The script declares ``allow-oom``: at
+  maxmemory Redis refuses every command queued in MULTI (and HINCRBY/XADD are
+  ``denyoom``), so a MULTI-based ack could not free memory exactly when it is needed.
+- ``trim`` (XTRIM MINID) never passes an entry some group still has pending or has not
+  yet delivered; it reclaims acknowledged entries that were not deleted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from skybuffer.buffer.codec import event_count
+from skybuffer.buffer.producer import CONNECTION_ERRORS, DeadLetter
+from skybuffer.constants import DL_DETAIL, DL_RAW, DL_REASON, DL_SOURCE, WRITER_GROUP, Keys
+from skybuffer.errors import CodecError, RedisUnavailable
+
+# KEYS: stream, event-count hash, dead-letter stream.
+# ARGV: group, type, then per entry: id, events, k, and k dead letters of 4 fields each.
+COMMIT_SCRIPT = """#!lua flags=allow-oom
+local stream, counts, deadletter = KEYS[1], KEYS[2], KEYS[3]
+local group, type_ = ARGV[1], ARGV[2]
+local i, entries, removed, letters = 3, 0, 0, 0
+while i <= #ARGV do
+  local id, events, k = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  i = i + 3
+  redis.call('XACK', stream, group, id)
+  local deleted = redis.call('XDEL', stream, id) == 1
+  if deleted then
+    entries = entries + 1
+    removed = removed + events
+  end
+  for _ = 1, k do
+    if deleted then
+      redis.call('XADD', deadletter, '*', '@reason', ARGV[i], '@source', ARGV[i + 1],
+                 '@raw', ARGV[i + 2], '@detail', ARGV[i + 3])
+      letters = letters + 1
+    end
+    i = i + 4
+  end
+end
+if removed ~= 0 then redis.call('HINCRBY', counts, type_, -removed) end
+return {entries, removed, letters}
+"""
+for _token, _field in (("@reason", DL_REASON), ("@source", DL_SOURCE), ("@raw", DL_RAW),
+                       ("@detail", DL_DETAIL)):  # fmt: skip
+    COMMIT_SCRIPT = COMMIT_SCRIPT.replace(_token, _field.decode())
+
+# KEYS: stream. ARGV: group. XGROUP CREATE is denyoom: a writer meeting a full Redis
+# for the first time must still be able to create its group, or it could never drain it.
+GROUP_SCRIPT = """#!lua flags=allow-oom
+local ok, err = pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
+if ok then return 1 end
+local message = type(err) == 'table' and err.err or tostring(err)
+if string.find(message, 'BUSYGROUP', 1, true) then return 0 end
+return redis.error_reply(message)
+"""
+
+# KEYS: stream. Trims below the oldest entry any group still needs: its oldest pending
+# entry, or else the first entry after its last-delivered ID.
+TRIM_SCRIPT = """#!lua flags=allow-oom
+local stream = KEYS[1]
+if redis.call('EXISTS', stream) == 0 then return 0 end
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function less(a, b)
+  local ams, aseq = parse(a)
+  local bms, bseq = parse(b)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
+local minid = nil
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+  local info = {}
+  for j = 1, #group, 2 do info[group[j]] = group[j + 1] end
+  local summary = redis.call('XPENDING', stream, info['name'])
+  local needed = info['last-delivered-id']
+  if summary[1] > 0 then
+    needed = summary[2]
+  else
+    local after = redis.call('XRANGE', stream, '(' .. needed, '+', 'COUNT', 1)
+    if #after > 0 then needed = after[1][1] end
+  end
+  if minid == nil or less(needed, minid) then minid = needed end
+end
+if minid == nil then return 0 end
+return redis.call('XTRIM', stream, 'MINID', minid)
+"""
+
+
+@dataclass(slots=True)
+class Entry:
+    """One stream entry: a compressed micro-batch of events (fields empty when deleted)."""
+
+    id: str
+    fields: dict[bytes, bytes]
+
+    @property
+    def events(self) -> int:
+        """Events the entry holds by its count field (0 when gone or unreadable)."""
+        if not self.fields:
+            return 0
+        try:
+            return event_count(self.fields)
+        except CodecError:
+            return 0
+
+
+@dataclass
+class Batch:
+    """Entries of one type read together; ``caught_up`` once the read reached ``until``."""
+
+    type: str
+    entries: list[Entry] = field(default_factory=list)
+    events: int = 0
+    read_at: float = field(default_factory=time.monotonic)
+    caught_up: bool = False
+
+    def add(self, entry: Entry) -> None:
+        self.entries.append(entry)
+        self.events += entry.events
+
+    @property
+    def ids(self) -> list[str]:
+        return [e.id for e in self.entries]
+
+
+@dataclass(frozen=True)
+class Commit:
+    """What a commit removed: entries, their events, dead letters written."""
+
+    entries: int
+    events: int
+    deadletters: int
+
+
+def id_key(stream_id: str) -> tuple[int, int]:
+    """A stream ID as a sortable (ms, seq) pair."""
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class StreamConsumer:
+    """One named consumer of the ``datawriter`` group on the streams of one key prefix."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        consumer: str,
+        read_count: int = 200,
+        claim_idle_seconds: float = 300.0,
+        group: str = WRITER_GROUP,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.consumer = consumer
+        self.read_count = read_count
+        self.claim_idle_ms = int(claim_idle_seconds * 1000)
+        self.group = group
+        self._commit = client.register_script(COMMIT_SCRIPT)
+        self._trim = client.register_script(TRIM_SCRIPT)
+        self._group = client.register_script(GROUP_SCRIPT)
+        self._ready: set[str] = set()
+        self._per_entry: dict[str, float] = {}
+        """Events per entry seen last, per type: sizes reads of new entries."""
+
+    # --- groups --------------------------------------------------------------------------
+    def ensure_group(self, type_: str) -> None:
+        """Create the group at ID 0 (and the stream); an existing group is left as it is."""
+        self._call(self._group, keys=[self.keys.stream(type_)], args=[self.group])
+        self._ready.add(type_)
+
+    def last_id(self, type_: str) -> str:
+        """The stream's last generated ID now ('0-0' when it never had an entry)."""
+        self._ensure(type_)
+        info = self._call(self.client.xinfo_stream, self.keys.stream(type_))
+        return _text(info["last-generated-id"])
+
+    # --- reading -------------------------------------------------------------------------
+    def read_batch(
+        self, type_: str, max_events: int, until: str | None = None, new: bool = True
+    ) -> Batch:
+        """Own pending entries, then claimed ones, then (if ``new``) new ones, up to
+        ``max_events`` events (plus the rest of the last entry).
+
+        New entries are read only up to ``until`` (inclusive, plus the rest of the read
+        that reached it), so a drain ends even while the ingester keeps writing. Entries
+        come back in stream order.
+        """
+        self._ensure(type_)
+        batch = Batch(type_)
+        self._read_pending(batch, max_events)
+        if batch.events < max_events:
+            self._claim(batch, max_events)
+        if not new:
+            batch.caught_up = True
+        elif batch.events < max_events:
+            self._read_new(batch, max_events, until)
+        batch.entries.sort(key=lambda e: id_key(e.id))
+        return batch
+
+    def _read_pending(self, batch: Batch, max_events: int) -> None:
+        cursor = "0"
+        while batch.events < max_events:
+            items = self._xreadgroup(batch.type, cursor)
+            if not items:
+                return
+            cursor = _text(items[-1][0])
+            _take(batch, items, max_events)
+
+    def _claim(self, batch: Batch, max_events: int) -> None:
+        stream, cursor = self.keys.stream(batch.type), "0-0"
+        while batch.events < max_events:
+            reply = self._call(
+                self.client.xautoclaim, stream, self.group, self.consumer,
+                self.claim_idle_ms, cursor, count=self.read_count,
+            )  # fmt: skip
+            cursor = _text(reply[0])
+            _take(batch, reply[1], max_events)
+            if cursor == "0-0":
+                return
+
+    def _read_new(self, batch: Batch, max_events: int, until: str | None) -> None:
+        if until is not None and id_key(until) == (0, 0):
+            batch.caught_up = True
+            return
+        while batch.events < max_events:
+            items = self._xreadgroup(batch.type, ">", self._new_count(batch, max_events))
+            if not items:
+                batch.caught_up = True
+                return
+            _take(batch, items, max_events)
+            if until is not None and id_key(_text(items[-1][0])) >= id_key(until):
+                batch.caught_up = True
+                return
+
+    def _new_count(self, batch: Batch, max_events: int) -> int:
+        """How many new entries to ask for: no more than the batch can take, so entries
+        another writer could have taken do not sit in this consumer's pending list."""
+        if batch.entries:
+            self._per_entry[batch.type] = max(1.0, batch.events / len(batch.entries))
+        per_entry = self._per_entry.get(batch.type)
+        if per_entry is None:
+            return 1  # a first read learns the entry size
+        need = -(-(max_events - batch.events) // per_entry)
+        return int(max(1, min(self.read_count, need)))
+
+    def _xreadgroup(self, type_: str, cursor: str, count: int | None = None) -> list:
+        stream = self.keys.stream(type_)
+        count = count or self.read_count
+        try:
+            reply = self._call(
+                self.client.xreadgroup, self.group, self.consumer, {stream: cursor}, count=count
+            )
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self.ensure_group(type_)  # the stream or group was deleted: heal, read again
+            reply = self._call(
+                self.client.xreadgroup, self.group, self.consumer, {stream: cursor}, count=count
+            )
+        return reply[0][1] if reply else []
+
+    # --- commit and trim -----------------------------------------------------------------
+    def commit(
+        self,
+        type_: str,
+        entries: Sequence[Entry],
+        deadletters: Mapping[str, Sequence[DeadLetter]] | None = None,
+        source: str = "datawriter",
+    ) -> Commit:
+        """Acknowledge and delete ``entries`` with their dead letters, atomically."""
+        deadletters = deadletters or {}
+        args: list[bytes | str | int] = [self.group, type_]
+        for entry in entries:
+            letters = deadletters.get(entry.id, ())
+            args += [entry.id, entry.events, len(letters)]
+            for dead in letters:
+                args += [str(dead.reason), source, dead.raw, dead.detail]
+        keys = [self.keys.stream(type_), self.keys.event_counts, self.keys.deadletter]
+        done, events, letters_written = self._call(self._commit, keys=keys, args=args)
+        return Commit(int(done), int(events), int(letters_written))
+
+    def trim(self, type_: str) -> int:
+        """XTRIM MINID to the oldest entry still needed; returns the entries trimmed."""
+        return int(self._call(self._trim, keys=[self.keys.stream(type_)]))
+
+    # --- helpers -------------------------------------------------------------------------
+    def _ensure(self, type_: str) -> None:
+        if type_ not in self._ready:
+            self.ensure_group(type_)
+
+    @staticmethod
+    def _call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except CONNECTION_ERRORS as exc:
+            raise RedisUnavailable(str(exc)) from exc
+
+
+def _take(batch: Batch, items: list, max_events: int) -> None:
+    """Append read entries until the batch is full; the rest stay pending in this
+    consumer and open its next batch, so a batch is at most one entry over the limit."""
+    for entry_id, fields in items:
+        if batch.events >= max_events:
+            return
+        batch.add(Entry(_text(entry_id), fields or {}))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

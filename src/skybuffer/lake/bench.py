@@ -1,0 +1,126 @@
+"""`skybuffer bench write`: how fast one DataWriter process drains a realistic backlog.
+
+A scratch redis-server and lake live in a temporary data dir. The backlog is made by
+``skybuffer ingest --source synthetic --rate 0`` in a child process (so its heap and
+threads do not disturb the measurement); the drain runs in this process, timed from the
+first read to the last commit. Reported: events/s, the drain's CPU seconds (steadier than
+wall time on a shared machine), Parquet bytes per event (overall and per type), files,
+Redis used_memory before and after, and this process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from skybuffer.buffer.server import ManagedRedis
+from skybuffer.errors import SkybufferError
+from skybuffer.settings import Settings, load_settings
+
+
+def bench_write(
+    events: int = 1_000_000, settings: Settings | None = None, seed: int = 42
+) -> dict[str, Any]:
+    """Drain ``events`` buffered synthetic events once and return the figures.
+
+    ``settings`` supplies the writer and lake knobs (batch size, compression, ...);
+    the data dir, Redis and lake root are always scratch ones, removed afterwards.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="skybuffer-bench-"))
+    try:
+        scratch = _scratch_settings(workdir, settings)
+        server = ManagedRedis(scratch.redis, scratch.redis_dir)
+        server.start()
+        try:
+            _fill(scratch, events, seed)
+            return _drain(scratch, server, events)
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _scratch_settings(workdir: Path, base: Settings | None) -> Settings:
+    writer = base.writer.model_dump() if base else {}
+    lake = base.lake.model_dump() if base else {}
+    lake["root"] = None  # always the scratch lake
+    return load_settings(
+        data_dir=workdir, redis={"port": _free_port(), "maxmemory": "4gb"},
+        writer=writer, lake=lake, metrics={"ingest_port": 0, "writer_port": 0},
+    )  # fmt: skip
+
+
+def _fill(settings: Settings, events: int, seed: int) -> None:
+    env = {
+        **os.environ,
+        "SKYBUFFER_DATA_DIR": str(settings.data_dir),
+        "SKYBUFFER_REDIS__PORT": str(settings.redis.port),
+        "SKYBUFFER_REDIS__MAXMEMORY": "4gb",
+        "SKYBUFFER_METRICS__INGEST_PORT": "0",
+    }
+    command = [sys.executable, "-m", "skybuffer", "ingest", "--source", "synthetic",
+               "--rate", "0", "--count", str(events), "--seed", str(seed)]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SkybufferError(f"bench: filling the buffer failed: {done.stderr[-2000:]}")
+
+
+def _drain(settings: Settings, server: ManagedRedis, events: int) -> dict[str, Any]:
+    from skybuffer.pipeline.datawriter import DataWriter, peak_rss_bytes
+
+    admin = server.client("admin")
+    before = int(admin.info("memory")["used_memory"])
+    writer = DataWriter.from_settings(settings)
+    try:
+        cpu_before, started = os.times(), time.perf_counter()
+        result = writer.drain_once()
+        seconds = time.perf_counter() - started
+        cpu_after = os.times()
+    finally:
+        writer.close()
+    if not result.ok:
+        raise SkybufferError(f"bench: the drain failed: {result.errors}")
+    after = int(admin.info("memory")["used_memory"])
+    size = sum(r.bytes for r in result.types.values())
+    return {
+        "events": events,
+        "rows": result.rows,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(result.rows / seconds) if seconds else 0,
+        "cpu_seconds": round(
+            cpu_after.user - cpu_before.user + cpu_after.system - cpu_before.system, 3
+        ),
+        "parquet_bytes": size,
+        "parquet_bytes_per_event": round(size / result.rows, 1) if result.rows else 0.0,
+        "files": sum(r.files for r in result.types.values()),
+        "batches": sum(r.batches for r in result.types.values()),
+        "per_type": {
+            t: {
+                "rows": r.rows,
+                "files": r.files,
+                "bytes": r.bytes,
+                "bytes_per_event": round(r.bytes / r.rows, 1) if r.rows else 0.0,
+                "seconds": round(r.seconds, 3),
+            }
+            for t, r in result.types.items()
+        },  # fmt: skip
+        "redis_used_memory_before": before,
+        "redis_used_memory_after": after,
+        "writer_peak_rss_bytes": peak_rss_bytes(),
+        "batch_events": settings.writer.batch_events,
+        "compression": f"{settings.lake.compression}-{settings.lake.compression_level}",
+        "cpus": os.cpu_count(),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

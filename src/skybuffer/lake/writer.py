@@ -1,0 +1,393 @@
+"""Atomic, deterministic Parquet files in hive partitions: the lake half of exactly-once.
+
+A batch's rows of one type are split by the UTC hour of ``time_us``; each partition gets
+one file named by the first and last stream IDs of the entries whose rows it holds
+(``part-{first}-{last}.parquet``, '-' inside an ID written '_'), the entry IDs also
+stored in the file's footer (``skybuffer.entries``). Kafka Connect's S3 sink is the
+model: names from offsets, the offset committed only after the file is durable.
+
+Publishing a batch:
+
+1. ``stage`` (``StagedBatch``): rows arrive chunk by chunk; each partition's rows are
+   appended to ``.tmp-{consumer}.{tag}-{hour}.inprogress`` in the partition directory
+   (a dot-name without the .parquet suffix: no reader's ``*.parquet`` glob and no
+   pyarrow dataset sees it). ``finish`` writes the footer with the entry IDs, fsyncs the
+   file and names it. Leftovers of a killed run are removed when a directory is opened:
+   this consumer's own, and anyone's older than the stale age.
+2. ``publish``: per partition, files of an earlier, unacknowledged attempt that hold any
+   entry of this batch are deleted; the temp file is renamed to its final name; the
+   directory is fsync'd (new directories too, up the tree).
+
+Why deleting by footer and not only by name: after a crash the entries may come back in
+different batches (another consumer claims part of them, or batch_events changed), so a
+rerun can produce other names. Any lake file holding an entry that is still pending can
+only come from an attempt that never committed (commit is atomic and removes the entry),
+so it may be deleted: every row it held belongs to a pending entry and will be rewritten.
+Files whose entries were committed are never touched: no later batch holds their entries.
+
+Everything goes through pyarrow's filesystem layer, so ``lake.root = "s3://bucket/lake"``
+needs no other change: there the temp object is moved (copied) to its final key, which
+appears atomically, and fsync does not apply. Only the local filesystem is tested here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from skybuffer.buffer.consumer import id_key
+from skybuffer.errors import ConfigError, LakeWriteError
+from skybuffer.lake import schema as lake_schema
+from skybuffer.settings import LakeSettings
+
+log = logging.getLogger(__name__)
+
+ENTRIES_KEY = b"skybuffer.entries"
+TIME_FIELDS = ("year", "month", "day", "hour")
+NAME_RE = re.compile(r"^part-(\d+)_(\d+)-(\d+)_(\d+)\.parquet$")
+TEMP_PREFIX = ".tmp-"
+TEMP_SUFFIX = ".inprogress"
+
+
+@dataclass
+class PartFile:
+    """One staged file of a batch: where it goes and which entries' rows it holds."""
+
+    type: str
+    directory: str
+    temp: str
+    rows: int = 0
+    entry_ids: set[str] = field(default_factory=set)
+    name: str = ""
+
+    @property
+    def path(self) -> str:
+        return f"{self.directory}/{self.name}"
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    type: str
+    path: str
+    partition: str
+    rows: int
+    bytes: int
+
+
+def file_name(entry_ids: Iterable[str]) -> str:
+    """``part-{first}-{last}.parquet`` from the stream IDs a file holds."""
+    ordered = sorted(entry_ids, key=id_key)
+    first, last = (i.replace("-", "_") for i in (ordered[0], ordered[-1]))
+    return f"part-{first}-{last}.parquet"
+
+
+def _remote(root: str) -> bool:
+    return "://" in root and not root.startswith("file://")
+
+
+def root_path(root: str) -> str:
+    """The root as readers address it: an absolute local path, or the URI."""
+    return root.rstrip("/") if _remote(root) else os.path.abspath(root.removeprefix("file://"))
+
+
+def open_filesystem(root: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and the root path in it: a local path, or any URI pyarrow
+    knows (s3://bucket/prefix, gs://, hdfs://)."""
+    if _remote(root):
+        try:
+            fs, path = pafs.FileSystem.from_uri(root)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ConfigError(f"lake.root {root!r} is not a usable filesystem URI: {exc}") from exc
+        return fs, path.rstrip("/")
+    return pafs.LocalFileSystem(), root_path(root)
+
+
+class Layout:
+    """Where each type's partitions live under the root, from ``lake.path_template``."""
+
+    def __init__(self, root: str, template: str) -> None:
+        names = set(re.findall(r"{(\w*)}", template))
+        if names != {"type", *TIME_FIELDS}:
+            raise ConfigError(
+                f"lake.path_template {template!r} must use exactly the placeholders "
+                "{type}, {year}, {month}, {day} and {hour}"
+            )
+        self.root = root
+        self.template = template.strip("/")
+
+    def partition(self, type_: str, hour_bucket: int) -> str:
+        """Relative directory of the partition of ``hour_bucket`` (hours since epoch)."""
+        t = datetime.fromtimestamp(hour_bucket * 3600, UTC)
+        return self.template.format(
+            type=type_, year=f"{t.year:04d}", month=f"{t.month:02d}",
+            day=f"{t.day:02d}", hour=f"{t.hour:02d}",
+        )  # fmt: skip
+
+    def glob(self, type_: str) -> str:
+        """Every data file of a type: the pattern DuckDB's read_parquet takes."""
+        pattern = self.template.format(type=type_, **dict.fromkeys(TIME_FIELDS, "*"))
+        return f"{self.root}/{pattern}/*.parquet"
+
+    def matcher(self, type_: str) -> re.Pattern[str]:
+        """Matches a file path relative to the root; groups year, month, day, hour."""
+        parts = re.split(r"({\w+})", self.template)
+        regex = "".join(
+            re.escape(type_) if p == "{type}" else rf"(?P<{p[1:-1]}>\d+)" if p[:1] == "{"
+            else re.escape(p) for p in parts
+        )  # fmt: skip
+        return re.compile(rf"^{regex}/[^/]+\.parquet$")
+
+
+class LakeWriter:
+    """Writes batches of rows into the lake atomically; see the module docstring."""
+
+    def __init__(self, lake: LakeSettings, consumer: str, stale_temp_seconds: float) -> None:
+        assert lake.root is not None, "settings fill lake.root"
+        self.settings = lake
+        self.fs, root = open_filesystem(lake.root)
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+        self.layout = Layout(root, lake.path_template)
+        self.consumer = re.sub(r"[^A-Za-z0-9_.-]", "_", consumer)
+        self.stale_temp_seconds = stale_temp_seconds
+
+    def stage(self, type_: str, tag: str) -> StagedBatch:
+        """Start the files of one batch; ``tag`` (its first entry ID) names the temps."""
+        return StagedBatch(self, type_, tag.replace("-", "_"))
+
+    def parquet_writer(self, type_: str, temp: str) -> pq.ParquetWriter:
+        return pq.ParquetWriter(
+            temp, lake_schema.schema(type_), filesystem=self.fs,
+            compression=self.settings.compression,
+            compression_level=self.settings.compression_level,
+            use_dictionary=lake_schema.dictionary_columns(type_),
+            write_statistics=lake_schema.statistics_columns(type_),
+        )  # fmt: skip
+
+    # --- publishing ----------------------------------------------------------------------
+    def publish(
+        self,
+        parts: list[PartFile],
+        batch_ids: set[str],
+        on_published: Callable[[PartFile], None] | None = None,
+    ) -> list[WrittenFile]:
+        """Replace earlier attempts of these entries with the staged files, durably."""
+        written = []
+        keys = [id_key(i) for i in batch_ids]
+        span = (min(keys), max(keys))
+        for part in parts:
+            try:
+                self._remove_stale(part, batch_ids, span)
+                self.fs.move(part.temp, part.path)  # a rename on a local filesystem
+                part.temp = ""
+                if self.local:
+                    _fsync_path(part.directory)
+                size = self.fs.get_file_info(part.path).size or 0
+            except (OSError, pa.ArrowException) as exc:
+                raise _failure(part.path, exc) from exc
+            relative = part.directory[len(self.layout.root) + 1 :]
+            written.append(WrittenFile(part.type, part.path, relative, part.rows, size))
+            if on_published is not None:
+                on_published(part)
+        return written
+
+    def discard(self, parts: list[PartFile]) -> None:
+        """Remove the temp files of a batch that will not be published."""
+        for part in parts:
+            if part.temp:
+                _silently(self.fs.delete_file, part.temp)
+                part.temp = ""
+
+    def _remove_stale(
+        self, part: PartFile, batch_ids: set[str], span: tuple[tuple[int, int], tuple[int, int]]
+    ) -> None:
+        low, high = span
+        for info in self._list(part.directory):
+            match = NAME_RE.match(info.base_name)
+            if match is None or info.base_name == part.name:
+                continue
+            first, last = (int(g) for g in match.groups()[:2]), (int(g) for g in match.groups()[2:])
+            if tuple(last) < low or tuple(first) > high:
+                continue
+            held = self._entries_of(info.path)
+            if held & batch_ids:
+                log.warning("Replacing %s: an unacknowledged earlier attempt of %d of "
+                            "these entries.", info.path, len(held & batch_ids))  # fmt: skip
+                self.fs.delete_file(info.path)
+
+    def _entries_of(self, path: str) -> set[str]:
+        metadata = pq.read_metadata(path, filesystem=self.fs).metadata or {}
+        return set(metadata.get(ENTRIES_KEY, b"").decode().split(",")) - {""}
+
+    # --- housekeeping --------------------------------------------------------------------
+    def remove_leftovers(self, directory: str) -> None:
+        """Temp files of a killed run: this consumer's, or anyone's past the stale age."""
+        own = f"{TEMP_PREFIX}{self.consumer}."
+        cutoff = time.time() - self.stale_temp_seconds
+        for info in self._list(directory):
+            name = info.base_name
+            if not (name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)):
+                continue
+            mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
+            if name.startswith(own) or mtime < cutoff:
+                log.info("Removing %s, left by a writer that did not finish.", info.path)
+                _silently(self.fs.delete_file, info.path)
+
+    def _list(self, directory: str) -> list[pafs.FileInfo]:
+        selector = pafs.FileSelector(directory, allow_not_found=True)
+        return [i for i in self.fs.get_file_info(selector) if i.type == pafs.FileType.File]
+
+    def makedirs(self, directory: str) -> None:
+        """Create the partition directories, fsyncing each new one's parent (local)."""
+        if not self.local:
+            self.fs.create_dir(directory, recursive=True)
+            return
+        missing = []
+        path = directory
+        while not os.path.isdir(path):
+            missing.append(path)
+            parent = os.path.dirname(path)
+            if parent == path:
+                break
+            path = parent
+        try:
+            for path in reversed(missing):
+                try:
+                    os.mkdir(path)
+                except FileExistsError:
+                    if not os.path.isdir(path):
+                        raise _failure(directory, f"{path} exists and is not a directory") from None
+                _fsync_path(os.path.dirname(path))
+        except OSError as exc:
+            raise _failure(directory, exc) from exc
+
+
+class StagedBatch:
+    """The temp files of one batch, one per hour partition, written chunk by chunk.
+
+    ``append`` hands a chunk to one background thread and returns once the previous
+    chunk is written, so Parquet encoding (which releases the GIL) overlaps the next
+    chunk's row building, and at most two chunks are in memory whatever the batch size.
+    """
+
+    def __init__(self, lake: LakeWriter, type_: str, tag: str) -> None:
+        self.lake = lake
+        self.type = type_
+        self.tag = tag
+        self.parts: dict[int, PartFile] = {}
+        self._writers: dict[int, pq.ParquetWriter] = {}
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="lake-stage")
+        self._pending: Future[None] | None = None
+
+    def append(self, table: pa.Table, hours: pa.Array) -> None:
+        self._wait()
+        self._pending = self._pool.submit(self._append, table, hours)
+
+    def finish(self) -> list[PartFile]:
+        """Close every file with its entry IDs in the footer, fsync it, and name it."""
+        try:
+            self._wait()
+            for bucket, part in self.parts.items():
+                writer = self._writers.pop(bucket)
+                ids = ",".join(sorted(part.entry_ids, key=id_key))
+                writer.add_key_value_metadata({ENTRIES_KEY: ids})
+                writer.close()
+                if self.lake.local:
+                    _fsync_path(part.temp)
+                part.name = file_name(part.entry_ids)
+        except (OSError, pa.ArrowException) as exc:
+            self.abort()
+            raise _failure(self._where(), exc) from exc
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            self._pool.shutdown()
+        return [self.parts[b] for b in sorted(self.parts)]
+
+    def abort(self) -> None:
+        """Stop, close and remove every temp file of the batch."""
+        try:
+            self._wait()
+        except Exception:  # noqa: BLE001 - the caller is already failing
+            pass
+        for writer in self._writers.values():
+            try:
+                writer.close()
+            except (OSError, pa.ArrowException):
+                pass
+        self._writers.clear()
+        self.lake.discard(list(self.parts.values()))
+        self._pool.shutdown()
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _append(self, table: pa.Table, hours: pa.Array) -> None:
+        buckets = pc.unique(hours).to_pylist()
+        for bucket in buckets:
+            rows = table if len(buckets) == 1 else table.filter(pc.equal(hours, bucket))
+            part = self.parts.get(bucket) or self._open(bucket)
+            try:
+                self._writers[bucket].write_table(rows, self.lake.settings.row_group_rows)
+            except (OSError, pa.ArrowException) as exc:
+                raise _failure(part.directory, exc) from exc
+            part.rows += rows.num_rows
+            part.entry_ids.update(pc.unique(rows["stream_id"]).to_pylist())
+
+    def _open(self, bucket: int) -> PartFile:
+        directory = f"{self.lake.layout.root}/{self.lake.layout.partition(self.type, bucket)}"
+        self.lake.makedirs(directory)
+        self.lake.remove_leftovers(directory)
+        temp = f"{directory}/{TEMP_PREFIX}{self.lake.consumer}.{self.tag}-{bucket}{TEMP_SUFFIX}"
+        part = PartFile(self.type, directory, temp)
+        try:
+            self._writers[bucket] = self.lake.parquet_writer(self.type, temp)
+        except (OSError, pa.ArrowException) as exc:
+            raise _failure(directory, exc) from exc
+        self.parts[bucket] = part
+        return part
+
+    def _where(self) -> str:
+        return ", ".join(p.directory for p in self.parts.values()) or self.lake.layout.root
+
+
+def _failure(path: str, exc: BaseException | str) -> LakeWriteError:
+    """The error of a failed lake write: the path, the cause, and what happens next."""
+    if isinstance(exc, str):
+        detail = exc
+    else:
+        cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        where = getattr(exc, "filename", None)
+        detail = f"{cause} ({where})" if where and where != path else cause
+    return LakeWriteError(
+        f"cannot write {path}: {detail}; nothing of this batch was acknowledged, the next "
+        "run retries it"
+    )
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _silently(func: Callable[[str], object], path: str) -> None:
+    try:
+        func(path)
+    except (OSError, pa.ArrowException):
+        pass

@@ -1,0 +1,126 @@
+"""The DataWriter-serving process's view of the pipeline, computed at scrape time.
+
+One collector for what no single short-lived process can keep: the DataWriter's
+cumulative figures (from Redis, observability/writer_stats.py), the buffer (events and
+oldest age per type, dead letters: pipeline/status.py), and the lake (bytes per type and
+free disk, local lakes only, refreshed at most once a minute because it walks files).
+`skybuffer serve` and `skybuffer write --loop` register it; an unreachable Redis makes
+its Redis-side series disappear (RedisDown says why) instead of failing the scrape.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from skybuffer.constants import TYPES, Keys
+from skybuffer.observability import metrics
+from skybuffer.observability.writer_stats import WriterStatsCollector
+from skybuffer.pipeline.status import BufferStatus, buffer_status
+from skybuffer.settings import Settings
+
+LAKE_REFRESH_SECONDS = 60.0
+
+
+class PipelineCollector(Collector):
+    """skybuffer_writer_*, skybuffer_buffer_*, skybuffer_deadletter_buffered_events and
+    skybuffer_lake_* for one key prefix and one lake."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, lake_root: str | None) -> None:
+        self.client = client
+        self.keys = keys
+        self.writer = WriterStatsCollector(client, keys)
+        self.lake_root = Path(lake_root) if lake_root and "://" not in lake_root else None
+        self._lake_cache: tuple[float, dict[str, int]] = (0.0, {})
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.writer.collect()
+        try:
+            status = buffer_status(self.client, self.keys)
+        except redis.RedisError:
+            status = None  # Redis down: RedisDown alerts; these series are simply absent
+        if status is not None:
+            yield from _buffer_families(status)
+        yield from self._lake()
+
+    def describe(self) -> Iterator[Metric]:
+        """Every family this collector exposes, without samples (no Redis, no disk)."""
+        yield from self.writer.describe()
+        yield from _buffer_families(BufferStatus())
+        yield from _lake_families({}, 0)
+
+    def _lake(self) -> Iterator[Metric]:
+        if self.lake_root is None or not self.lake_root.exists():
+            return
+        yield from _lake_families(self._lake_sizes(), shutil.disk_usage(self.lake_root).free)
+
+    def _lake_sizes(self) -> dict[str, int]:
+        taken, sizes = self._lake_cache
+        if time.monotonic() - taken < LAKE_REFRESH_SECONDS and sizes:
+            return sizes
+        assert self.lake_root is not None
+        sizes = {
+            t: sum(p.stat().st_size for p in (self.lake_root / t).rglob("*.parquet")) for t in TYPES
+        }
+        self._lake_cache = (time.monotonic(), sizes)
+        return sizes
+
+
+def _buffer_families(status: BufferStatus) -> Iterator[Metric]:
+    events = GaugeMetricFamily(
+        "skybuffer_buffer_events",
+        "Events buffered in Redis and not yet written to the lake, by type.",
+        labels=["type"],
+    )
+    age = GaugeMetricFamily(
+        "skybuffer_buffer_oldest_age_seconds",
+        "Age of the oldest buffered entry, by type (0 when empty).",
+        labels=["type"],
+    )
+    for type_, stream in status.streams.items():
+        events.add_metric([type_], stream.events)
+        age.add_metric([type_], stream.oldest_age_seconds)
+    yield events
+    yield age
+    yield GaugeMetricFamily(
+        "skybuffer_deadletter_buffered_events",
+        "Entries in the dead-letter stream.",
+        value=status.deadletter,
+    )
+
+
+def _lake_families(sizes: dict[str, int], free: int) -> Iterator[Metric]:
+    family = GaugeMetricFamily(
+        "skybuffer_lake_bytes", "Bytes of Parquet in the lake, by type.", labels=["type"]
+    )
+    for type_, size in sizes.items():
+        family.add_metric([type_], size)
+    yield family
+    yield GaugeMetricFamily(
+        "skybuffer_lake_free_bytes", "Free bytes on the filesystem of the lake.", value=free
+    )
+
+
+_serving: set[int] = set()
+
+
+def serve_writer_metrics(settings: Settings) -> None:
+    """Register the collector and serve /metrics on ``metrics.writer_port`` (once per
+    process: a second call is a no-op)."""
+    port = settings.metrics.writer_port
+    if not port or port in _serving:
+        return
+    from skybuffer.buffer.server import connect
+
+    client = connect(settings.redis, settings.redis_dir, start=False)
+    collector = PipelineCollector(client, Keys(settings.redis.prefix), settings.lake.root)
+    metrics.REGISTRY.register(collector)
+    metrics.serve(settings.metrics.host, port)
+    metrics.WRITER_UP.set(1)
+    _serving.add(port)
