@@ -40,7 +40,7 @@ pytest: $(VENV)/.installed-dev system-packages  ## the test suite only
 test: lint typecheck pytest  ## set up, then lint, type-check and run every test
 
 soak: $(VENV)/.installed-dev system-packages  ## long end-to-end runs (not in CI)
-	SKYBUFFER_SOAK=1 $(BIN)/python -m pytest -m soak -p no:cacheprovider tests
+	$(BIN)/python -m pytest -m soak -s -p no:cacheprovider tests
 
 clean:  ## remove the venv and local data (./var)
 	rm -rf $(VENV) var

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,16 +16,10 @@ from typing import Any
 import pytest
 import redis
 
-from skybuffer.buffer.server import ManagedRedis
+from skybuffer.buffer.server import ManagedRedis, free_port
 from skybuffer.settings import Settings, load_settings
 
 GOLDEN = Path(__file__).parent / "data" / "golden_v1.jsonl"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def stop_pid(pid: int | None, timeout: float = 10.0) -> None:

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import time
 import urllib.error
 import urllib.parse
@@ -27,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from skybuffer.buffer.server import ManagedRedis
+from skybuffer.buffer.server import ManagedRedis, free_port
 from skybuffer.observability.stack import StackSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,12 +49,6 @@ def require(*binaries: str) -> None:
         if shutil.which(binary) is None:
             package = PACKAGES.get(binary, binary)
             pytest.skip(f"{binary} is not installed: apt-get install {package} (make test does)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:

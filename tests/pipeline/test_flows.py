@@ -106,3 +106,18 @@ def test_a_failing_task_retries_and_then_succeeds(
     assert state.is_completed(), state.message  # type: ignore[attr-defined]
     assert state.result()["types"]["posts"]["rows"] > 0  # type: ignore[attr-defined]
     assert sum(int(v) for v in redis_server.client().hgetall(KEYS.event_counts).values()) == 0
+
+
+def test_a_run_over_its_budget_stops_between_batches_and_is_failed(
+    buffered: Settings, redis_server: ManagedRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cooperative deadline comes 20 s before the hard timeout: 20.3 s leaves 0.3 s.
+    monkeypatch.setenv("SKYBUFFER_WRITER__BUDGET_SECONDS", "20.3")
+    monkeypatch.setenv("SKYBUFFER_WRITER__BATCH_EVENTS", "500")
+    state = datawriter_flow(return_state=True)
+    assert state.is_failed()
+    assert "over its budget" in (state.message or "")
+    client = redis_server.client()
+    assert read_stats(client, KEYS)["runs:timeout"] == 1
+    left = sum(int(v) for v in client.hgetall(KEYS.event_counts).values())
+    assert 0 < left < 30_000, "the run neither stopped at its budget nor wrote anything"

@@ -14,6 +14,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -27,6 +28,13 @@ from skybuffer.errors import ConfigError, MissingBinaryError, RedisUnavailable
 from skybuffer.settings import RedisSettings
 
 USERS = ("skybuffer", "exporter", "admin")
+
+
+def free_port() -> int:
+    """A free loopback TCP port, for scratch servers (benchmarks, experiments)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def no_retry() -> Retry:

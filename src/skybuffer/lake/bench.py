@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from skybuffer.buffer.server import ManagedRedis
+from skybuffer.buffer.server import ManagedRedis, free_port
 from skybuffer.errors import SkybufferError
 from skybuffer.settings import Settings, load_settings
 
@@ -52,7 +51,7 @@ def _scratch_settings(workdir: Path, base: Settings | None) -> Settings:
     lake = base.lake.model_dump() if base else {}
     lake["root"] = None  # always the scratch lake
     return load_settings(
-        data_dir=workdir, redis={"port": _free_port(), "maxmemory": "4gb"},
+        data_dir=workdir, redis={"port": free_port(), "maxmemory": "4gb"},
         writer=writer, lake=lake, metrics={"ingest_port": 0, "writer_port": 0},
     )  # fmt: skip
 
@@ -118,9 +117,3 @@ def _drain(settings: Settings, server: ManagedRedis, events: int) -> dict[str, A
         "compression": f"{settings.lake.compression}-{settings.lake.compression_level}",
         "cpus": os.cpu_count(),
     }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

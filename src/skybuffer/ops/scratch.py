@@ -8,7 +8,6 @@ directory removed. With ``SKYBUFFER_REDIS__URL`` set the caller uses that server
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -16,14 +15,8 @@ from pathlib import Path
 
 import redis
 
-from skybuffer.buffer.server import ManagedRedis
+from skybuffer.buffer.server import ManagedRedis, free_port
 from skybuffer.settings import RedisSettings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

@@ -102,11 +102,10 @@ def datawriter_flow() -> dict[str, Any] | State:
         return Cancelled(message="another DataWriter run holds the lock; this one is refused")
     started = time.time()
     try:
-        results, failures = _drain_all(started + budget - HARD_STOP_MARGIN_SECONDS)
+        results, failures, over_budget = _drain_all(started + budget - HARD_STOP_MARGIN_SECONDS)
     finally:
         lock.release()
     seconds = time.time() - started
-    over_budget = any(r["budget_exhausted"] for r in results.values())
     outcome = "timeout" if over_budget else "failure" if failures else "success"
     record_run(client, keys, outcome, seconds)
     rows = sum(r["rows"] for r in results.values())
@@ -117,15 +116,21 @@ def datawriter_flow() -> dict[str, Any] | State:
     return {"rows": rows, "seconds": round(seconds, 3), "types": results}
 
 
-def _drain_all(deadline: float) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+def _drain_all(deadline: float) -> tuple[dict[str, dict[str, Any]], dict[str, str], bool]:
+    """Each type in turn; a failing type does not stop the others. Also says whether the
+    budget ran out (a type stopped at the deadline, or never got its turn)."""
     results: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}
+    over_budget = False
     for type_ in TYPES:
         try:
             results[type_] = drain_type_task(type_, deadline)
+            over_budget |= bool(results[type_]["budget_exhausted"])
+        except RunOverBudget as exc:
+            failures[type_], over_budget = str(exc), True
         except Exception as exc:  # noqa: BLE001 - one failing type must not stop the others
             failures[type_] = str(exc)
-    return results, failures
+    return results, failures, over_budget
 
 
 def schedule_kwargs(schedule: str) -> dict[str, Any]:

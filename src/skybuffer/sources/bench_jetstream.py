@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import select
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from skybuffer.buffer.producer import Producer
-from skybuffer.buffer.server import ManagedRedis
+from skybuffer.buffer.server import ManagedRedis, free_port
 from skybuffer.buffer.spool import Spool
 from skybuffer.constants import Keys
 from skybuffer.observability import metrics
@@ -55,9 +54,9 @@ def bench_jetstream_ingest(
         path = work / "events.jsonl"
         lines = generate(seed, min(events, FILE_EVENTS), 1_780_000_000_000_000, rate=file_rate)
         path.write_bytes(b"\n".join(lines) + b"\n")
-        port = _free_port()
+        port = free_port()
         server = _start_server(path, port, loop=events > FILE_EVENTS)
-        redis_settings = settings.redis.model_copy(update={"url": None, "port": _free_port()})
+        redis_settings = settings.redis.model_copy(update={"url": None, "port": free_port()})
         redis = ManagedRedis(redis_settings, work / "redis")
         try:
             redis.start()
@@ -122,12 +121,6 @@ def _start_server(path: Path, port: int, *, loop: bool) -> subprocess.Popen[byte
     return subprocess.Popen(
         [sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_until_listening(server: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
