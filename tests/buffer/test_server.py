@@ -8,8 +8,8 @@ import stat
 import pytest
 import redis
 
-from skybuffer.buffer.server import ManagedRedis, no_retry
-from skybuffer.errors import MissingBinaryError
+from skybuffer.buffer.server import ManagedRedis, free_port, no_retry
+from skybuffer.errors import ConfigError, MissingBinaryError
 
 
 def test_managed_redis_runs_the_committed_profile(redis_server: ManagedRedis) -> None:
@@ -83,3 +83,16 @@ def test_start_without_redis_server_names_the_package(
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(MissingBinaryError, match="apt-get install redis-server"):
         redis_server.start()
+
+
+def test_a_second_server_on_the_same_data_dir_is_refused_and_stop_still_works(
+    redis_server: ManagedRedis,
+) -> None:
+    """Settings that changed port since start must not put two servers on one AOF."""
+    other_port = redis_server.settings.model_copy(update={"port": free_port()})
+    same_dir = ManagedRedis(other_port, redis_server.directory)
+    with pytest.raises(ConfigError, match=f"127.0.0.1:{redis_server.settings.port}"):
+        same_dir.start()
+    assert same_dir.stop()  # by the recorded pid: SIGTERM is a graceful shutdown
+    assert redis_server.pid() is None
+    assert "Calling fsync() on the AOF file" in redis_server.logfile.read_text()

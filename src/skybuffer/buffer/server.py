@@ -14,12 +14,14 @@ import hashlib
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -59,6 +61,7 @@ class ManagedRedis:
         self.secrets_dir = directory / "secrets"
         self.pidfile = directory / "redis.pid"
         self.logfile = directory / "redis.log"
+        self.endpoint_file = directory / "endpoint"
 
     # --- credentials -------------------------------------------------------------------
     def credentials(self, user: str = "skybuffer") -> Credentials:
@@ -112,10 +115,9 @@ class ManagedRedis:
         """The pid of our running server, or None (a stale pid file is ignored)."""
         try:
             pid = int(self.pidfile.read_text().strip())
-            os.kill(pid, 0)
-        except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        except (FileNotFoundError, ValueError):
             return None
-        return pid
+        return pid if _alive(pid) else None
 
     def is_serving(self) -> bool:
         try:
@@ -129,6 +131,7 @@ class ManagedRedis:
         """Start the server unless it already serves; True when this call started it."""
         if self.is_serving():
             return False
+        self._refuse_a_second_server()
         binary = shutil.which("redis-server")
         if binary is None:
             raise MissingBinaryError("redis-server", "redis-server")
@@ -138,6 +141,23 @@ class ManagedRedis:
         self._spawn(binary, self.render_acl())
         self.wait_until_serving(self.settings.start_timeout_seconds)
         return True
+
+    def _refuse_a_second_server(self) -> None:
+        """Two servers on one data dir would interleave one AOF: never start a second."""
+        pid = self.pid()
+        if pid is not None:
+            raise ConfigError(
+                f"a redis-server of {self.directory} already runs (pid {pid}) at "
+                f"{self.recorded_endpoint()}, not at {self.settings.host}:{self.settings.port}: "
+                "set SKYBUFFER_REDIS__PORT to its port, or `skybuffer redis stop` it first"
+            )
+
+    def recorded_endpoint(self) -> str:
+        """host:port the running server of this data dir was started with."""
+        try:
+            return self.endpoint_file.read_text().strip()
+        except FileNotFoundError:
+            return "an unknown port"
 
     def _spawn(self, binary: str, acl: Path) -> None:
         args = [
@@ -158,10 +178,15 @@ class ManagedRedis:
             args, cwd=self.directory, start_new_session=True,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
-        time.sleep(0.05)
-        if proc.poll() is not None:
-            err = (proc.stderr.read().decode(errors="replace") if proc.stderr else "").strip()
-            raise ConfigError(f"redis-server exited at start: {err or self._log_tail()}")
+        self.endpoint_file.write_text(f"{self.settings.host}:{self.settings.port}\n")
+        self._process = proc
+
+    def _exited_at_start(self) -> str | None:
+        proc = getattr(self, "_process", None)
+        if proc is None or proc.poll() is None:
+            return None
+        err = (proc.stderr.read().decode(errors="replace") if proc.stderr else "").strip()
+        return err or self._log_tail()
 
     def wait_until_serving(self, timeout: float) -> None:
         """Wait until Redis answers commands: the port opens before the AOF is loaded."""
@@ -169,6 +194,9 @@ class ManagedRedis:
         while time.monotonic() < deadline:
             if self.is_serving():
                 return
+            exited = self._exited_at_start()
+            if exited is not None:
+                raise ConfigError(f"redis-server exited at start: {exited}")
             time.sleep(0.05)
         raise RedisUnavailable(
             f"redis-server did not serve within {timeout:.0f}s on port "
@@ -178,14 +206,20 @@ class ManagedRedis:
     def stop(self, timeout: float = 60.0) -> bool:
         """SHUTDOWN (the AOF is fsync'd first); True when a server was stopped."""
         pid = self.pid()
-        if pid is None and not self.is_serving():
+        serving = self.is_serving()
+        if pid is None and not serving:
             return False
-        try:
-            self.client("admin").shutdown(nosave=False)
-        except (redis.ConnectionError, redis.TimeoutError):
-            pass  # the connection closes as the server exits
-        except redis.ResponseError as exc:
-            raise RedisUnavailable(f"SHUTDOWN refused: {exc}") from None
+        if serving:
+            try:
+                self.client("admin").shutdown(nosave=False)
+            except (redis.ConnectionError, redis.TimeoutError):
+                pass  # the connection closes as the server exits
+            except redis.ResponseError as exc:
+                raise RedisUnavailable(f"SHUTDOWN refused: {exc}") from None
+        elif pid is not None and "redis-server" in psutil.Process(pid).name():
+            # Started on another port (an earlier SKYBUFFER_REDIS__PORT): SIGTERM is
+            # redis-server's own graceful shutdown, AOF fsync'd like SHUTDOWN.
+            os.kill(pid, signal.SIGTERM)
         if pid is not None:
             _wait_for_exit(pid, timeout)
         return True
@@ -200,16 +234,23 @@ class ManagedRedis:
 def _wait_for_exit(pid: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
         try:  # reap it if it is our child
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
+        if not _alive(pid):
+            return
         time.sleep(0.05)
     raise RedisUnavailable(f"redis-server (pid {pid}) did not exit within {timeout:.0f}s")
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs. A zombie has exited: a server started by an earlier
+    command was re-parented, and not every init reaps promptly."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _sha256(text: str) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import threading
 import time
 from collections import deque
@@ -210,6 +211,18 @@ class Subscription:
             self.inbox.offer(Disconnected(cause, detail))
             await self._sleep(self._delay(delivered))
 
+    def _hint_offline(self, url: str) -> None:
+        """Once: a host name that does not resolve usually means no network at all."""
+        if getattr(self, "_offline_hinted", False):
+            return
+        self._offline_hinted = True
+        log.error(
+            "Cannot resolve %s: is this machine offline? Without a network, ingest from "
+            "`--source synthetic`, or serve a capture with `skybuffer replay-server --file F` "
+            "and pass `--url ws://127.0.0.1:6008/subscribe`. Retrying meanwhile.",
+            url,
+        )
+
     async def _session(self, url: str, cursor: int | None) -> tuple[str, str, bool]:
         """One connection, until it ends: (cause, detail, whether it delivered anything)."""
         full = subscribe_url(url, self.collections, cursor, self.compress)
@@ -219,9 +232,11 @@ class Subscription:
                 full, compression=None, max_size=MAX_MESSAGE_BYTES, max_queue=1024,
                 open_timeout=s.open_timeout_seconds, ping_interval=s.ping_interval_seconds,
                 ping_timeout=s.ping_timeout_seconds, close_timeout=1, proxy=_proxy(url),
-                user_agent_header="skybuffer (+https://github.com/skybuffer)",
+                user_agent_header="skybuffer",
             )  # fmt: skip
         except (OSError, TimeoutError, InvalidHandshake) as exc:
+            if isinstance(exc, socket.gaierror):
+                self._hint_offline(url)
             return "connect_failed", _brief(exc), False
         self.connections += 1
         metrics.SOURCE_CONNECTED.set(1)
