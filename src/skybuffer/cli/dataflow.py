@@ -1,0 +1,274 @@
+"""The pipeline's commands: redis, ingest, status, run, serve, replay-server, write, query."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from skybuffer.cli.apps import app, redis_app
+from skybuffer.cli.options import (
+    CollectionsOpt,
+    ConfigFile,
+    CountOpt,
+    DataDir,
+    FileOpt,
+    JsonOut,
+    RateOpt,
+    SeedOpt,
+    SourceOpt,
+    UrlOpt,
+    emit_json,
+    settings_for,
+    split_collections,
+)
+
+
+# --- redis -----------------------------------------------------------------------------------
+@redis_app.command("start")
+def redis_start(data_dir: DataDir = None, config: ConfigFile = None) -> None:
+    """Start the managed redis-server (waits until the AOF is loaded)."""
+    from skybuffer.buffer.server import ManagedRedis
+
+    s = settings_for(data_dir, config)
+    server = ManagedRedis(s.redis, s.redis_dir)
+    started = server.start()
+    word = "started" if started else "already running"
+    typer.echo(f"redis-server {word} on {s.redis.host}:{s.redis.port} (data in {s.redis_dir})")
+
+
+@redis_app.command("stop")
+def redis_stop(data_dir: DataDir = None, config: ConfigFile = None) -> None:
+    """SHUTDOWN the managed redis-server (the AOF is fsync'd first)."""
+    from skybuffer.buffer.server import ManagedRedis
+
+    s = settings_for(data_dir, config)
+    stopped = ManagedRedis(s.redis, s.redis_dir).stop()
+    typer.echo("redis-server stopped" if stopped else "redis-server was not running")
+
+
+@redis_app.command("status")
+def redis_status(
+    data_dir: DataDir = None, config: ConfigFile = None, as_json: JsonOut = False
+) -> None:
+    """Is the managed redis-server running, and where."""
+    from skybuffer.buffer.server import ManagedRedis
+
+    s = settings_for(data_dir, config)
+    server = ManagedRedis(s.redis, s.redis_dir)
+    info = {
+        "running": server.is_serving(),
+        "pid": server.pid(),
+        "host": s.redis.host,
+        "port": s.redis.port,
+        "dir": str(s.redis_dir),
+        "external_url_set": bool(s.redis.url),
+    }
+    if as_json:
+        emit_json(info)
+    else:
+        typer.echo(
+            f"redis-server {'running' if info['running'] else 'not running'}"
+            f" on {s.redis.host}:{s.redis.port}, pid {info['pid']}, dir {s.redis_dir}"
+        )
+    raise typer.Exit(0 if info["running"] else 1)
+
+
+# --- ingest and status -----------------------------------------------------------------------
+@app.command()
+def ingest(
+    source: SourceOpt = "jetstream",
+    count: CountOpt = None,
+    rate: RateOpt = None,
+    seed: SeedOpt = None,
+    file: FileOpt = None,
+    url: UrlOpt = None,
+    collections: CollectionsOpt = None,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """Ingest events into the Redis buffer (until --count, the end of --file, or Ctrl-C)."""
+    from skybuffer.pipeline.runner import run_ingest
+
+    s = settings_for(data_dir, config)
+    run_ingest(
+        s, source, count=count, rate=rate, seed=seed, file=file, stop=threading.Event(),
+        url=url, collections=split_collections(collections),
+    )  # fmt: skip
+
+
+@app.command()
+def status(data_dir: DataDir = None, config: ConfigFile = None, as_json: JsonOut = False) -> None:
+    """Buffered events and oldest age per type, Redis memory, dead letters, spool."""
+    from skybuffer.pipeline.status import collect_status
+
+    s = settings_for(data_dir, config)
+    figures = collect_status(s)
+    if as_json:
+        emit_json(figures.as_dict())
+    else:
+        from skybuffer.console import console, status_table
+
+        console.print(status_table(figures))
+
+
+@app.command()
+def run(
+    source: SourceOpt = "jetstream",
+    rate: RateOpt = None,
+    seed: SeedOpt = None,
+    file: FileOpt = None,
+    url: UrlOpt = None,
+    collections: CollectionsOpt = None,
+    stack: Annotated[
+        bool, typer.Option("--stack/--no-stack", help="Start the monitoring stack if installed.")
+    ] = True,
+    writer: Annotated[
+        bool,
+        typer.Option("--writer/--no-writer", help="Serve the scheduled DataWriter (Prefect)."),
+    ] = True,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """Run the whole pipeline with a live status line (Ctrl-C stops it cleanly).
+
+    Starts, in order: the managed Redis, a local Prefect server, the scheduled DataWriter,
+    the monitoring stack (when installed) and the ingester.
+    """
+    from skybuffer.pipeline.runner import run_pipeline
+
+    s = settings_for(data_dir, config)
+    run_pipeline(
+        s, source, rate=rate, seed=seed, file=file, url=url,
+        collections=split_collections(collections), stack=stack, writer=writer,
+    )  # fmt: skip
+
+
+@app.command()
+def serve(data_dir: DataDir = None, config: ConfigFile = None) -> None:
+    """Serve only the scheduled DataWriter and its /metrics.
+
+    For deployments where ingest runs elsewhere; needs PREFECT_API_URL.
+    """
+    from skybuffer.pipeline.flows import serve_datawriter
+
+    serve_datawriter(settings_for(data_dir, config))
+
+
+@app.command("replay-server")
+def replay_server(
+    file: Annotated[Path, typer.Option("--file", help="events.jsonl or events.jsonl.zst")],
+    port: Annotated[int, typer.Option("--port", help="TCP port on 127.0.0.1.")] = 6008,
+    rate: Annotated[
+        float, typer.Option("--rate", help="Events/s per client (0 = as fast as it reads).")
+    ] = 0.0,
+    loop: Annotated[
+        bool, typer.Option("--loop", help="Start over after the last event, time_us shifted.")
+    ] = False,
+    outbox: Annotated[
+        int,
+        typer.Option(
+            "--outbox",
+            help="Messages queued per client before a slow one is dropped (with --rate), "
+            "as Jetstream does.",
+        ),
+    ] = 10_000,
+) -> None:
+    """Serve a file over Jetstream's v1 /subscribe protocol on loopback (Ctrl-C stops it)."""
+    from skybuffer.sources.replay_server import run_replay_server
+
+    run_replay_server(file, port=port, rate=rate, loop=loop, outbox=outbox)
+
+
+# --- write and query (the DataWriter and the lake) -------------------------------------------
+TypesOpt = Annotated[
+    list[str] | None,
+    typer.Option("--type", help="Only this type (repeatable): posts, likes, reposts, follows, "
+                 "blocks, other."),
+]  # fmt: skip
+
+
+def show_drain(result: Any, as_json: bool) -> None:
+    """Per-type rows, files, bytes and time of one drain; errors on stderr."""
+    from skybuffer.console import console, err_console, figures_table, human_bytes
+
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        rows = [
+            {"type": t, "rows": r.rows, "files": r.files, "bytes": human_bytes(r.bytes),
+             "dead letters": r.deadletters, "seconds": round(r.seconds, 2),
+             "status": "failed" if r.error else "budget used up" if r.budget_exhausted else "ok"}
+            for t, r in result.types.items()
+        ]  # fmt: skip
+        table = figures_table("skybuffer write", rows)
+        table.caption = f"{result.rows:,} rows in {result.seconds:.2f} s"
+        console.print(table)
+    for type_, error in result.errors.items():
+        err_console.print(f"[bold red]{type_}:[/] {error}")
+
+
+@app.command()
+def write(
+    once: Annotated[
+        bool, typer.Option("--once", help="Drain what is buffered now, then exit (the default).")
+    ] = False,
+    loop: Annotated[
+        bool, typer.Option("--loop", help="Drain every --interval seconds until Ctrl-C.")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", help="Seconds between drains (--loop).")
+    ] = 300.0,
+    types: TypesOpt = None,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Drain the Redis buffer into the hive-partitioned Parquet lake, exactly once."""
+    from skybuffer.pipeline.datawriter import drain_once, run_loop
+    from skybuffer.pipeline.runner import install_stop_handlers
+
+    if once and loop:
+        raise typer.BadParameter("choose one of --once and --loop")
+    s = settings_for(data_dir, config)
+    if loop:
+        stop = threading.Event()
+        install_stop_handlers(stop)
+        run_loop(s, interval, stop, on_result=lambda result: show_drain(result, as_json))
+        return
+    result = drain_once(s, types)
+    show_drain(result, as_json)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def query(
+    sql: Annotated[
+        str,
+        typer.Argument(help="SQL over the views posts, likes, reposts, follows, blocks and other."),
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON array of row objects.")
+    ] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV with a header row.")] = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """Query the lake with DuckDB (hive partitions year, month, day, hour are columns)."""
+    from skybuffer.lake.query import run_query, to_csv, to_json
+
+    if as_json and as_csv:
+        raise typer.BadParameter("choose one of --json and --csv")
+    result = run_query(settings_for(data_dir, config).lake, sql)
+    if as_json:
+        sys.stdout.write(to_json(result) + "\n")
+    elif as_csv:
+        sys.stdout.write(to_csv(result))
+    else:
+        from skybuffer.console import console, rows_table
+
+        console.print(rows_table(result.columns, result.rows))

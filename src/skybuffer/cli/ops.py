@@ -1,0 +1,225 @@
+"""The operator's commands: the monitoring stack, audit, capacity, chaos, benchmarks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from skybuffer.cli.apps import app, bench_app, chaos_app, stack_app
+from skybuffer.cli.options import (
+    ConfigFile,
+    DataDir,
+    JsonOut,
+    emit_json,
+    settings_for,
+)
+
+
+# --- monitoring stack -------------------------------------------------------------------------
+@stack_app.command("up")
+def stack_up_cmd(data_dir: DataDir = None, config: ConfigFile = None) -> None:
+    """Start redis_exporter, Prometheus and Alertmanager (loopback, data in the data dir)."""
+    from skybuffer.observability.stack import stack_up
+
+    for name, url in stack_up(settings_for(data_dir, config)).items():
+        typer.echo(f"{name:<14} {url}")
+
+
+@stack_app.command("down")
+def stack_down_cmd(data_dir: DataDir = None, config: ConfigFile = None) -> None:
+    """Stop the stack processes this data dir started (by their pids)."""
+    from skybuffer.observability.stack import stack_down
+
+    for name, state in stack_down(settings_for(data_dir, config)).items():
+        typer.echo(f"{name:<14} {state}")
+
+
+@stack_app.command("status")
+def stack_status_cmd(
+    data_dir: DataDir = None, config: ConfigFile = None, as_json: JsonOut = False
+) -> None:
+    """Which stack processes run, where, and whether Slack is configured."""
+    from skybuffer.observability.stack import stack_status
+
+    info = stack_status(settings_for(data_dir, config))
+    if as_json:
+        emit_json(info)
+    else:
+        for name, value in info.items():
+            typer.echo(f"{name:<14} {value}")
+
+
+# --- operations toolkit: audit, capacity, chaos (reports in {data_dir}/reports) ---------------
+
+
+def show_report(report: Any, as_json: bool) -> None:
+    """Print an ops report (JSON, or tables and where its files are); exit with its code."""
+    if as_json:
+        emit_json(report.as_json())
+    else:
+        from skybuffer.ops.report import print_report
+
+        print_report(report)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def audit(
+    profile: Annotated[
+        str, typer.Option("--profile", help="default (shipped redis.conf) or met27 (the seed's).")
+    ] = "default",
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Check the live Redis against a profile: PASS/WARN/FAIL, reason, fix (exit 1 on FAIL)."""
+    from skybuffer.ops.audit import PROFILES, run_audit
+
+    if profile not in PROFILES:
+        raise typer.BadParameter(f"--profile must be one of {', '.join(PROFILES)}")
+    show_report(run_audit(settings_for(data_dir, config), profile), as_json)
+
+
+@app.command()
+def capacity(
+    events: Annotated[int, typer.Option("--events", help="Events to load.")] = 2_700_000,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """The 8-hour buffer test: load, measure memory, read back and verify every event."""
+    from skybuffer.ops.capacity import run_capacity
+
+    s = settings_for(data_dir, config)
+    show_report(run_capacity(s, events, show_progress=not as_json), as_json)
+
+
+@chaos_app.command("memory")
+def chaos_memory(
+    events: Annotated[int, typer.Option("--events", help="Events offered.")] = 600_000,
+    maxmemory: Annotated[str, typer.Option("--maxmemory", help="Scratch limit.")] = "32mb",
+    ingest_rate: Annotated[float, typer.Option("--ingest-rate", help="ev/s.")] = 40_000,
+    drain_rate: Annotated[float, typer.Option("--drain-rate", help="ev/s.")] = 10_000,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Fill a scratch Redis past its limit: noeviction+backpressure vs allkeys-lru, loss."""
+    from skybuffer.ops.chaos import run_chaos_memory
+
+    s = settings_for(data_dir, config)
+    show_report(run_chaos_memory(s, events, maxmemory, ingest_rate, drain_rate), as_json)
+
+
+@chaos_app.command("restart")
+def chaos_restart(
+    events: Annotated[int, typer.Option("--events", help="Acked before the kill.")] = 200_000,
+    rate: Annotated[float, typer.Option("--rate", help="Write rate, ev/s.")] = 20_000,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """SIGKILL a scratch Redis mid-write (everysec and always): acknowledged vs recovered."""
+    from skybuffer.ops.recovery import run_chaos_restart
+
+    show_report(run_chaos_restart(settings_for(data_dir, config), events, rate), as_json)
+
+
+@chaos_app.command("sustained")
+def chaos_sustained(
+    minutes: Annotated[float, typer.Option("--minutes", help="Duration.")] = 10.0,
+    rate: Annotated[float, typer.Option("--rate", help="Ingest rate, ev/s.")] = 1_000,
+    window: Annotated[float, typer.Option("--window", help="Seconds per window.")] = 60.0,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Concurrent ingest and drain at a steady rate: latency, memory, throughput over time."""
+    from skybuffer.ops.sustained import run_sustained
+
+    s = settings_for(data_dir, config)
+    show_report(run_sustained(s, minutes, rate, window, show_progress=not as_json), as_json)
+
+
+# --- benchmarks -------------------------------------------------------------------------------
+def show_bench(title: str, result: dict[str, Any], as_json: bool) -> None:
+    """Print a benchmark result as JSON or as a two-column table."""
+    if as_json:
+        emit_json(result)
+        return
+    from skybuffer.console import console, figures_table
+
+    rows = [{"figure": k, "value": v} for k, v in result.items() if not isinstance(v, dict)]
+    console.print(figures_table(title, rows))
+    for key, value in result.items():
+        if isinstance(value, dict):
+            console.print(f"{key}: " + ", ".join(f"{k}={v}" for k, v in value.items()))
+
+
+@bench_app.command("ingest")
+def bench_ingest_cmd(
+    events: Annotated[int, typer.Option("--events", help="Realistic events to ingest.")] = 500_000,
+    source: Annotated[
+        str, typer.Option("--source", help="synthetic (in memory) or jetstream (local server).")
+    ] = "synthetic",
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Ingest throughput and Redis bytes/event vs the seed's XADD-per-event and
+    redis-benchmark, on a scratch redis-server that is removed afterwards."""
+    s = settings_for(data_dir, config)
+    if source == "jetstream":
+        from skybuffer.sources.bench_jetstream import bench_jetstream_ingest
+
+        result = bench_jetstream_ingest(events, s)
+    else:
+        from skybuffer.ops.bench import bench_ingest
+
+        result = bench_ingest(events, s.redis, s.ingest)
+    show_bench(f"bench ingest ({source})", result, as_json)
+
+
+@bench_app.command("write")
+def bench_write_cmd(
+    events: Annotated[int, typer.Option("--events", help="Buffered events to drain.")] = 1_000_000,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """DataWriter throughput: drain N buffered realistic events into a temporary lake
+    (scratch redis-server, removed afterwards); Parquet bytes per event per type."""
+    from skybuffer.lake.bench import bench_write
+
+    result = bench_write(events, settings_for(data_dir, config))
+    show_bench("bench write", result, as_json)
+
+
+@bench_app.command("codec")
+def bench_codec_cmd(
+    file: Annotated[Path, typer.Option("--file", help="JSONL file of events.", exists=True)],
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Redis bytes per event of a file's events through the codec vs plain JSON."""
+    from skybuffer.ops.bench import bench_codec
+
+    s = settings_for(data_dir, config)
+    show_bench("bench codec", bench_codec(file, s.redis, s.ingest.batch_events), as_json)
+
+
+@bench_app.command("redis")
+def bench_redis_cmd(
+    ops: Annotated[int, typer.Option("--ops", help="Commands per measurement.")] = 10_000,
+    clients: Annotated[int, typer.Option("--clients", help="Concurrent clients.")] = 8,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """The seed's baseline on the live Redis: SET/GET, XADD/XREADGROUP ops/s and latency."""
+    from skybuffer.ops.baseline import run_bench_redis
+
+    show_report(run_bench_redis(settings_for(data_dir, config), ops, clients), as_json)
