@@ -24,7 +24,7 @@ from skybuffer.buffer.server import ManagedRedis
 from tests.conftest import free_port, stop_pid
 from tests.e2e.test_run import _assert_lake_matches_buffer, _settings_from
 
-pytestmark = pytest.mark.soak
+pytestmark = [pytest.mark.soak, pytest.mark.timeout(3600)]
 
 BUDGET_SECONDS = 240
 
