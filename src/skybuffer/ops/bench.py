@@ -32,6 +32,7 @@ from skybuffer.sources.synthetic import generate
 
 START_US = 1_779_719_009_000_000  # 2026-05-25 14:23 UTC, the golden capture's hour
 BASELINE_SECONDS = 5.0  # the seed-style loop is slow: time-box it
+BENCH_USER = "skybuffer-bench"
 
 
 def machine() -> dict[str, Any]:
@@ -117,15 +118,24 @@ def _redis_benchmark(server: ManagedRedis, payload_bytes: int, requests: int = 2
     binary = shutil.which("redis-benchmark")
     if binary is None:
         raise MissingBinaryError("redis-benchmark", "redis-tools")
-    creds = server.credentials("admin")
     key = "skybuffer:ops:bench:redis-benchmark"
-    # An explicit command: redis-benchmark of Redis 7.0 has no built-in xadd test.
-    out = subprocess.run(
-        [binary, "-h", server.settings.host, "-p", str(server.settings.port),
-         "--user", creds.username, "-a", creds.password, "-P", "32", "-n", str(requests),
-         "-q", "XADD", key, "*", "json", "x" * payload_bytes],
-        capture_output=True, text=True, timeout=300, check=True,
+    admin = server.client("admin")
+    # redis-benchmark takes a password only on its command line (visible in `ps`): give
+    # it a throw-away user that needs none, confined to one scratch key, deleted after.
+    admin.acl_setuser(
+        BENCH_USER, enabled=True, nopass=True, keys=[key],
+        commands=["+xadd", "+ping", "+hello", "+config|get"],
     )  # fmt: skip
+    try:
+        # An explicit command: redis-benchmark of Redis 7.0 has no built-in xadd test.
+        out = subprocess.run(
+            [binary, "-h", server.settings.host, "-p", str(server.settings.port),
+             "--user", BENCH_USER, "-a", "unused", "-P", "32", "-n", str(requests),
+             "-q", "XADD", key, "*", "json", "x" * payload_bytes],
+            capture_output=True, text=True, timeout=300, check=True,
+        )  # fmt: skip
+    finally:
+        admin.acl_deluser(BENCH_USER)
     server.client("admin").delete(key)
     match = re.search(r"([\d.]+) requests per second", out.stdout.split("\r")[-1])
     if match is None:
