@@ -46,8 +46,9 @@ def _memory_and_runs(server: ManagedRedis) -> tuple[int, float]:
     return used, read_stats(client, KEYS).get("runs:success", 0.0)
 
 
-@pytest.mark.slow
-def test_run_schedules_the_datawriter_and_shuts_down_cleanly(tmp_path: Path) -> None:
+def isolated_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `skybuffer run` of its own: data dir, free ports, and a
+    Prefect server it starts itself."""
     env = {
         **os.environ,
         "SKYBUFFER_DATA_DIR": str(tmp_path / "var"),
@@ -55,9 +56,15 @@ def test_run_schedules_the_datawriter_and_shuts_down_cleanly(tmp_path: Path) -> 
         "SKYBUFFER_PREFECT__PORT": str(free_port()),
         "SKYBUFFER_METRICS__INGEST_PORT": str(free_port()),
         "SKYBUFFER_METRICS__WRITER_PORT": str(free_port()),
-        "SKYBUFFER_WRITER__SCHEDULE": "20",
+        **extra,
     }
     env.pop("PREFECT_API_URL", None)
+    return env
+
+
+@pytest.mark.slow
+def test_run_schedules_the_datawriter_and_shuts_down_cleanly(tmp_path: Path) -> None:
+    env = isolated_env(tmp_path, SKYBUFFER_WRITER__SCHEDULE="20")
     settings = _settings_from(env)
     api_url = f"http://127.0.0.1:{settings.prefect.port}/api"
     run = subprocess.Popen(

@@ -22,7 +22,7 @@ import pytest
 
 from skybuffer.buffer.server import ManagedRedis
 from tests.conftest import free_port, stop_pid
-from tests.e2e.test_run import _assert_lake_matches_buffer, _settings_from
+from tests.e2e.test_run import _assert_lake_matches_buffer, _settings_from, isolated_env
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(3600)]
 
@@ -40,18 +40,12 @@ def _flow_runs(api_url: str) -> list[dict]:
 
 def test_ten_minutes_at_the_production_schedule(tmp_path: Path) -> None:
     minutes = float(os.environ.get("SKYBUFFER_SOAK_MINUTES", "10"))
-    env = {
-        **os.environ,
-        "SKYBUFFER_DATA_DIR": str(tmp_path / "var"),
-        "SKYBUFFER_REDIS__PORT": str(free_port()),
-        "SKYBUFFER_PREFECT__PORT": str(free_port()),
-        "SKYBUFFER_METRICS__INGEST_PORT": str(free_port()),
-        "SKYBUFFER_METRICS__WRITER_PORT": str(free_port()),
-        "SKYBUFFER_STACK__PROMETHEUS_PORT": str(free_port()),
-        "SKYBUFFER_STACK__ALERTMANAGER_PORT": str(free_port()),
-        "SKYBUFFER_STACK__EXPORTER_PORT": str(free_port()),
-    }
-    env.pop("PREFECT_API_URL", None)
+    env = isolated_env(
+        tmp_path,
+        SKYBUFFER_STACK__PROMETHEUS_PORT=str(free_port()),
+        SKYBUFFER_STACK__ALERTMANAGER_PORT=str(free_port()),
+        SKYBUFFER_STACK__EXPORTER_PORT=str(free_port()),
+    )
     settings = _settings_from(env)
     api_url = f"http://127.0.0.1:{settings.prefect.port}/api"
     server = ManagedRedis(settings.redis, settings.redis_dir)
