@@ -78,14 +78,6 @@ class ManagedRedis:
             _write_private(path, secrets.token_urlsafe(32))
         return Credentials(user, path.read_text().strip())
 
-    def password_file(self, user: str) -> Path:
-        """A 0600 file holding ``user``'s password (for redis_exporter and compose)."""
-        path = self.secrets_dir / f"{user}.password"
-        creds = self.credentials(user)
-        if not path.exists() or path.read_text().strip() != creds.password:
-            _write_private(path, creds.password)
-        return path
-
     def render_acl(self) -> Path:
         """Write users.acl with this data dir's password hashes and key pattern."""
         template = self.settings.conf.parent / "users.acl"

@@ -32,7 +32,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -359,26 +360,29 @@ class DataWriter:
 
 
 # --- module-level entry points ---------------------------------------------------------------
-def drain_once(target: Settings | DataWriter, types: Iterable[str] | None = None) -> DrainResult:
-    """Drain every type (or ``types``) once; builds a DataWriter from settings if given."""
+@contextmanager
+def _writer(target: Settings | DataWriter) -> Iterator[DataWriter]:
+    """The given DataWriter, or one built from settings and closed afterwards."""
     if isinstance(target, DataWriter):
-        return target.drain_once(types)
+        yield target
+        return
     writer = DataWriter.from_settings(target)
     try:
-        return writer.drain_once(types)
+        yield writer
     finally:
         writer.close()
+
+
+def drain_once(target: Settings | DataWriter, types: Iterable[str] | None = None) -> DrainResult:
+    """Drain every type (or ``types``) once."""
+    with _writer(target) as writer:
+        return writer.drain_once(types)
 
 
 def drain_type(target: Settings | DataWriter, type_: str) -> TypeResult:
     """Drain one type; raises LakeWriteError/BatchExpired when a batch fails."""
-    if isinstance(target, DataWriter):
-        return target.drain_type(type_)
-    writer = DataWriter.from_settings(target)
-    try:
+    with _writer(target) as writer:
         return writer.drain_type(type_)
-    finally:
-        writer.close()
 
 
 def run_loop(

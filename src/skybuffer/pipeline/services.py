@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from skybuffer.buffer.lock import RedisLock
 from skybuffer.buffer.server import ManagedRedis, connect
 from skybuffer.console import err_console
 from skybuffer.constants import Keys
-from skybuffer.pipeline.prefect_server import PrefectServer, prefect_env
+from skybuffer.pipeline.prefect_server import PrefectServer, prefect_env, stop_process_group
 from skybuffer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -123,12 +122,7 @@ class Services(AbstractContextManager["Services"]):
         if serve is None or serve.poll() is not None:
             return
         self._wait_for_running_drain()
-        os.killpg(serve.pid, signal.SIGTERM)
-        try:
-            serve.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(serve.pid, signal.SIGKILL)
-            serve.wait(timeout=10)
+        stop_process_group(serve, timeout=30)
 
     def _wait_for_running_drain(self) -> None:
         """A DataWriter run holds the writer lock: let it finish (within its budget)."""

@@ -11,12 +11,15 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from skybuffer.constants import TYPES, Keys
 from skybuffer.settings import LakeSettings, Settings
+
+if TYPE_CHECKING:  # DuckDB loads only when the lake is read
+    from skybuffer.lake.query import TypeFigures
 
 
 @dataclass
@@ -27,20 +30,11 @@ class StreamStatus:
 
 
 @dataclass
-class LakeTypeStatus:
-    files: int = 0
-    rows: int = 0
-    bytes: int = 0
-    newest_partition: str | None = None
-    newest_hour: str | None = None
-
-
-@dataclass
 class LakeStatus:
     """The lake's figures per type; ``error`` when the lake could not be read."""
 
     root: str = ""
-    types: dict[str, LakeTypeStatus] = field(default_factory=dict)
+    types: dict[str, TypeFigures] = field(default_factory=dict)
     error: str | None = None
 
     @property
@@ -135,7 +129,7 @@ def lake_status(lake: LakeSettings) -> LakeStatus:
     except (duckdb.Error, OSError) as exc:
         status.error = f"cannot read the lake at {lake.root}: {exc}"
         return status
-    status.types = {t: LakeTypeStatus(**asdict(f)) for t, f in figures.items()}
+    status.types = figures
     return status
 
 
