@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help run test lint typecheck pytest soak bench system-packages clean
+.PHONY: help run test test-random lint typecheck pytest pytest-random soak bench system-packages clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,10 +34,15 @@ lint: $(VENV)/.installed-dev  ## ruff
 typecheck: $(VENV)/.installed-dev  ## mypy
 	$(BIN)/mypy
 
-pytest: $(VENV)/.installed-dev system-packages  ## the test suite only
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+pytest: $(VENV)/.installed-dev system-packages  ## the test suite only, in file order, the 15 slowest listed
+	$(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
+
+pytest-random: $(VENV)/.installed-dev system-packages  ## the test suite in a random order (seed printed; PYTEST_ARGS=--randomly-seed=N repeats it)
+	$(BIN)/python -m pytest -p randomly --durations=15 $(PYTEST_ARGS)
 
 test: lint typecheck pytest  ## set up, then lint, type-check and run every test
+
+test-random: lint typecheck pytest-random  ## the same, the tests in a random order
 
 soak: $(VENV)/.installed-dev system-packages  ## long end-to-end runs (not in CI)
 	$(BIN)/python -m pytest -m soak -s -p no:cacheprovider tests

@@ -19,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from skybuffer.buffer.codec import DEFAULT_LEVEL
 from skybuffer.constants import DEFAULT_PREFIX
 from skybuffer.observability.stack import StackSettings
 
@@ -75,7 +76,7 @@ class IngestSettings(Section):
     """Events per Redis transaction (at most)."""
     linger_seconds: float = Field(default=0.25, ge=0)
     """How long a partial batch may wait for more events before it is written."""
-    codec_level: int = Field(default=2, ge=1, le=19)
+    codec_level: int = Field(default=DEFAULT_LEVEL, ge=1, le=19)
     """zstd level of buffered entries: 2 measured 127 B/event of payload at 0.34 s per
     300k events on the reference machine; 3 gives 126 B at 0.52 s (docs/BENCHMARKS.md)."""
     max_event_bytes: int = Field(default=1_000_000, ge=256)

@@ -231,7 +231,7 @@ def test_every_panel_query_is_accepted_by_prometheus_and_returns_data(
         return not remaining
 
     try:
-        wait_for("every panel to return data", all_have_data, timeout=30)
+        wait_for("every panel to return data", all_have_data)
     except pytest.fail.Exception:
         pytest.fail(f"panels without data: {remaining}")
 

@@ -3,24 +3,52 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import psutil
+import pytest
 from typer.testing import CliRunner
 
+from skybuffer.buffer.server import ManagedRedis
 from skybuffer.cli import app
+from skybuffer.settings import IngestSettings
 from tests.conftest import GOLDEN
 
 KEYS = ("events_per_s", "baseline_events_per_s", "redis_limit_events_per_s",
         "bytes_per_event", "json_bytes_per_event")  # fmt: skip
 
 
-def _redis_servers() -> set[int]:
-    return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "redis-server"}
+@pytest.fixture
+def started_servers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[psutil.Process]:
+    """The redis-servers this test makes the bench start (never another process on the
+    machine); their scratch directories go under the test's temp dir."""
+    servers: list[psutil.Process] = []
+    start = ManagedRedis.start
+
+    def recording_start(server: ManagedRedis) -> bool:
+        started = start(server)
+        if started and (pid := server.pid()) is not None:
+            servers.append(psutil.Process(pid))
+        return started
+
+    monkeypatch.setattr(ManagedRedis, "start", recording_start)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    return servers
 
 
-def test_bench_ingest_reports_every_figure_beside_its_baselines(tmp_path: Path) -> None:
-    before = _redis_servers()
+def _running(process: psutil.Process) -> bool:
+    """is_running() also compares the start time, so a reused pid is not ours."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_bench_ingest_reports_every_figure_beside_its_baselines(
+    tmp_path: Path, started_servers: list[psutil.Process]
+) -> None:
     result = CliRunner().invoke(
         app, ["bench", "ingest", "--events", "20000", "--json", "--data-dir", str(tmp_path)]
     )
@@ -29,10 +57,14 @@ def test_bench_ingest_reports_every_figure_beside_its_baselines(tmp_path: Path) 
     assert all(figures[key] > 0 for key in KEYS)
     assert figures["events"] == 20_000
     assert figures["bytes_per_event"] < figures["json_bytes_per_event"] / 2
-    assert _redis_servers() <= before, "the scratch redis-server was left running"
+    assert started_servers, "the bench started no scratch redis-server"
+    assert not [p.pid for p in started_servers if _running(p)], "a scratch server still runs"
+    assert not list((tmp_path / "tmp").iterdir()), "the scratch directory was left behind"
 
 
-def test_bench_codec_measures_a_file_against_plain_json(tmp_path: Path) -> None:
+def test_bench_codec_measures_a_file_at_the_shipped_level_against_plain_json(
+    tmp_path: Path,
+) -> None:
     result = CliRunner().invoke(
         app, ["bench", "codec", "--file", str(GOLDEN), "--json", "--data-dir", str(tmp_path)]
     )
@@ -40,3 +72,4 @@ def test_bench_codec_measures_a_file_against_plain_json(tmp_path: Path) -> None:
     figures = json.loads(result.stdout)
     assert figures["events"] == len(GOLDEN.read_bytes().splitlines())
     assert figures["bytes_per_event"] > 0 and figures["json_bytes_per_event"] > 0
+    assert figures["codec_level"] == IngestSettings().codec_level

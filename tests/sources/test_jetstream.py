@@ -94,6 +94,10 @@ def reconnects(cause: str) -> float:
     return value or 0.0
 
 
+def overlap_dropped() -> float:
+    return metrics.REGISTRY.get_sample_value("skybuffer_source_overlap_dropped_total") or 0.0
+
+
 def take(source: JetstreamSource, n: int, timeout: float = 30.0) -> list[bytes]:
     """Iterate ``source`` until it has yielded ``n`` events."""
     out: list[bytes] = []
@@ -271,18 +275,21 @@ def test_a_server_killed_mid_stream_and_restarted_leaves_every_event_exactly_onc
     thread.start()
     try:
         wait_until(lambda: buffered(client) >= 2000, what="events before the kill")
+        failed = reconnects("connect_failed")
         os.kill(server.pid, signal.SIGKILL)
         server.wait(10)
-        time.sleep(0.5)
+        wait_until(lambda: reconnects("connect_failed") > failed, what="a refused reconnect")
         server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: buffered(client) >= len(lines), what="every event")
-        time.sleep(1.5)  # a silent-timeout reconnect replays the overlap: it must be dropped
+        silent = reconnects("silent")  # then a silent-timeout reconnect replays the overlap,
+        wait_until(lambda: reconnects("silent") > silent, what="a silent reconnect")
+        dropped = overlap_dropped()  # which must be dropped (again at every such reconnect)
+        wait_until(lambda: overlap_dropped() > dropped, what="the replayed overlap dropped")
     finally:
         stop.set()
         thread.join(30)
         stop_pid(server.pid)
     assert everything(client) == sorted(lines)
-    assert reconnects("connect_failed") > 0
 
 
 def test_an_ingester_killed_with_sigkill_and_restarted_buffers_every_event_exactly_once(
@@ -316,8 +323,10 @@ def test_an_ingester_killed_with_sigkill_and_restarted_buffers_every_event_exact
 def test_a_slow_consumer_dropped_by_the_server_resumes_from_its_cursor_losing_nothing(
     tmp_path: Path, serve: Callable[..., ServerThread]
 ) -> None:
-    lines = write_events(tmp_path / "events.jsonl", 60_000)
-    server = serve(tmp_path / "events.jsonl", rate=30_000, outbox=300)
+    """The drop comes on command once the reader is held back by a full inbox, not when
+    an outbox happens to fill (that depends on how busy the machine is)."""
+    lines = write_events(tmp_path / "events.jsonl", 20_000)
+    server = serve(tmp_path / "events.jsonl")  # unpaced: it never drops anyone by itself
     settings = jetstream_settings({"queue_events": 500, "ping_interval_seconds": None})
     source = JetstreamSource(settings, urls=[server.url], count=len(lines))
     source.resume(None)
@@ -326,7 +335,8 @@ def test_a_slow_consumer_dropped_by_the_server_resumes_from_its_cursor_losing_no
     for batch in source.batches(1000, 0.05):
         got += batch.events
         if server.server.stats.slow_disconnects == 0 and got:
-            wait_until(lambda: server.server.stats.slow_disconnects > 0, what="the drop")
+            wait_until(lambda: source.held_back, what="the reader to wait for the ingester")
+            assert server.drop_clients() == 1
     source.close()
     assert sorted(got) == sorted(lines)
     assert reconnects("slow_consumer") > slow_before
@@ -356,15 +366,15 @@ def test_a_silent_connection_is_noticed_and_resumed_without_duplicates(
     source = JetstreamSource(settings, urls=[server.url])
     source.resume(None)
     got: list[bytes] = []
-    deadline = time.monotonic() + 2.0
+    deadline = time.monotonic() + 60
     for batch in source.batches(1000, 0.05):
         got += batch.events
-        if time.monotonic() > deadline:
+        silent = reconnects("silent") - silent_before
+        if len(got) >= len(golden_lines) and silent >= 2 and server.server.stats.connections >= 3:
             break
+        assert time.monotonic() < deadline, f"after 60 s: {silent} silent reconnects, {len(got)}"
     source.close()
     assert sorted(got) == sorted(golden_lines)
-    assert reconnects("silent") - silent_before >= 2
-    assert server.server.stats.connections >= 3
 
 
 def test_a_peer_that_stops_answering_pings_is_dropped_and_the_source_comes_back(

@@ -282,12 +282,17 @@ def test_close_ends_an_endless_iteration() -> None:
     assert seen == 2000
 
 
+# At 1 event/s a batch of 100 is due after 100 s: an iteration that ends well before that
+# was ended by close(), however busy the machine is.
+FULL_BATCH_SECONDS = 100
+
+
 def test_close_from_another_thread_ends_a_paced_iteration_promptly() -> None:
     source = SyntheticSource(seed=3, rate=1, start_us=START_US)
     threading.Timer(0.2, source.close).start()
     began = time.monotonic()
-    batches = list(source.batches(100, 10.0))
-    assert time.monotonic() - began < 1.0
+    batches = list(source.batches(100, 3600.0))
+    assert time.monotonic() - began < FULL_BATCH_SECONDS / 2
     assert sum(len(b.events) for b in batches) <= 1
 
 
@@ -297,22 +302,25 @@ def test_close_from_a_signal_handler_ends_a_paced_iteration_promptly() -> None:
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.2)
         began = time.monotonic()
-        batches = list(source.batches(100, 10.0))
+        batches = list(source.batches(100, 3600.0))
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    assert time.monotonic() - began < 1.0
+    assert time.monotonic() - began < FULL_BATCH_SECONDS / 2
     assert sum(len(b.events) for b in batches) <= 1
 
 
-def test_pacing_roughly_follows_the_rate() -> None:
+def test_pacing_never_runs_ahead_of_the_rate() -> None:
+    """At most rate x elapsed events at any moment; a busy machine can only be slower,
+    which the pace then makes up in full batches."""
     source = SyntheticSource(seed=5, rate=2000, start_us=START_US)
     seen, began = 0, time.monotonic()
     for batch in source.batches(100, 0.02):
         seen += len(batch.events)
-        if time.monotonic() - began >= 0.5:
+        assert seen <= (time.monotonic() - began) * 2000
+        if seen >= 1000:
             source.close()
-    assert 300 <= seen <= 2000
+    assert seen >= 1000
 
 
 def test_a_slow_rate_yields_empty_batches_after_the_linger() -> None:

@@ -31,7 +31,11 @@ from skybuffer.constants import FIELD_COUNT, FIELD_DATA, FIELD_VERSION
 from skybuffer.errors import CodecError
 
 CURRENT_VERSION = 1
-DEFAULT_LEVEL = 3
+DEFAULT_LEVEL = 2
+"""The zstd level of buffered entries, the one default (IngestSettings.codec_level, the
+Encoder and `skybuffer bench codec` take it from here): 2 measured 127 B/event of payload
+at 0.34 s per 300k events on the reference machine, 3 gives 126 B at 0.52 s
+(docs/BENCHMARKS.md)."""
 
 
 @cache
@@ -45,6 +49,7 @@ class Codec:
     """Encodes lists of raw events into stream entry fields (not thread-safe: one each)."""
 
     version = CURRENT_VERSION
+    default_level = DEFAULT_LEVEL
 
     def __init__(self, level: int = DEFAULT_LEVEL) -> None:
         self._compressor = zstandard.ZstdCompressor(

@@ -80,7 +80,7 @@ class Encoder:
     the GIL).
     """
 
-    def __init__(self, max_event_bytes: int, level: int = 3) -> None:
+    def __init__(self, max_event_bytes: int, level: int = Codec.default_level) -> None:
         self.max_event_bytes = max_event_bytes
         self.codec = Codec(level)
 

@@ -139,7 +139,7 @@ def memory_per_entry(client: redis.Redis, prefix: str, events: list[bytes]) -> d
         for raw in events[start : start + 1000]:
             pipe.xadd(json_key, {"json": raw})
         pipe.execute()
-    keys, encoder = Keys(prefix + "memory:"), Encoder(max_event_bytes=10**6, level=2)
+    keys, encoder = Keys(prefix + "memory:"), Encoder(max_event_bytes=10**6)
     for seq, start in enumerate(range(0, len(events), 5000), 1):
         batch = encoder.encode(seq, str(start), events[start : start + 5000])
         for type_, fields in batch.entries.items():

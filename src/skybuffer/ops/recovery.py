@@ -63,7 +63,7 @@ class Writer(threading.Thread):
         super().__init__(name="ops-restart-writer", daemon=True)
         self.producer = Producer(client, keys, "restart")
         self.source = SyntheticSource(seed, rate=rate, start_us=START_US)
-        self.encoder, self.incr = Encoder(10**6, level=2), incr
+        self.encoder, self.incr = Encoder(10**6), incr
         self.acks: list[tuple[float, int, int]] = []
         self.acked = 0
 

@@ -82,7 +82,7 @@ def run_sustained(
     finally:
         delete_keys(client, keys.prefix)
         shutil.rmtree(spool_dir, ignore_errors=True)
-    windows = per_window(run, window_seconds)
+    windows = per_window(run, window_seconds, minutes * 60)
     figures = _figures(run, windows, rate, window_seconds, minutes)
     figures["target"] = target_of(client)
     return _report(figures).write(settings.reports_dir)
@@ -120,10 +120,12 @@ def _run(
             "drained": drain.events, "backlog_at_stop": backlog}  # fmt: skip
 
 
-def per_window(run: dict[str, Any], window: float) -> list[dict[str, Any]]:
-    """Latency percentiles, throughput and memory for each full window of the run."""
+def per_window(run: dict[str, Any], window: float, duration: float) -> list[dict[str, Any]]:
+    """Latency percentiles, throughput and memory for each full window of the load: of
+    the ``duration`` asked for (or less, if the ingest ended early), never of the final
+    drain after it, however long this machine takes for that."""
     began, out = run["began"], []
-    for index in range(max(1, int(run["seconds"] // window))):
+    for index in range(max(1, int(min(run["seconds"], duration) // window))):
         lo, hi = index * window, (index + 1) * window
         writes = sorted(ms for t, ms in run["writes"] if lo <= t - began < hi)
         reads = [(ms, n, lag) for t, ms, n, lag in run["reads"] if lo <= t - began < hi]

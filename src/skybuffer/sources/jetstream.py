@@ -98,6 +98,12 @@ class JetstreamSource:
     def position(self) -> str:
         return self._overlap.position()
 
+    @property
+    def held_back(self) -> bool:
+        """Whether the reader waits for the ingester to take what it read: the socket is
+        not read, and a server drops a client that stays like this (slow consumer)."""
+        return self._reader is not None and self._reader.is_held_back()
+
     def batches(self, max_events: int, linger_seconds: float) -> Iterator[SourceBatch]:
         """Batches of new events; an empty one after each quiet linger; ends on close/count."""
         if max_events < 1:

@@ -10,7 +10,10 @@ it matters to a client, without the network:
 * ``compress=true``: each event its own zstd frame with Jetstream's dictionary, binary.
 * Pace: ``rate`` events/s per connection, through an outbox of ``outbox`` messages; a
   client that does not read while the outbox fills is dropped, as Jetstream does. Rate 0
-  sends as fast as the client reads and never drops anyone.
+  sends as fast as the client reads and never drops anyone on its own.
+* ``drop_clients()`` (SIGUSR1 for `skybuffer replay-server`) drops every subscriber the
+  same way at once: a slow-consumer drop on command, for tests that must not depend on
+  how fast this machine fills an outbox.
 * After the last event the connection stays open and quiet, like a live tail; ``loop``
   starts over instead, with time_us shifted past the previous pass, and revs (commits)
   and seqs (identity, account) shifted too, so every event of every pass is unique.
@@ -44,6 +47,7 @@ from skybuffer.errors import ConfigError
 log = logging.getLogger(__name__)
 
 DEFAULT_OUTBOX = 10_000
+SLOW_CLOSE = (1008, "consumer too slow")
 YIELD_EVERY = 64
 _TID_ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
 _TID_VALUE = {c: i for i, c in enumerate(_TID_ALPHABET)}
@@ -226,6 +230,8 @@ class ReplayServer:
         self.rate, self.loop, self.outbox = rate, loop, outbox
         self.stats = ServerStats()
         self._server: Server | None = None
+        self._clients: set[ServerConnection] = set()
+        self._closing: set[asyncio.Task[None]] = set()
         self._compressor: zstandard.ZstdCompressor | None = None
         self._zstd_frames: dict[int, bytes] = {}
 
@@ -254,6 +260,7 @@ class ReplayServer:
             return
         self.stats.connections += 1
         self.stats.cursors.append(sub.cursor)
+        self._clients.add(ws)
         selected = frames(self.source, sub, self.loop)
         if sub.compress:
             out = (self._compressed(index, passes, raw) for index, passes, raw in selected)
@@ -267,6 +274,21 @@ class ReplayServer:
             await ws.wait_closed()  # the quiet live tail
         except ConnectionClosed:
             pass
+        finally:
+            self._clients.discard(ws)
+
+    async def drop_clients(self) -> int:
+        """Drop every subscriber now, as a slow one is dropped; how many. Returns at once:
+        the close waits for the client to read up to it, and a slow client is not reading."""
+        dropped = list(self._clients)
+        for ws in dropped:
+            self._clients.discard(ws)
+            self.stats.slow_disconnects += 1
+            task = asyncio.ensure_future(ws.close(*SLOW_CLOSE))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        log.info("Replay server drops %d client(s) as slow, on command.", len(dropped))
+        return len(dropped)
 
     async def _unpaced(self, ws: ServerConnection, out: Iterator[bytes], *, text: bool) -> None:
         """As fast as the client reads: send() waits only when the socket is full, so yield
@@ -322,7 +344,7 @@ class ReplayServer:
     async def _drop_slow(self, ws: ServerConnection) -> None:
         self.stats.slow_disconnects += 1
         log.info("Replay server drops a slow client (outbox of %d full).", self.outbox)
-        await ws.close(1008, "consumer too slow: outbox full")
+        await ws.close(SLOW_CLOSE[0], f"{SLOW_CLOSE[1]}: outbox full")
 
     async def _send_all(
         self, ws: ServerConnection, outbox: asyncio.Queue[bytes], text: bool
@@ -371,6 +393,11 @@ class ServerThread:
     def url(self) -> str:
         return self.server.url
 
+    def drop_clients(self, timeout: float = 10.0) -> int:
+        """``ReplayServer.drop_clients`` from the calling thread."""
+        dropping = asyncio.run_coroutine_threadsafe(self.server.drop_clients(), self._loop)
+        return dropping.result(timeout)
+
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._done = self._loop.create_future()
@@ -396,7 +423,8 @@ def run_replay_server(
     outbox: int = DEFAULT_OUTBOX,
     announce: bool = True,
 ) -> None:
-    """Serve ``file`` in the foreground until SIGINT/SIGTERM (`skybuffer replay-server`)."""
+    """Serve ``file`` in the foreground until SIGINT/SIGTERM (`skybuffer replay-server`);
+    SIGUSR1 drops every subscriber as a slow consumer."""
     source = EventFile.load(file)
     server = ReplayServer(source, host=host, port=port, rate=rate, loop=loop, outbox=outbox)
 
@@ -404,6 +432,9 @@ def run_replay_server(
         stop = asyncio.get_running_loop().create_future()
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop.cancel)
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGUSR1, lambda: asyncio.ensure_future(server.drop_clients())
+        )
         await server.start()
         if announce:
             pace = f"{rate:g} events/s" if rate else "unpaced"

@@ -178,6 +178,10 @@ class Subscription:
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
+    def is_held_back(self) -> bool:
+        """Whether the reader waits for room in the inbox (and so does not read the socket)."""
+        return self._waiting
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
