@@ -35,6 +35,12 @@ DL_SOURCE = b"source"
 DL_RAW = b"raw"
 DL_DETAIL = b"detail"
 
+# Cursor hash fields: the source position, the batch sequence number, and the events
+# (dead letters included) ever confirmed from this source.
+CURSOR_POSITION = b"position"
+CURSOR_SEQ = b"seq"
+CURSOR_EVENTS = b"events"
+
 # Consumer group of the DataWriter on every stream.
 WRITER_GROUP = "datawriter"
 
@@ -69,8 +75,19 @@ class Keys:
         return f"{self.prefix}writer:stats"
 
     @property
-    def writer_lock(self) -> str:
-        return f"{self.prefix}lock:datawriter"
+    def writer_lease(self) -> str:
+        """The DataWriter's lease (buffer/lease.py): one writer of this prefix at a time."""
+        return f"{self.prefix}lease:datawriter"
+
+    def ingest_lease(self, source: str) -> str:
+        """The lease of the ingester of one source cursor."""
+        return f"{self.prefix}lease:ingest:{source}"
+
+    @property
+    def writer_committed(self) -> str:
+        """Hash type -> last stream ID the DataWriter committed (compared with the lake's
+        record of the same, to notice a Redis that forgot commits)."""
+        return f"{self.prefix}writer:committed"
 
     @property
     def ops_prefix(self) -> str:

@@ -6,7 +6,10 @@ SkybufferError
 ├── RedisUnavailable     (transient) cannot reach or talk to Redis
 ├── BufferFull           (transient) Redis refuses writes (OOM / high-water mark)
 ├── CodecError           (terminal)  an entry cannot be decoded
-└── LakeWriteError       (transient) a Parquet file could not be made durable
+├── LakeWriteError       (transient) a Parquet file could not be made durable
+├── LeaseHeld            (terminal)  another process owns the role; names it
+├── LeaseLost            (terminal)  this process's lease passed to another (fenced)
+└── BufferForgot         (transient) Redis came back without writes this process made
 """
 
 from __future__ import annotations
@@ -54,3 +57,29 @@ class LakeWriteError(SkybufferError):
     """A lake file could not be written durably; nothing of its batch was acknowledged."""
 
     retryable = True
+
+
+class LeaseHeld(SkybufferError):
+    """Another process owns the role (an ingester of this source, the DataWriter)."""
+
+    def __init__(self, owner: object, hint: str = "") -> None:
+        describe = getattr(owner, "describe", None)
+        who = describe() if callable(describe) else str(owner)
+        super().__init__(f"held by {who}" + (f"; {hint}" if hint else ""))
+        self.owner = owner
+
+
+class LeaseLost(SkybufferError):
+    """This process's lease expired and another owner took it: it must stop committing."""
+
+
+class BufferForgot(SkybufferError):
+    """Redis no longer holds writes it had confirmed (a restart that lost its last
+    second under appendfsync everysec, a failover to a lagging replica, a restored
+    snapshot). The source is rewound to the durable checkpoint."""
+
+    retryable = True
+
+    def __init__(self, message: str, durable: object = None) -> None:
+        super().__init__(message)
+        self.durable = durable

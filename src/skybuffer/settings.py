@@ -85,6 +85,9 @@ class IngestSettings(Section):
     """Stop taking events when used_memory passes this fraction of maxmemory."""
     low_water: float = Field(default=0.75, gt=0, le=1)
     """Resume below this fraction."""
+    lease_seconds: float = Field(default=15.0, ge=1)
+    """The ingest lease's expiry (one ingester per source cursor): an ingester that stops
+    renewing it is replaced after this long; one killed on this host at once."""
     memory_queue_batches: int = Field(default=64, ge=1)
     """Batches held in memory while Redis is unreachable, before spilling to the spool."""
     backoff_max_seconds: float = 5.0
@@ -182,14 +185,22 @@ class JetstreamSettings(Section):
 class WriterSettings(Section):
     """The DataWriter: consumer group reads, batching, claiming, schedule."""
 
-    consumer: str = "writer-1"
-    """Stable consumer name in the 'datawriter' group (stable, so pending entries are found)."""
+    consumer: str | None = None
+    """Consumer name in the 'datawriter' group; unset: writer-{host}-{pid}, one per process
+    (the lease holder takes over what other consumers left pending)."""
+    lease_seconds: float = Field(default=20.0, ge=1)
+    """The DataWriter lease's expiry: a writer that stops renewing it (killed, stalled) is
+    replaced after this long; one killed on this host is replaced at once."""
+    replay_guard_seconds: float = Field(default=86_400.0, gt=0)
+    """After Redis forgot, how long the lake drops replayed copies of events it holds
+    (cover the source's replay window: Jetstream keeps about a day)."""
     batch_events: int = Field(default=250_000, ge=1)
     """Events per drained batch: bounds the writer's memory."""
     read_count: int = Field(default=200, ge=1)
     """Stream entries per XREADGROUP call."""
     claim_idle_seconds: float = 300.0
-    """Entries pending this long in another consumer are claimed (XAUTOCLAIM)."""
+    """Age after which a temp file of another writer is stale; consumers without the lease
+    (the toolkit's) claim entries pending this long."""
     schedule: str = "*/5 * * * *"
     """Cron expression, or a number of seconds for an interval."""
     budget_seconds: float = 240.0

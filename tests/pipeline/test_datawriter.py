@@ -25,6 +25,7 @@ from skybuffer.buffer.producer import Encoder, Producer
 from skybuffer.buffer.server import ManagedRedis
 from skybuffer.cli import app
 from skybuffer.constants import DL_DETAIL, DL_RAW, DL_REASON, TYPES, Keys
+from skybuffer.errors import LeaseHeld
 from skybuffer.events import classify, identity
 from skybuffer.lake.query import run_query
 from skybuffer.lake.schema import rebuild_event
@@ -179,7 +180,7 @@ def test_a_writer_killed_at_any_step_leaves_every_event_in_the_lake_exactly_once
     assert_drained(client, settings)
 
 
-def test_two_writers_at_once_split_the_work_without_loss_or_duplicates(
+def test_a_second_writer_waits_for_the_first_and_the_lake_holds_every_event_once(
     settings: Settings, client: redis.Redis
 ) -> None:
     expected = buffer(client, generate(3, 40_000, T0), per_entry=100)
@@ -196,10 +197,21 @@ def test_two_writers_at_once_split_the_work_without_loss_or_duplicates(
     for thread in threads:
         thread.join()
     assert all(r.ok for r in results.values())
-    assert all(r.rows > 0 for r in results.values())  # both took a share
-    assert sum(r.rows for r in results.values()) == 40_000
+    assert sorted(r.rows for r in results.values()) == [0, 40_000], "one drained, one waited"
     assert lake_identities(settings) == expected
     assert_drained(client, settings)
+
+
+def test_a_second_writer_told_not_to_wait_is_refused_naming_the_owner(
+    settings: Settings, client: redis.Redis
+) -> None:
+    owner = writer(settings, consumer="the-owner")
+    with owner.owning(wait=False):
+        with pytest.raises(LeaseHeld) as caught:
+            drain_once(writer(settings, consumer="second"), wait=False)
+    assert "DataWriter the-owner" in str(caught.value)
+    assert f"pid {os.getpid()}" in str(caught.value)
+    owner.close()
 
 
 # --- memory ------------------------------------------------------------------------------------

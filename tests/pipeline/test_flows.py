@@ -12,7 +12,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.testing.utilities import prefect_test_harness
 
-from skybuffer.buffer.lock import RedisLock
+from skybuffer.buffer.lease import Lease
 from skybuffer.buffer.server import ManagedRedis
 from skybuffer.constants import Keys
 from skybuffer.observability.writer_stats import read_stats
@@ -67,16 +67,21 @@ def test_the_flow_writes_the_lake_and_frees_the_buffer(
     assert stats["last_success"] == stats["last_run"]
 
 
-def test_a_second_concurrent_run_is_refused(buffered: Settings, redis_server: ManagedRedis) -> None:
+def test_a_run_while_another_datawriter_drains_is_skipped_naming_it(
+    buffered: Settings, redis_server: ManagedRedis
+) -> None:
     client = redis_server.client()
-    other_run = RedisLock(client, KEYS.writer_lock, ttl_seconds=60)
-    assert other_run.acquire()
-    state = datawriter_flow(return_state=True)
+    other = Lease(client, KEYS.writer_lease, 60, "DataWriter write --loop")
+    other.acquire(wait=False)
+    try:
+        state = datawriter_flow(return_state=True)
+    finally:
+        other.release()
     assert state.is_cancelled()
-    assert "refused" in (state.message or "")
+    assert "DataWriter write --loop" in (state.message or "")
+    assert "skipped" in (state.message or "")
     assert _lake_files(buffered) == []
     assert read_stats(client, KEYS)["runs:skipped"] == 1
-    other_run.release()
 
 
 def _task_retried(name: str) -> bool:

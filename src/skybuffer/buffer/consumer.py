@@ -32,16 +32,43 @@ from typing import Any
 import redis
 
 from skybuffer.buffer.codec import event_count
+from skybuffer.buffer.lease import FENCE_LUA, Lease
 from skybuffer.buffer.producer import CONNECTION_ERRORS, DeadLetter
 from skybuffer.constants import DL_DETAIL, DL_RAW, DL_REASON, DL_SOURCE, WRITER_GROUP, Keys
-from skybuffer.errors import CodecError, RedisUnavailable
+from skybuffer.errors import BufferForgot, CodecError, LeaseLost, RedisUnavailable
 
-# KEYS: stream, event-count hash, dead-letter stream.
-# ARGV: group, type, then per entry: id, events, k, and k dead letters of 4 fields each.
-COMMIT_SCRIPT = """#!lua flags=allow-oom
-local stream, counts, deadletter = KEYS[1], KEYS[2], KEYS[3]
-local group, type_ = ARGV[1], ARGV[2]
-local i, entries, removed, letters = 3, 0, 0, 0
+# Compares two stream IDs in Lua (pasted into the scripts that need it).
+ID_LESS_LUA = """
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function less(a, b)
+  local ams, aseq = parse(a)
+  local bms, bseq = parse(b)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
+"""
+
+# KEYS: stream, event-count hash, dead-letter stream, writer lease, committed-IDs hash.
+# ARGV: group, type, lease token ('' unleased), lease ttl ms, the last ID this type
+# committed by the lake's own record ('' unknown), then per entry: id, events, k, and k
+# dead letters of 4 fields each.
+COMMIT_SCRIPT = (
+    "#!lua flags=allow-oom\n"
+    + FENCE_LUA
+    + ID_LESS_LUA
+    + """
+local stream, counts, deadletter, lease, committed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local group, type_, token, ttl, lake_last = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if token ~= '' and not fence(lease, token, ttl) then
+  return redis.error_reply('FENCED this DataWriter no longer holds ' .. lease)
+end
+local last = redis.call('HGET', committed, type_) or '0-0'
+if lake_last ~= '' and less(last, lake_last) then
+  return redis.error_reply('FORGOT ' .. last)
+end
+local i, entries, removed, letters, top = 6, 0, 0, 0, last
 while i <= #ARGV do
   local id, events, k = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   i = i + 3
@@ -51,6 +78,7 @@ while i <= #ARGV do
     entries = entries + 1
     removed = removed + events
   end
+  if less(top, id) then top = id end
   for _ = 1, k do
     if deleted then
       redis.call('XADD', deadletter, '*', '@reason', ARGV[i], '@source', ARGV[i + 1],
@@ -61,10 +89,16 @@ while i <= #ARGV do
   end
 end
 if removed ~= 0 then redis.call('HINCRBY', counts, type_, -removed) end
+if top ~= last then redis.call('HSET', committed, type_, top) end
 return {entries, removed, letters}
 """
-for _token, _field in (("@reason", DL_REASON), ("@source", DL_SOURCE), ("@raw", DL_RAW),
-                       ("@detail", DL_DETAIL)):  # fmt: skip
+)
+for _token, _field in (
+    ("@reason", DL_REASON),
+    ("@source", DL_SOURCE),
+    ("@raw", DL_RAW),
+    ("@detail", DL_DETAIL),
+):
     COMMIT_SCRIPT = COMMIT_SCRIPT.replace(_token, _field.decode())
 
 # KEYS: stream. ARGV: group. XGROUP CREATE is denyoom: a writer meeting a full Redis
@@ -79,18 +113,12 @@ return redis.error_reply(message)
 
 # KEYS: stream. Trims below the oldest entry any group still needs: its oldest pending
 # entry, or else the first entry after its last-delivered ID.
-TRIM_SCRIPT = """#!lua flags=allow-oom
+TRIM_SCRIPT = (
+    "#!lua flags=allow-oom\n"
+    + ID_LESS_LUA
+    + """
 local stream = KEYS[1]
 if redis.call('EXISTS', stream) == 0 then return 0 end
-local function parse(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
-local function less(a, b)
-  local ams, aseq = parse(a)
-  local bms, bseq = parse(b)
-  return ams < bms or (ams == bms and aseq < bseq)
-end
 local minid = nil
 for _, group in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
   local info = {}
@@ -108,6 +136,7 @@ end
 if minid == nil then return 0 end
 return redis.call('XTRIM', stream, 'MINID', minid)
 """
+)
 
 
 @dataclass(slots=True)
@@ -137,8 +166,14 @@ class Batch:
     events: int = 0
     read_at: float = field(default_factory=time.monotonic)
     caught_up: bool = False
+    _ids: set[str] = field(default_factory=set, repr=False)
 
     def add(self, entry: Entry) -> None:
+        """Add an entry once: a claim with no idle time also returns this consumer's own
+        pending entries, which the batch may hold already."""
+        if entry.id in self._ids:
+            return
+        self._ids.add(entry.id)
         self.entries.append(entry)
         self.events += entry.events
 
@@ -173,12 +208,16 @@ class StreamConsumer:
         read_count: int = 200,
         claim_idle_seconds: float = 300.0,
         group: str = WRITER_GROUP,
+        lease: Lease | None = None,
     ) -> None:
         self.client = client
+        self.lease = lease
         self.keys = keys
         self.consumer = consumer
         self.read_count = read_count
-        self.claim_idle_ms = int(claim_idle_seconds * 1000)
+        # The lease holder is the only writer: whatever another consumer left pending is
+        # its to take at once (the other is dead or fenced); without a lease, wait.
+        self.claim_idle_ms = 0 if lease is not None else int(claim_idle_seconds * 1000)
         self.group = group
         self._commit = client.register_script(COMMIT_SCRIPT)
         self._trim = client.register_script(TRIM_SCRIPT)
@@ -291,18 +330,50 @@ class StreamConsumer:
         entries: Sequence[Entry],
         deadletters: Mapping[str, Sequence[DeadLetter]] | None = None,
         source: str = "datawriter",
+        lake_last: str = "",
     ) -> Commit:
-        """Acknowledge and delete ``entries`` with their dead letters, atomically."""
+        """Acknowledge and delete ``entries`` with their dead letters, atomically.
+
+        Raises LeaseLost if another DataWriter holds the lease now (nothing committed),
+        and BufferForgot if Redis's record of this type's last commit is behind
+        ``lake_last``, the lake's own record of it (Redis forgot commits)."""
         deadletters = deadletters or {}
-        args: list[bytes | str | int] = [self.group, type_]
+        token = self.lease.token if self.lease else ""
+        ttl = self.lease.ttl_ms if self.lease else 0
+        args: list[bytes | str | int] = [self.group, type_, token, ttl, lake_last]
         for entry in entries:
             letters = deadletters.get(entry.id, ())
             args += [entry.id, entry.events, len(letters)]
             for dead in letters:
                 args += [str(dead.reason), source, dead.raw, dead.detail]
-        keys = [self.keys.stream(type_), self.keys.event_counts, self.keys.deadletter]
-        done, events, letters_written = self._call(self._commit, keys=keys, args=args)
+        keys = [
+            self.keys.stream(type_),
+            self.keys.event_counts,
+            self.keys.deadletter,
+            self.keys.writer_lease,
+            self.keys.writer_committed,
+        ]
+        try:
+            done, events, letters_written = self._call(self._commit, keys=keys, args=args)
+        except redis.ResponseError as exc:
+            message = str(exc)
+            if message.startswith("FENCED"):
+                if self.lease is not None and self.lease.reclaim():
+                    return self.commit(type_, entries, deadletters, source, lake_last)
+                raise LeaseLost(message.removeprefix("FENCED ")) from None
+            if message.startswith("FORGOT"):
+                raise BufferForgot(
+                    f"{type_}: Redis's last commit is {message.split()[1]}, the lake's is "
+                    f"{lake_last}: Redis forgot commits",
+                    message.split()[1],
+                ) from None
+            raise
         return Commit(int(done), int(events), int(letters_written))
+
+    def committed(self, type_: str) -> str:
+        """The last stream ID Redis has recorded as committed for ``type_`` ('0-0')."""
+        raw = self._call(self.client.hget, self.keys.writer_committed, type_)
+        return _text(raw) if raw else "0-0"
 
     def trim(self, type_: str) -> int:
         """XTRIM MINID to the oldest entry still needed; returns the entries trimmed."""

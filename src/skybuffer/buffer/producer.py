@@ -1,10 +1,10 @@
 """Writes encoded batches into the streams, atomically with the source position.
 
-One Redis transaction (MULTI/EXEC) per batch holds: one XADD per type, the per-type
-event counters, the dead letters, and the cursor (source position + batch sequence
-number). So the buffer and the cursor never disagree: a restart resumes exactly where
-the buffer ends. A batch whose EXEC outcome is unknown (the connection broke) is not
-written again if the cursor's sequence number shows it landed: no duplicates.
+One atomic script per batch holds: one XADD per type, the per-type event counters, the
+dead letters, and the cursor (source position + batch sequence number + events total).
+So the buffer and the cursor never disagree: a restart resumes exactly where the buffer
+ends. A batch whose outcome is unknown (the connection broke) is not written again if
+the cursor's sequence number shows it landed: no duplicates.
 
 Every key of a transaction shares one prefix (Redis Cluster-ready, see constants.py).
 """
@@ -18,8 +18,19 @@ from dataclasses import dataclass, field
 import redis
 
 from skybuffer.buffer.codec import Codec
-from skybuffer.constants import DL_DETAIL, DL_RAW, DL_REASON, DL_SOURCE, TYPES, Keys
-from skybuffer.errors import BufferFull, RedisUnavailable
+from skybuffer.buffer.lease import FENCE_LUA, Lease
+from skybuffer.constants import (
+    CURSOR_EVENTS,
+    CURSOR_POSITION,
+    CURSOR_SEQ,
+    DL_DETAIL,
+    DL_RAW,
+    DL_REASON,
+    DL_SOURCE,
+    TYPES,
+    Keys,
+)
+from skybuffer.errors import BufferForgot, BufferFull, LeaseLost, RedisUnavailable
 from skybuffer.events import InvalidEvent, Reason, classify
 
 # Redis errors that mean "not reachable right now" rather than "refused".
@@ -44,8 +55,6 @@ class Batch:
     deadletters: list[DeadLetter] = field(default_factory=list)
     raw_bytes: int = 0
     started: float = field(default_factory=time.monotonic)
-    attempted: bool = False
-    """True once an EXEC was sent whose outcome is unknown."""
 
     @property
     def events(self) -> int:
@@ -54,8 +63,11 @@ class Batch:
 
 @dataclass(frozen=True)
 class Checkpoint:
+    """The durable cursor: source position, batch number, events ever confirmed."""
+
     position: str | None
     seq: int
+    events: int = 0
 
 
 @dataclass(slots=True)
@@ -117,52 +129,142 @@ class Encoder:
         return self.pack(seq, self.classify(position, events, rejects))
 
 
-class Producer:
-    """Appends batches to the streams of one key prefix, for one named source."""
+# KEYS: cursor, event counts, dead-letter stream, lease, then one stream per entry.
+# ARGV: lease token ('' for an unleased producer), lease ttl ms, expected seq, new seq,
+# position, events, entry count, dead-letter count; per entry: type, events, field count,
+# fields...; per dead letter: reason, source, raw, detail.
+# No allow-oom flag: at maxmemory the whole script is refused before it starts (OOM), so
+# a batch lands whole or not at all.
+WRITE_SCRIPT = (
+    "#!lua\n"
+    + FENCE_LUA
+    + """
+local cursor, counts, deadletter, lease = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if ARGV[1] ~= '' and not fence(lease, ARGV[1], ARGV[2]) then
+  return redis.error_reply('FENCED this ingester no longer holds ' .. lease)
+end
+local seq = tonumber(redis.call('HGET', cursor, '@seq') or '0')
+local expected, new = tonumber(ARGV[3]), tonumber(ARGV[4])
+if seq == new then return 0 end
+if seq ~= expected then
+  return redis.error_reply('FORGOT ' .. seq)
+end
+local i = 9
+for e = 1, tonumber(ARGV[7]) do
+  local type_, events, k = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  redis.call('XADD', KEYS[4 + e], '*', unpack(ARGV, i + 3, i + 2 + 2 * k))
+  redis.call('HINCRBY', counts, type_, events)
+  i = i + 3 + 2 * k
+end
+for _ = 1, tonumber(ARGV[8]) do
+  redis.call('XADD', deadletter, '*', '@reason', ARGV[i], '@source', ARGV[i + 1],
+             '@raw', ARGV[i + 2], '@detail', ARGV[i + 3])
+  i = i + 4
+end
+redis.call('HSET', cursor, '@position', ARGV[5], '@seq', new)
+redis.call('HINCRBY', cursor, '@events', ARGV[6])
+return 1
+"""
+)
+for _token, _name in (
+    ("@reason", DL_REASON),
+    ("@source", DL_SOURCE),
+    ("@raw", DL_RAW),
+    ("@detail", DL_DETAIL),
+    ("@position", CURSOR_POSITION),
+    ("@seq", CURSOR_SEQ),
+    ("@events", CURSOR_EVENTS),
+):
+    WRITE_SCRIPT = WRITE_SCRIPT.replace(_token, _name.decode())
 
-    def __init__(self, client: redis.Redis, keys: Keys, source: str) -> None:
+
+class Producer:
+    """Appends batches to the streams of one key prefix, for one named source.
+
+    Each batch is one script, atomic: it checks the ingest lease (fencing a stalled
+    ingester out) and that the cursor's batch number is the one this process last wrote
+    (so a Redis that forgot is noticed on the very next batch, even when the restart went
+    unseen because redis-py reconnected by itself), then appends every entry, the dead
+    letters and the new cursor.
+    """
+
+    def __init__(
+        self, client: redis.Redis, keys: Keys, source: str, lease: Lease | None = None
+    ) -> None:
         self.client = client
         self.keys = keys
         self.source = source
+        self.lease = lease
         self.cursor_key = keys.cursor(source)
+        self._script = client.register_script(WRITE_SCRIPT)
 
     def checkpoint(self) -> Checkpoint:
-        """The source position and batch sequence number of the last batch that landed."""
+        """The source position, batch number and event total of the last batch that landed."""
         try:
             raw = self.client.hgetall(self.cursor_key)
         except CONNECTION_ERRORS as exc:
             raise RedisUnavailable(f"cannot read the cursor: {exc}") from exc
-        position = raw.get(b"position")
-        seq = int(raw.get(b"seq", 0))
-        return Checkpoint(position.decode() if isinstance(position, bytes) else None, seq)
+        position = raw.get(CURSOR_POSITION)
+        return Checkpoint(
+            position.decode() if isinstance(position, bytes) else None,
+            int(raw.get(CURSOR_SEQ, 0)),
+            int(raw.get(CURSOR_EVENTS, 0)),
+        )
 
     def write(self, batch: Batch) -> bool:
-        """Make ``batch`` durable in Redis; False if an earlier attempt had landed it."""
-        if batch.attempted and self.checkpoint().seq >= batch.seq:
-            return False
-        pipe = self.client.pipeline(transaction=True)
-        for type_, fields in batch.entries.items():
-            pipe.xadd(self.keys.stream(type_), fields)  # type: ignore[arg-type]
-            pipe.hincrby(self.keys.event_counts, type_, batch.counts[type_])
-        for dead in batch.deadletters:
-            pipe.xadd(self.keys.deadletter, _deadletter_fields(dead, self.source))  # type: ignore[arg-type]
-        pipe.hset(self.cursor_key, mapping={"position": batch.position, "seq": batch.seq})
-        self._execute(pipe, batch)
-        return True
+        """Make ``batch`` durable in Redis; False if an earlier attempt had landed it.
 
-    def _execute(self, pipe: redis.client.Pipeline, batch: Batch) -> None:
+        Raises BufferForgot when the cursor is behind the batch before this one (Redis
+        lost confirmed batches), LeaseLost when another ingester owns the source now.
+        """
+        keys = [self.cursor_key, self.keys.event_counts, self.keys.deadletter, self._lease_key]
+        args: list[bytes | str | int] = [
+            self.lease.token if self.lease else "",
+            self.lease.ttl_ms if self.lease else 0,
+            batch.seq - 1,
+            batch.seq,
+            batch.position,
+            batch.events,
+            len(batch.entries),
+            len(batch.deadletters),
+        ]
+        for type_, fields in batch.entries.items():
+            keys.append(self.keys.stream(type_))
+            args += [type_, batch.counts[type_], len(fields)]
+            for name, value in fields.items():
+                args += [name, value]
+        for dead in batch.deadletters:
+            args += [str(dead.reason), self.source, dead.raw, dead.detail]
+        return self._execute(keys, args, batch)
+
+    @property
+    def _lease_key(self) -> str:
+        return self.lease.key if self.lease else self.keys.ingest_lease(self.source)
+
+    def _execute(self, keys: list[str], args: list[bytes | str | int], batch: Batch) -> bool:
         try:
-            pipe.execute()
+            return bool(self._script(keys=keys, args=args))
         except CONNECTION_ERRORS as exc:
-            batch.attempted = True  # EXEC may or may not have run
+            # The script may or may not have run: a retry finds out from the cursor.
             raise RedisUnavailable(str(exc)) from exc
         except redis.exceptions.OutOfMemoryError as exc:
-            # XADD is refused at queue time, so EXEC aborts the whole transaction
-            # (EXECABORT): nothing of the batch was applied; it is retried as a whole.
             raise BufferFull(str(exc)) from exc
         except redis.ResponseError as exc:
-            if "OOM" in str(exc) or "EXECABORT" in str(exc):
-                raise BufferFull(str(exc)) from exc
+            message = str(exc)
+            if message.startswith("FORGOT"):
+                durable = self.checkpoint()
+                where = "behind" if durable.seq < batch.seq else "ahead of"
+                raise BufferForgot(
+                    f"the cursor of {self.source} is at batch {durable.seq}, {where} batch "
+                    f"{batch.seq - 1} that Redis had confirmed to this ingester",
+                    durable,
+                ) from None
+            if message.startswith("FENCED"):
+                if self.lease is not None and self.lease.reclaim():
+                    return self._execute(keys, args, batch)
+                raise LeaseLost(message.removeprefix("FENCED ")) from None
+            if "OOM" in message:
+                raise BufferFull(message) from exc
             raise
 
     def memory_fraction(self) -> float:

@@ -76,9 +76,14 @@ def _pack(batch: Batch) -> bytes:
         dead.append([str(letter.reason), letter.detail, len(letter.raw)])
         blobs.append(letter.raw)
     header = orjson.dumps(
-        {"seq": batch.seq, "position": batch.position, "parts": parts, "dead": dead,
-         "raw_bytes": batch.raw_bytes}
-    )  # fmt: skip
+        {
+            "seq": batch.seq,
+            "position": batch.position,
+            "parts": parts,
+            "dead": dead,
+            "raw_bytes": batch.raw_bytes,
+        }
+    )
     return struct.pack("<I", len(header)) + header + b"".join(blobs)
 
 
@@ -98,8 +103,7 @@ def _unpack(payload: bytes) -> Batch:
     for reason, detail, length in header["dead"]:
         dead.append(DeadLetter(reason, payload[offset : offset + length], detail))
         offset += length
-    return Batch(header["seq"], header["position"], entries, counts, dead, header["raw_bytes"],
-                 attempted=True)  # fmt: skip
+    return Batch(header["seq"], header["position"], entries, counts, dead, header["raw_bytes"])
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -87,6 +87,14 @@ def ingest(
     file: FileOpt = None,
     url: UrlOpt = None,
     collections: CollectionsOpt = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait",
+            help="If another ingester owns this source's cursor, wait to take over when it "
+            "stops (default: refuse, naming it).",
+        ),
+    ] = False,
     data_dir: DataDir = None,
     config: ConfigFile = None,
 ) -> None:
@@ -95,9 +103,17 @@ def ingest(
 
     s = settings_for(data_dir, config)
     run_ingest(
-        s, source, count=count, rate=rate, seed=seed, file=file, stop=threading.Event(),
-        url=url, collections=split_collections(collections),
-    )  # fmt: skip
+        s,
+        source,
+        count=count,
+        rate=rate,
+        seed=seed,
+        file=file,
+        stop=threading.Event(),
+        url=url,
+        collections=split_collections(collections),
+        wait_for_lease=wait,
+    )
 
 
 @app.command()
@@ -223,11 +239,22 @@ def write(
         float, typer.Option("--interval", help="Seconds between drains (--loop).")
     ] = 300.0,
     types: TypesOpt = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait",
+            help="If another DataWriter is draining (a scheduled run, a --loop), wait for "
+            "it to finish (the default), or refuse at once, naming it.",
+        ),
+    ] = True,
     data_dir: DataDir = None,
     config: ConfigFile = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Drain the Redis buffer into the hive-partitioned Parquet lake, exactly once."""
+    """Drain the Redis buffer into the hive-partitioned Parquet lake, exactly once.
+
+    Only one DataWriter drains a buffer at a time, however it runs (this command, the
+    schedule of `skybuffer run`, `--loop`): a second one waits for its turn."""
     from skybuffer.pipeline.datawriter import drain_once, run_loop
     from skybuffer.pipeline.runner import install_stop_handlers
 
@@ -239,7 +266,7 @@ def write(
         install_stop_handlers(stop)
         run_loop(s, interval, stop, on_result=lambda result: show_drain(result, as_json))
         return
-    result = drain_once(s, types)
+    result = drain_once(s, types, wait=wait)
     show_drain(result, as_json)
     if not result.ok:
         raise typer.Exit(1)

@@ -127,6 +127,37 @@ def chaos_restart(
     show_report(run_chaos_restart(settings_for(data_dir, config), events, rate), as_json)
 
 
+@chaos_app.command("forget")
+def chaos_forget(
+    events: Annotated[int, typer.Option("--events", help="Source events per run.")] = 60_000,
+    rate: Annotated[float, typer.Option("--rate", help="Source pace, ev/s.")] = 4_000,
+    seconds: Annotated[
+        float, typer.Option("--seconds", help="How much of its recent past Redis forgets.")
+    ] = 1.0,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--source",
+            help="jetstream (through the local Jetstream-protocol server) and/or replay "
+            "(straight from a file); both by default.",
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Run the pipeline and make Redis forget its last seconds mid-run: every event must
+    still reach the lake exactly once (lost, duplicated, replayed, recovery time)."""
+    from skybuffer.ops.forget import SOURCES, run_chaos_forget
+
+    chosen = tuple(source or SOURCES)
+    for name in chosen:
+        if name not in SOURCES:
+            raise typer.BadParameter(f"--source must be one of {', '.join(SOURCES)}")
+    s = settings_for(data_dir, config)
+    show_report(run_chaos_forget(s, events, rate, seconds, chosen), as_json)
+
+
 @chaos_app.command("sustained")
 def chaos_sustained(
     minutes: Annotated[float, typer.Option("--minutes", help="Duration.")] = 10.0,

@@ -32,12 +32,14 @@ appears atomically, and fsync does not apply. Only the local filesystem is teste
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -58,6 +60,8 @@ TIME_FIELDS = ("year", "month", "day", "hour")
 NAME_RE = re.compile(r"^part-(\d+)_(\d+)-(\d+)_(\d+)\.parquet$")
 TEMP_PREFIX = ".tmp-"
 TEMP_SUFFIX = ".inprogress"
+PUBLISH_LOCK = ".skybuffer-publish.lock"
+QUARANTINE_DIR = "_quarantine"
 
 
 @dataclass
@@ -152,7 +156,13 @@ class Layout:
 class LakeWriter:
     """Writes batches of rows into the lake atomically; see the module docstring."""
 
-    def __init__(self, lake: LakeSettings, consumer: str, stale_temp_seconds: float) -> None:
+    def __init__(
+        self,
+        lake: LakeSettings,
+        consumer: str,
+        stale_temp_seconds: float,
+        exclusive: bool = False,
+    ) -> None:
         assert lake.root is not None, "settings fill lake.root"
         self.settings = lake
         self.fs, root = open_filesystem(lake.root)
@@ -160,6 +170,8 @@ class LakeWriter:
         self.layout = Layout(root, lake.path_template)
         self.consumer = re.sub(r"[^A-Za-z0-9_.-]", "_", consumer)
         self.stale_temp_seconds = stale_temp_seconds
+        self.exclusive = exclusive
+        """True for the lease holder: the only writer of this lake."""
 
     def stage(self, type_: str, tag: str) -> StagedBatch:
         """Start the files of one batch; ``tag`` (its first entry ID) names the temps."""
@@ -201,6 +213,109 @@ class LakeWriter:
                 on_published(part)
         return written
 
+    def verify(self, part: PartFile) -> None:
+        """A staged file gets its final name only if its footer reads back with every row
+        and entry it should hold (a disk fault or a concurrent writer would show here)."""
+        try:
+            metadata = pq.read_metadata(part.temp, filesystem=self.fs)
+        except (OSError, pa.ArrowException) as exc:
+            raise _failure(part.temp, f"the written file does not read back: {exc}") from exc
+        held = (metadata.metadata or {}).get(ENTRIES_KEY, b"").decode().split(",")
+        if metadata.num_rows != part.rows or set(held) != part.entry_ids:
+            raise _failure(
+                part.temp,
+                f"the written file reads back {metadata.num_rows} rows of {len(held)} "
+                f"entries, not {part.rows} rows of {len(part.entry_ids)}",
+            )
+
+    @contextmanager
+    def publishing(self) -> Iterator[None]:
+        """One publisher at a time on this lake (an flock, released by the kernel if the
+        process dies). Held from the lease check to the commit, so a stale owner that
+        stalls inside that step delays the new owner's publish instead of overlapping it.
+        Object stores have no such lock: there the lease check alone fences (documented)."""
+        if not self.local:
+            yield
+            return
+        os.makedirs(self.layout.root, exist_ok=True)
+        fd = os.open(os.path.join(self.layout.root, PUBLISH_LOCK), os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def retract(self, files: list[WrittenFile]) -> None:
+        """Delete files this writer just published and may not commit (its lease passed to
+        another owner, who rewrites their entries)."""
+        for written in files:
+            log.warning(
+                "Retracting %s: this DataWriter lost its lease before committing it.", written.path
+            )
+            _silently(self.fs.delete_file, written.path)
+
+    def files_between(self, type_: str, low: str, high: str) -> list[str]:
+        """Paths of the type's files holding entries with IDs in (low, high]."""
+        lo, hi = id_key(low), id_key(high)
+        root, matcher = self.layout.root, self.layout.matcher(type_)
+        selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+        paths = []
+        for info in self.fs.get_file_info(selector):
+            match = NAME_RE.match(info.base_name)
+            if info.type != pafs.FileType.File or match is None:
+                continue
+            if not matcher.match(info.path[len(root) + 1 :]):
+                continue
+            first, last = _span(match)
+            if last > lo and first <= hi:
+                paths.append(info.path)
+        return sorted(paths)
+
+    def keep_only(self, path: str, keep: set[str]) -> pa.Table:
+        """Rewrite a file to hold only the rows of the entries ``keep`` (the others are
+        still in the buffer and will be written again); returns the rows kept.
+
+        The kept file is named by its entries and published like any other before the
+        original goes, so a crash in between leaves a state that the same call repairs."""
+        table = pq.read_table(path, filesystem=self.fs)
+        held = set(pc.unique(table["stream_id"]).to_pylist())
+        wanted = pa.array(sorted(keep & held), pa.string())
+        kept = table.filter(pc.is_in(table["stream_id"], value_set=wanted))
+        if kept.num_rows == table.num_rows:
+            return kept
+        directory = path.rsplit("/", 1)[0]
+        if kept.num_rows:
+            type_ = self._type_of(path)
+            part = PartFile(
+                type_,
+                directory,
+                f"{directory}/{TEMP_PREFIX}{self.consumer}.keep{TEMP_SUFFIX}",
+                kept.num_rows,
+                keep & held,
+            )
+            writer = self.parquet_writer(type_, part.temp)
+            writer.write_table(kept, self.settings.row_group_rows)
+            ids = ",".join(sorted(part.entry_ids, key=id_key))
+            writer.add_key_value_metadata({ENTRIES_KEY: ids})
+            writer.close()
+            if self.local:
+                _fsync_path(part.temp)
+            self.verify(part)
+            part.name = file_name(part.entry_ids)
+            self.fs.move(part.temp, part.path)
+        if not kept.num_rows or part.path != path:
+            self.fs.delete_file(path)
+        if self.local:
+            _fsync_path(directory)
+        return kept
+
+    def _type_of(self, path: str) -> str:
+        relative = path[len(self.layout.root) + 1 :]
+        for type_ in lake_schema.TYPES:
+            if self.layout.matcher(type_).match(relative):
+                return type_
+        raise LakeWriteError(f"{path} is not a file of any type's partitions")
+
     def discard(self, parts: list[PartFile]) -> None:
         """Remove the temp files of a batch that will not be published."""
         for part in parts:
@@ -216,14 +331,40 @@ class LakeWriter:
             match = NAME_RE.match(info.base_name)
             if match is None or info.base_name == part.name:
                 continue
-            first, last = (int(g) for g in match.groups()[:2]), (int(g) for g in match.groups()[2:])
-            if tuple(last) < low or tuple(first) > high:
+            first, last = _span(match)
+            if last < low or first > high:
                 continue
-            held = self._entries_of(info.path)
+            try:
+                held = self._entries_of(info.path)
+            except (OSError, pa.ArrowException) as exc:
+                self.quarantine(info.path, exc)
+                continue
             if held & batch_ids:
                 log.warning("Replacing %s: an unacknowledged earlier attempt of %d of "
                             "these entries.", info.path, len(held & batch_ids))  # fmt: skip
                 self.fs.delete_file(info.path)
+
+    def quarantine(self, path: str, cause: BaseException) -> None:
+        """Move an unreadable lake file aside (``_quarantine/`` keeps its relative path),
+        so readers never fail on it; entries still in the buffer are written again."""
+        relative = path[len(self.layout.root) + 1 :]
+        target = f"{self.layout.root}/{QUARANTINE_DIR}/{relative}"
+        log.error(
+            "%s cannot be read (%s); moved to %s. Entries of it still in the buffer are "
+            "written again; others are only in that file.",
+            path,
+            cause,
+            target,
+        )
+        try:
+            self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+            self.fs.move(path, target)
+        except (OSError, pa.ArrowException) as exc:
+            raise _failure(path, exc) from exc
+
+    def entries_of(self, path: str) -> set[str]:
+        """The entry IDs a file's footer lists."""
+        return self._entries_of(path)
 
     def _entries_of(self, path: str) -> set[str]:
         metadata = pq.read_metadata(path, filesystem=self.fs).metadata or {}
@@ -231,7 +372,8 @@ class LakeWriter:
 
     # --- housekeeping --------------------------------------------------------------------
     def remove_leftovers(self, directory: str) -> None:
-        """Temp files of a killed run: this consumer's, or anyone's past the stale age."""
+        """Temp files of a killed run: this consumer's, or anyone's past the stale age, or
+        anyone's at all for the lease holder (other writers are dead or fenced)."""
         own = f"{TEMP_PREFIX}{self.consumer}."
         cutoff = time.time() - self.stale_temp_seconds
         for info in self._list(directory):
@@ -239,7 +381,7 @@ class LakeWriter:
             if not (name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)):
                 continue
             mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
-            if name.startswith(own) or mtime < cutoff:
+            if self.exclusive or name.startswith(own) or mtime < cutoff:
                 log.info("Removing %s, left by a writer that did not finish.", info.path)
                 _silently(self.fs.delete_file, info.path)
 
@@ -304,6 +446,7 @@ class StagedBatch:
                 writer.close()
                 if self.lake.local:
                     _fsync_path(part.temp)
+                self.lake.verify(part)
                 part.name = file_name(part.entry_ids)
         except (OSError, pa.ArrowException) as exc:
             self.abort()
@@ -376,6 +519,12 @@ def _failure(path: str, exc: BaseException | str) -> LakeWriteError:
         f"cannot write {path}: {detail}; nothing of this batch was acknowledged, the next "
         "run retries it"
     )
+
+
+def _span(match: re.Match[str]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(first, last) entry IDs of a file name's match, as sortable pairs."""
+    a, b, c, d = (int(g) for g in match.groups())
+    return (a, b), (c, d)
 
 
 def _fsync_path(path: str) -> None:

@@ -74,6 +74,16 @@ INGEST_UP = Gauge(
     "1 while the ingester runs.",
     registry=REGISTRY,
 )
+INGEST_FORGOT = Counter(
+    "skybuffer_ingest_buffer_forgot_total",
+    "Times Redis came back without batches it had confirmed (the source was rewound).",
+    registry=REGISTRY,
+)
+INGEST_FORGOTTEN_EVENTS = Counter(
+    "skybuffer_ingest_forgotten_events_total",
+    "Events Redis had confirmed and then forgot; re-read from the source.",
+    registry=REGISTRY,
+)
 
 # --- source -------------------------------------------------------------------------------
 SOURCE_CONNECTED = Gauge(

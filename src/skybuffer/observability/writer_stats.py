@@ -34,6 +34,19 @@ def record_batch(
     pipe.execute()
 
 
+def record_forgot(client: redis.Redis, keys: Keys, type_: str, guarded: int) -> None:
+    """Count one time Redis was found to have forgotten commits of ``type_``."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hincrby(keys.writer_stats, f"forgot:{type_}", 1)
+    pipe.hincrby(keys.writer_stats, f"guarded:{type_}", guarded)
+    pipe.execute()
+
+
+def record_replayed(client: redis.Redis, keys: Keys, type_: str, events: int) -> None:
+    """Count replayed copies dropped because the lake held them already."""
+    client.hincrby(keys.writer_stats, f"replayed:{type_}", events)
+
+
 def record_run(client: redis.Redis, keys: Keys, outcome: str, seconds: float) -> None:
     """Count one run by outcome, with its duration in the histogram."""
     pipe = client.pipeline(transaction=False)
@@ -88,6 +101,12 @@ def _per_type(stats: Mapping[str, float]) -> Iterator[CounterMetricFamily]:
         ("rows", "rows", "Rows written durably to the lake, by type."),
         ("bytes", "bytes", "Parquet bytes written durably to the lake, by type."),
         ("files", "files", "Parquet files written durably to the lake, by type."),
+        ("forgot", "buffer_forgot", "Times the DataWriter found Redis had forgotten commits."),
+        (
+            "replayed",
+            "replayed_events",
+            "Replayed copies of events the lake already held, dropped (after Redis forgot).",
+        ),
     ):
         family = CounterMetricFamily(f"skybuffer_writer_{unit}", doc, labels=["type"])
         for type_ in TYPES:

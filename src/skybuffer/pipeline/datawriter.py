@@ -15,9 +15,18 @@ backlog of any size drains in the same footprint; measured peak RSS is under 1 G
 the default 128k-row chunks and ~360 MB with 32k (docs/ARCHITECTURE.md).
 
 Guarantees beyond that:
-- A batch is committed only if it finished within ``writer.claim_idle_seconds`` of being
-  read; a slower batch is abandoned uncommitted, because another writer may by then have
-  claimed its entries and written them itself.
+- One DataWriter per key prefix, whichever way it runs (``write --once``, ``write
+  --loop``, the Prefect flow): a lease (buffer/lease.py), renewed by a heartbeat. A
+  second writer waits or refuses, naming the owner. The lease is a fence: the publish
+  step holds the lake's publish lock from a lease check to the fenced commit, so a writer
+  that stalled past its lease (SIGSTOP, a pause) commits nothing and retracts what it
+  published; the new owner takes over its pending entries at once.
+- A file is published only once its footer reads back with every row (lake/writer.py).
+- The buffer may forget (lake/ledger.py): the commit carries the lake's record of the
+  type's last commit, and Redis refuses it (FORGOT) when its own record is behind. Each
+  batch first compares the two; when Redis is behind the lake, the events of the lake
+  files whose entries Redis no longer holds become a replay guard, dropped once each from
+  newer entries (the ingester re-reads them from the source).
 - An entry that cannot be decoded, and a line inside one that is not a usable event, go
   to the dead-letter stream (with the reason) in the batch's commit; they never block.
 - A lake write that fails fails the type's run with the path and cause; nothing of the
@@ -30,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -39,14 +49,24 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import redis
 
 from skybuffer.buffer.codec import Decoder
-from skybuffer.buffer.consumer import Batch, Commit, Entry, StreamConsumer
+from skybuffer.buffer.consumer import Batch, Commit, Entry, StreamConsumer, id_key
+from skybuffer.buffer.lease import Lease
 from skybuffer.buffer.producer import DeadLetter
 from skybuffer.constants import FIELD_DATA, TYPES, Keys
-from skybuffer.errors import CodecError, ConfigError, LakeWriteError, SkybufferError
+from skybuffer.errors import (
+    BufferForgot,
+    CodecError,
+    ConfigError,
+    LakeWriteError,
+    LeaseHeld,
+    LeaseLost,
+)
 from skybuffer.events import Reason
+from skybuffer.lake.ledger import Ledger, ReplayGuard, guard_columns, guard_identities
 from skybuffer.lake.schema import RowBuilder, Rows, entries_table
 from skybuffer.lake.writer import LakeWriter, PartFile, WrittenFile
 from skybuffer.observability import metrics, writer_stats
@@ -61,12 +81,6 @@ MAX_LINE_BYTES = 1_000_000
 """A rejected line goes to the dead letters up to this size (the ingester's event limit)."""
 
 
-class BatchExpired(SkybufferError):
-    """A batch took longer than the claim idle time; it was not committed."""
-
-    retryable = True
-
-
 @dataclass
 class TypeResult:
     """What a drain of one type did."""
@@ -79,6 +93,8 @@ class TypeResult:
     batches: int = 0
     deadletters: int = 0
     trimmed: int = 0
+    replayed: int = 0
+    """Events dropped as copies of events the lake already held (after Redis forgot)."""
     seconds: float = 0.0
     partitions: list[str] = field(default_factory=list)
     budget_exhausted: bool = False
@@ -147,30 +163,57 @@ class DataWriter:
     """Drains the streams of one key prefix into one lake, as one named consumer."""
 
     def __init__(
-        self, client: redis.Redis, keys: Keys, writer: WriterSettings, lake: LakeSettings
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        writer: WriterSettings,
+        lake: LakeSettings,
+        lease_token: str = "",
     ) -> None:
         if writer.fault is not None and writer.fault not in FAULT_STEPS:
             raise ConfigError(f"writer.fault {writer.fault!r} is not one of {FAULT_STEPS}")
         self.settings = writer
         self.client = client
         self.keys = keys
+        name = writer.consumer or f"writer-{socket.gethostname()}-{os.getpid()}"
+        hint = "it is draining this buffer; wait for it (--wait) or stop it"
+        what = f"DataWriter {name}"
+        self.lease = Lease(client, keys.writer_lease, writer.lease_seconds, what, hint)
+        if lease_token:
+            self.lease.token, self.lease.held = lease_token, True
         self.consumer = StreamConsumer(
-            client, keys, writer.consumer, writer.read_count, writer.claim_idle_seconds
+            client, keys, name, writer.read_count, writer.claim_idle_seconds, lease=self.lease
         )
-        self.lake = LakeWriter(lake, writer.consumer, writer.claim_idle_seconds)
+        self.lake = LakeWriter(lake, name, writer.claim_idle_seconds, exclusive=True)
+        self.ledger = Ledger(self.lake.layout.root) if self.lake.local else None
+        self.guards: dict[str, ReplayGuard | None] = {}
         self.rows = RowBuilder()
         self.decoder = Decoder()
         self.chunk_events = lake.row_group_rows
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> DataWriter:
+    def from_settings(cls, settings: Settings, lease_token: str = "") -> DataWriter:
+        """``lease_token``: the lease a caller already holds (a Prefect flow run's tasks)."""
         from skybuffer.buffer.server import connect
 
         client = connect(settings.redis, settings.redis_dir)
-        return cls(client, Keys(settings.redis.prefix), settings.writer, settings.lake)
+        keys = Keys(settings.redis.prefix)
+        return cls(client, keys, settings.writer, settings.lake, lease_token)
 
     def close(self) -> None:
         self.rows.close()
+
+    @contextmanager
+    def owning(self, wait: bool, stop: threading.Event | None = None) -> Iterator[None]:
+        """Hold the DataWriter lease meanwhile (wait for it, or raise LeaseHeld)."""
+        if self.lease.held:
+            yield
+            return
+        self.lease.acquire(wait, stop)
+        try:
+            yield
+        finally:
+            self.lease.release()
 
     # --- draining ------------------------------------------------------------------------
     def drain_once(self, types: Iterable[str] | None = None) -> DrainResult:
@@ -183,7 +226,7 @@ class DataWriter:
                 result.types[type_] = TypeResult(type_)
                 try:
                     self._drain(type_, deadline, result.types[type_])
-                except (LakeWriteError, BatchExpired) as exc:
+                except LakeWriteError as exc:
                     result.types[type_].error = str(exc)
                     log.error("%s: %s", type_, exc)
         finally:
@@ -209,13 +252,17 @@ class DataWriter:
                     log.warning("%s: budget of %.0fs used up; the rest waits for the next "
                                 "run.", type_, self.settings.budget_seconds)  # fmt: skip
                     return
+                self._notice_forgetting(type_)
                 batch = self.consumer.read_batch(
                     type_, self.settings.batch_events, until, new=read_new
                 )
                 if not batch.entries:
                     return
                 read_new = not batch.caught_up
-                self._write_batch(batch, result)
+                try:
+                    self._write_batch(batch, result)
+                except BufferForgot:
+                    continue  # noticed at commit: the next read sees the entries again
         finally:
             result.seconds = time.monotonic() - started
 
@@ -229,16 +276,15 @@ class DataWriter:
                 entries = self._decode(batch.type, chunk, dead)
                 rows = self._rows(batch.type, entries, chunk, dead)
                 if rows is not None and rows.table.num_rows:
-                    staged.append(rows.table, rows.hours)
+                    table, hours = self._unreplayed(batch.type, rows, result)
+                    staged.append(table, hours)
                 del rows, entries
             parts = staged.finish()
         except BaseException:
             staged.abort()
             raise
-        self._check_lease(batch, parts)
-        files = self.lake.publish(parts, set(batch.ids), self._after_file(len(parts)))
-        self._fault("before_ack")
-        commit = self.consumer.commit(batch.type, batch.entries, dead)
+        with self.lake.publishing():
+            commit, files = self._publish_and_commit(batch, parts, dead)
         self._fault("before_trim")
         result.add(files, commit, self.consumer.trim(batch.type))
         _record_batch(batch, files, dead, commit.deadletters, time.monotonic() - began)
@@ -330,16 +376,118 @@ class DataWriter:
         dead.update(bad)
         return pa.concat_tables(good) if good else None
 
-    def _check_lease(self, batch: Batch, parts: list[PartFile]) -> None:
-        age = time.monotonic() - batch.read_at
-        if age > self.settings.claim_idle_seconds:
+    def _publish_and_commit(
+        self, batch: Batch, parts: list[PartFile], dead: dict[str, list[DeadLetter]]
+    ) -> tuple[Commit, list[WrittenFile]]:
+        """Lease check, publish, fenced commit, ledger: the step the publish lock covers."""
+        try:
+            self.lease.check()
+        except LeaseLost:
             self.lake.discard(parts)
-            raise BatchExpired(
-                f"{batch.type}: the batch took {age:.0f}s, longer than writer."
-                f"claim_idle_seconds ({self.settings.claim_idle_seconds:.0f}s), so another "
-                "writer may have claimed its entries; it was not committed. Raise "
-                "writer.claim_idle_seconds or lower writer.batch_events."
+            raise
+        last = max(batch.ids, key=id_key)
+        self._ledger_record(batch.type, "published", last)
+        files = self.lake.publish(parts, set(batch.ids), self._after_file(len(parts)))
+        self._fault("before_ack")
+        lake_last = self.ledger.last(batch.type, "committed") if self.ledger else ""
+        try:
+            commit = self.consumer.commit(batch.type, batch.entries, dead, lake_last=lake_last)
+        except LeaseLost:
+            self.lake.retract(files)
+            raise
+        self._ledger_record(batch.type, "committed", last)
+        guard = self.guards.get(batch.type)
+        if guard is not None and self.ledger is not None:
+            self.ledger.save_guard(guard)
+        return commit, files
+
+    def _ledger_record(self, type_: str, what: str, entry_id: str) -> None:
+        if self.ledger is None:
+            return
+        try:
+            self.ledger.record(type_, what, entry_id)
+        except OSError as exc:
+            raise LakeWriteError(
+                f"cannot record the lake ledger {self.ledger.path}: {exc}"
+            ) from exc
+
+    # --- a Redis that forgot ---------------------------------------------------------------
+    def _notice_forgetting(self, type_: str) -> None:
+        """Compare Redis's last commit of ``type_`` with the lake's; if Redis is behind
+        what the lake published, guard the lake against replayed copies."""
+        if self.ledger is None:
+            return
+        if type_ not in self.guards:
+            self.guards[type_] = self.ledger.guard(type_)
+        published = self.ledger.last(type_, "published")
+        if not published:
+            return
+        redis_last = self.consumer.committed(type_)
+        if id_key(redis_last) < id_key(published):
+            self._guard(type_, redis_last, published)
+
+    def _guard(self, type_: str, redis_last: str, published: str) -> None:
+        """Guard the lake against replays of what Redis no longer holds, then take
+        Redis's last commit as the ledger's (what is past it is rewritten or guarded)."""
+        assert self.ledger is not None
+        paths = self.lake.files_between(type_, redis_last, published)
+        ids = self._keep_what_redis_lost(type_, paths)
+        committed = self.ledger.last(type_, "committed")
+        if len(ids):
+            previous = self.guards.get(type_)
+            if previous is not None and previous.active:
+                ids = pc.unique(pa.concat_arrays([previous.identities, ids]))
+            expires = time.time() + self.settings.replay_guard_seconds
+            guard = ReplayGuard(type_, published, ids, expires)
+            self.guards[type_] = guard
+            self.ledger.save_guard(guard)
+        if len(ids) or (committed and id_key(redis_last) < id_key(committed)):
+            log.error(
+                "%s: Redis forgot commits (its last is %s, the lake's %s); %d events of %d "
+                "lake files are no longer in the buffer: each is dropped once if the source "
+                "replays it.",
+                type_,
+                redis_last,
+                committed or published,
+                len(ids),
+                len(paths),
             )
+            self._remember(writer_stats.record_forgot, type_, len(ids))
+        self.ledger.accept(type_, redis_last)
+
+    def _keep_what_redis_lost(self, type_: str, paths: list[str]) -> pa.Array:
+        """Each file keeps the rows of entries Redis no longer has (their events may come
+        back in new entries: the guard's identities) and gives up the rows of entries
+        Redis still has (rewritten from them)."""
+        kept = []
+        for path in paths:
+            held = self.lake.entries_of(path)
+            gone = held - self._present(type_, sorted(held, key=id_key))
+            kept.append(self.lake.keep_only(path, gone).select(list(guard_columns(type_))))
+        return guard_identities(type_, pa.concat_tables(kept)) if kept else pa.array([], "uint64")
+
+    def _present(self, type_: str, entry_ids: list[str]) -> set[str]:
+        """The entries of ``entry_ids`` still in the stream."""
+        stream = self.keys.stream(type_)
+        pipe = self.client.pipeline(transaction=False)
+        for entry_id in entry_ids:
+            pipe.xrange(stream, entry_id, entry_id, count=1)
+        return {i for i, found in zip(entry_ids, pipe.execute(), strict=True) if found}
+
+    def _unreplayed(self, type_: str, rows: Rows, result: TypeResult) -> tuple[pa.Table, pa.Array]:
+        """The rows, less the replayed copies a guard knows about."""
+        guard = self.guards.get(type_)
+        if guard is None or not guard.active:
+            return rows.table, rows.hours
+        ids = pc.unique(rows.table["stream_id"]).to_pylist()
+        newer = pa.array([i for i in ids if guard.applies_to(i)], pa.string())
+        mask = pc.is_in(rows.table["stream_id"], value_set=newer)
+        table, dropped = guard.drop_replayed(rows.table.append_column("_hour", rows.hours), mask)
+        if dropped:
+            result.replayed += dropped
+            self._remember(writer_stats.record_replayed, type_, dropped)
+            log.warning("%s: dropped %d replayed events the lake already holds.", type_, dropped)
+        return table.drop_columns(["_hour"]), table["_hour"].combine_chunks()
 
     # --- fault injection -----------------------------------------------------------------
     def _after_file(self, count: int) -> Callable[[PartFile], None]:
@@ -373,15 +521,18 @@ def _writer(target: Settings | DataWriter) -> Iterator[DataWriter]:
         writer.close()
 
 
-def drain_once(target: Settings | DataWriter, types: Iterable[str] | None = None) -> DrainResult:
-    """Drain every type (or ``types``) once."""
-    with _writer(target) as writer:
+def drain_once(
+    target: Settings | DataWriter, types: Iterable[str] | None = None, wait: bool = True
+) -> DrainResult:
+    """Drain every type (or ``types``) once, holding the DataWriter lease (waiting for
+    it, or raising LeaseHeld when ``wait`` is false)."""
+    with _writer(target) as writer, writer.owning(wait):
         return writer.drain_once(types)
 
 
-def drain_type(target: Settings | DataWriter, type_: str) -> TypeResult:
-    """Drain one type; raises LakeWriteError/BatchExpired when a batch fails."""
-    with _writer(target) as writer:
+def drain_type(target: Settings | DataWriter, type_: str, wait: bool = True) -> TypeResult:
+    """Drain one type under the lease; raises LakeWriteError when a batch fails."""
+    with _writer(target) as writer, writer.owning(wait):
         return writer.drain_type(type_)
 
 
@@ -400,13 +551,20 @@ def run_loop(
     try:
         while not stop.is_set():
             try:
+                if not writer.lease.held:
+                    writer.lease.acquire(wait=True, stop=stop)
                 result = writer.drain_once()
                 if on_result is not None:
                     on_result(result)
             except RedisUnavailable as exc:
                 log.warning("Redis unavailable (%s); retrying in %.0fs.", exc, interval)
+            except LeaseLost as exc:
+                log.error("%s; waiting to own the DataWriter again.", exc)
+            except LeaseHeld:
+                return  # stopped while waiting
             stop.wait(interval)
     finally:
+        writer.lease.release()
         writer.close()
         metrics.WRITER_UP.set(0)
 

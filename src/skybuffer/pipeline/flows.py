@@ -4,10 +4,12 @@ The flow drains each type with the same function as `skybuffer write --once`, on
 per type, with retries (exponential backoff with jitter). A run must finish within
 ``writer.budget_seconds``: the tasks stop taking new batches at a cooperative deadline
 (Prefect's own timeout cannot interrupt blocking sync code), and the flow's
-``timeout_seconds`` is the hard stop behind it. Never two runs at once: the deployment's
-concurrency limit of 1 (CANCEL_NEW), plus a Redis lock with expiry, so a crashed run
-cannot hold the slot forever. Every run's outcome and figures go to Redis
-(observability/writer_stats.py), where the long-lived serving process exports them.
+``timeout_seconds`` is the hard stop behind it. Never two runs at once, nor a run beside
+any other DataWriter (``write --once``/``--loop``): the deployment's concurrency limit of
+1 (CANCEL_NEW), plus the DataWriter lease (buffer/lease.py), which expires so a crashed
+run cannot hold the slot forever, and fences every commit of the run's tasks. Every
+run's outcome and figures go to Redis (observability/writer_stats.py), where the
+long-lived serving process exports them.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from prefect.deployments.runner import EntrypointType
 from prefect.states import Cancelled, Failed, State
 from prefect.tasks import exponential_backoff
 
-from skybuffer.buffer.lock import RedisLock
+from skybuffer.buffer.lease import Lease
 from skybuffer.buffer.server import connect
 from skybuffer.constants import TYPES, Keys
-from skybuffer.errors import SkybufferError
+from skybuffer.errors import LeaseHeld, SkybufferError
 from skybuffer.observability.exporter import serve_writer_metrics
 from skybuffer.observability.writer_stats import record_run
 from skybuffer.pipeline.datawriter import DataWriter
@@ -74,11 +76,12 @@ def _budget_seconds() -> float:
     retry_jitter_factor=0.5,
     retry_condition_fn=_retryable,
 )
-def drain_type_task(type_: str, deadline: float) -> dict[str, Any]:
-    """Drain one type until it is empty or the run's deadline (unix time) comes."""
+def drain_type_task(type_: str, deadline: float, lease_token: str) -> dict[str, Any]:
+    """Drain one type until it is empty or the run's deadline (unix time) comes, under
+    the lease the flow run holds."""
     if time.time() >= deadline:
         raise RunOverBudget(f"{type_}: the run's budget was spent before this type's turn")
-    writer = DataWriter.from_settings(_settings())
+    writer = DataWriter.from_settings(_settings(), lease_token=lease_token)
     try:
         result = writer.drain_type(type_, deadline=time.monotonic() + (deadline - time.time()))
     finally:
@@ -96,15 +99,18 @@ def datawriter_flow() -> dict[str, Any] | State:
     client = connect(settings.redis, settings.redis_dir, start=False)
     keys = Keys(settings.redis.prefix)
     budget = settings.writer.budget_seconds
-    lock = RedisLock(client, keys.writer_lock, ttl_seconds=budget + 60)
-    if not lock.acquire():
+    lease = Lease(client, keys.writer_lease, settings.writer.lease_seconds, "DataWriter flow run")
+    try:
+        lease.acquire(wait=False)
+    except LeaseHeld as exc:
         record_run(client, keys, "skipped", 0.0)
-        return Cancelled(message="another DataWriter run holds the lock; this one is refused")
+        return Cancelled(message=f"the DataWriter is {exc}; this run is skipped")
     started = time.time()
     try:
-        results, failures, over_budget = _drain_all(started + budget - HARD_STOP_MARGIN_SECONDS)
+        deadline = started + budget - HARD_STOP_MARGIN_SECONDS
+        results, failures, over_budget = _drain_all(deadline, lease.token)
     finally:
-        lock.release()
+        lease.release()
     seconds = time.time() - started
     outcome = "timeout" if over_budget else "failure" if failures else "success"
     record_run(client, keys, outcome, seconds)
@@ -116,7 +122,9 @@ def datawriter_flow() -> dict[str, Any] | State:
     return {"rows": rows, "seconds": round(seconds, 3), "types": results}
 
 
-def _drain_all(deadline: float) -> tuple[dict[str, dict[str, Any]], dict[str, str], bool]:
+def _drain_all(
+    deadline: float, lease_token: str
+) -> tuple[dict[str, dict[str, Any]], dict[str, str], bool]:
     """Each type in turn; a failing type does not stop the others. Also says whether the
     budget ran out (a type stopped at the deadline, or never got its turn)."""
     results: dict[str, dict[str, Any]] = {}
@@ -124,7 +132,7 @@ def _drain_all(deadline: float) -> tuple[dict[str, dict[str, Any]], dict[str, st
     over_budget = False
     for type_ in TYPES:
         try:
-            results[type_] = drain_type_task(type_, deadline)
+            results[type_] = drain_type_task(type_, deadline, lease_token)
             over_budget |= bool(results[type_]["budget_exhausted"])
         except RunOverBudget as exc:
             failures[type_], over_budget = str(exc), True

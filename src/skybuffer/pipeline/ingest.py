@@ -9,6 +9,15 @@ Guarantees (tests/pipeline/test_ingest.py proves each):
 - No duplicates: each batch carries a sequence number written with the source position in
   its transaction; a batch whose EXEC outcome is unknown is checked against it.
 - Resume: on start the spool is replayed, then the source continues from the cursor.
+- One ingester per source cursor: a lease (buffer/lease.py) that every batch's script
+  checks, so a second ingester waits or refuses, and a stalled one is fenced out.
+- The buffer may forget: every batch's script checks that the cursor is where this
+  process left it. When Redis came back without confirmed batches (a restart that lost
+  the last second of AOF, a failover to a lagging replica, a restored snapshot), the
+  ingester logs it with counts, takes the forgotten events off what it reports, drops
+  what it holds for later positions, and rewinds the source to the durable checkpoint.
+  The source re-reads the forgotten events (its replay window must cover them); the
+  DataWriter keeps the lake free of the duplicates this could make (pipeline/datawriter.py).
 """
 
 from __future__ import annotations
@@ -21,9 +30,9 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from skybuffer.buffer.producer import Batch, Classified, Encoder, Producer
+from skybuffer.buffer.producer import Batch, Checkpoint, Classified, Encoder, Producer
 from skybuffer.buffer.spool import Spool
-from skybuffer.errors import BufferFull, RedisUnavailable
+from skybuffer.errors import BufferForgot, BufferFull, RedisUnavailable
 from skybuffer.observability import metrics
 from skybuffer.settings import IngestSettings
 from skybuffer.sources.base import Source
@@ -44,6 +53,9 @@ class IngestStats:
     raw_bytes: int = 0
     backpressure_seconds: float = 0.0
     backpressure_episodes: int = 0
+    forgotten: int = 0
+    """Events Redis had confirmed and then forgot (re-read from the source)."""
+    rewinds: int = 0
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -63,6 +75,7 @@ class Ingester:
         spool: Spool,
         encoder: Encoder | None = None,
         on_batch: Callable[[IngestStats], None] | None = None,
+        wait_for_lease: bool = False,
     ) -> None:
         self.producer = producer
         self.source = source
@@ -70,9 +83,11 @@ class Ingester:
         self.spool = spool
         self.encoder = encoder or Encoder(settings.max_event_bytes, settings.codec_level)
         self.on_batch = on_batch
+        self.wait_for_lease = wait_for_lease
         self.stats = IngestStats()
         self._memory: deque[Batch] = deque()
         self._landed_seq = 0
+        self._landed_events = 0
         self._next_seq = 1
         self._retry_at = 0.0
         self._backoff = 0.05
@@ -84,7 +99,24 @@ class Ingester:
         self, stop: threading.Event | None = None, max_events: int | None = None
     ) -> IngestStats:
         stop = stop or threading.Event()
+        lease = self.producer.lease
+        if lease is not None:
+            lease.acquire(self.wait_for_lease, stop)
         metrics.INGEST_UP.set(1)
+        try:
+            while not self._pass(stop, max_events):
+                pass
+            self._finish(stop)
+        finally:
+            self.source.close()
+            metrics.INGEST_UP.set(0)
+            if lease is not None:
+                lease.release()
+        return self.stats
+
+    def _pass(self, stop: threading.Event, max_events: int | None) -> bool:
+        """Read the source from the cursor on; False when Redis forgot and it must be
+        read again from the durable checkpoint."""
         try:
             self._recover(stop)
             for classified in Prefetcher(self.source, self.encoder, self.settings, stop):
@@ -94,11 +126,10 @@ class Ingester:
                 self._hold_back(stop)
                 if stop.is_set() or (max_events is not None and self._buffered() >= max_events):
                     break
-            self._finish(stop)
-        finally:
-            self.source.close()
-            metrics.INGEST_UP.set(0)
-        return self.stats
+        except BufferForgot as exc:
+            self._forgot(exc)
+            return False
+        return True
 
     def _take(self, classified: Classified) -> None:
         batch = self.encoder.pack(self._next_seq, classified)
@@ -122,6 +153,7 @@ class Ingester:
                 if stop.is_set():
                     raise
         self._landed_seq = checkpoint.seq
+        self._landed_events = checkpoint.events
         self._next_seq = checkpoint.seq + 1
         position = checkpoint.position
         replayed = self._replay_spool(stop)
@@ -152,13 +184,41 @@ class Ingester:
         metrics.INGEST_SPOOL_BYTES.set(0)
         return position
 
+    def _forgot(self, exc: BufferForgot) -> None:
+        """Redis lost batches it had confirmed: forget them too, and re-read them."""
+        durable = exc.durable if isinstance(exc.durable, Checkpoint) else None
+        durable_events = durable.events if durable else 0
+        lost = max(0, self._landed_events - durable_events)
+        batches = self._landed_seq - (durable.seq if durable else 0)
+        held = sum(b.events for b in self._memory)
+        self._memory.clear()
+        self.spool.clear()
+        metrics.INGEST_SPOOL_BYTES.set(0)
+        metrics.INGEST_PENDING_EVENTS.set(0)
+        counted = min(lost, self.stats.events)
+        self.stats.events -= counted
+        self.stats.forgotten += lost
+        self.stats.rewinds += 1
+        metrics.INGEST_FORGOT.inc()
+        metrics.INGEST_FORGOTTEN_EVENTS.inc(lost)
+        log.error(
+            "Redis forgot %d confirmed batches (%d events) of source %s: %s. Rewinding the "
+            "source to the durable checkpoint (%s) to read them again; %d events held for "
+            "later positions are re-read too.",
+            batches, lost, self.producer.source, exc,
+            durable.position if durable else "its start", held,
+        )  # fmt: skip
+
     def _finish(self, stop: threading.Event) -> None:
         """Flush what is held; if Redis stays away, spool it (nothing is lost on exit)."""
         deadline = time.monotonic() + 10
-        while self._pending() and time.monotonic() < deadline:
-            self._flush(force=True)
-            if self._pending():
-                time.sleep(min(self._backoff, 1.0))
+        try:
+            while self._pending() and time.monotonic() < deadline:
+                self._flush(force=True)
+                if self._pending():
+                    time.sleep(min(self._backoff, 1.0))
+        except BufferForgot as exc:
+            self._forgot(exc)  # the next start reads the source from the durable cursor
         if self._memory:
             self._spill()
             log.warning("Redis unreachable at shutdown: %d bytes spooled to %s for the next "
@@ -197,6 +257,7 @@ class Ingester:
         if self.producer.write(batch):
             self._count(batch)
         self._landed_seq = batch.seq
+        self._landed_events += batch.events
 
     def _write_until_landed(self, batch: Batch, stop: threading.Event) -> None:
         while True:

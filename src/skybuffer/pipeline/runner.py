@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from skybuffer.buffer.lease import Lease
 from skybuffer.buffer.producer import Producer
 from skybuffer.buffer.server import connect
 from skybuffer.buffer.spool import Spool
@@ -101,8 +102,10 @@ def build_ingester(
     on_batch: Callable[[IngestStats], None] | None = None,
     url: str | None = None,
     collections: list[str] | None = None,
+    wait_for_lease: bool = False,
 ) -> Ingester:
-    """Wire a source, the producer and the spool of a data dir into an Ingester."""
+    """Wire a source, the producer (holding the source's lease) and the spool of a data
+    dir into an Ingester."""
     client = connect(settings.redis, settings.redis_dir)
     source = open_source(
         source_kind,
@@ -114,10 +117,17 @@ def build_ingester(
         collections=collections,
         jetstream=settings.jetstream,
     )
-    producer = Producer(client, Keys(settings.redis.prefix), source.name)
+    keys = Keys(settings.redis.prefix)
+    what = f"the ingester of source {source.name}"
+    hint = "stop it first, or pass --wait to take over when it stops"
+    key = keys.ingest_lease(source.name)
+    lease = Lease(client, key, settings.ingest.lease_seconds, what, hint)
+    producer = Producer(client, keys, source.name, lease)
     assert settings.ingest.spool_dir is not None
     spool = Spool(settings.ingest.spool_dir, source.name)
-    return Ingester(producer, source, settings.ingest, spool, on_batch=on_batch)
+    return Ingester(
+        producer, source, settings.ingest, spool, on_batch=on_batch, wait_for_lease=wait_for_lease
+    )
 
 
 def run_ingest(
@@ -131,6 +141,7 @@ def run_ingest(
     file: Path | None = None,
     url: str | None = None,
     collections: list[str] | None = None,
+    wait_for_lease: bool = False,
 ) -> IngestStats:
     """`skybuffer ingest`: a progress bar for counted runs, a summary at the end."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -145,7 +156,7 @@ def run_ingest(
         ingester = build_ingester(
             settings, source_kind, count=count, rate=rate, seed=seed, file=file,
             on_batch=lambda stats: progress.update(task, completed=stats.events),
-            url=url, collections=collections,
+            url=url, collections=collections, wait_for_lease=wait_for_lease,
         )  # fmt: skip
         thread = IngestThread(ingester, stop, count)
         supervise(thread, stop, tick=lambda: None, every=0.5)

@@ -9,6 +9,7 @@ progress is allowed to finish first (it holds the writer lock while it runs).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import subprocess
@@ -17,14 +18,16 @@ import time
 from contextlib import AbstractContextManager
 from types import TracebackType
 
-from skybuffer.buffer.lock import RedisLock
 from skybuffer.buffer.server import ManagedRedis, connect
 from skybuffer.console import err_console
 from skybuffer.constants import Keys
+from skybuffer.errors import ConfigError
 from skybuffer.pipeline.prefect_server import PrefectServer, prefect_env, stop_process_group
 from skybuffer.settings import Settings
 
 log = logging.getLogger(__name__)
+
+RUN_LOCK = "run.lock"
 
 
 class Services(AbstractContextManager["Services"]):
@@ -39,8 +42,10 @@ class Services(AbstractContextManager["Services"]):
         self.stack_started = False
         self.serve: subprocess.Popen[bytes] | None = None
         self.urls: dict[str, str] = {}
+        self._lock_fd: int | None = None
 
     def __enter__(self) -> Services:
+        self._own_data_dir()
         try:
             self._start_redis()
             if self.want_writer:
@@ -58,13 +63,35 @@ class Services(AbstractContextManager["Services"]):
         self.close()
 
     # --- start -------------------------------------------------------------------------
+    def _own_data_dir(self) -> None:
+        """One `run` per data dir: an flock on {data_dir}/run.lock (the kernel frees it
+        when the process dies), taken before anything starts, so a second `run` refuses
+        without touching the first one's servers."""
+        path = self.settings.data_dir / RUN_LOCK
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ConfigError(
+                f"{self.settings.data_dir} is already run by {holder}: stop that `skybuffer "
+                "run` first (Ctrl-C), or give this one another --data-dir"
+            ) from None
+        since = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"skybuffer run (pid {os.getpid()}, since {since})".encode(), 0)
+        self._lock_fd = fd
+
     def _start_redis(self) -> None:
         s = self.settings
         if s.redis.url:
             self.urls["redis"] = "external (SKYBUFFER_REDIS__URL)"
             return
-        self.redis = ManagedRedis(s.redis, s.redis_dir)
-        self.redis.start()
+        server = ManagedRedis(s.redis, s.redis_dir)
+        if server.start():
+            self.redis = server  # stopped at the end only because this run started it
         self.urls["redis"] = f"redis://{s.redis.host}:{s.redis.port} (data in {s.redis_dir})"
 
     def _api_url(self) -> str:
@@ -116,6 +143,9 @@ class Services(AbstractContextManager["Services"]):
                 step()
             except Exception as exc:  # noqa: BLE001 - keep tearing down
                 log.error("Shutdown step %s failed: %s", step.__name__, exc)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # frees the data dir for the next `run`
+            self._lock_fd = None
 
     def _stop_writer(self) -> None:
         serve, self.serve = self.serve, None
@@ -125,13 +155,13 @@ class Services(AbstractContextManager["Services"]):
         stop_process_group(serve, timeout=30)
 
     def _wait_for_running_drain(self) -> None:
-        """A DataWriter run holds the writer lock: let it finish (within its budget)."""
+        """A DataWriter run holds the writer lease: let it finish (within its budget)."""
         try:
             client = connect(self.settings.redis, self.settings.redis_dir, start=False)
-            lock = RedisLock(client, Keys(self.settings.redis.prefix).writer_lock, 0)
+            key = Keys(self.settings.redis.prefix).writer_lease
             deadline = time.monotonic() + self.settings.writer.budget_seconds
             announced = False
-            while lock.holder_ttl_seconds() > 0 and time.monotonic() < deadline:
+            while client.exists(key) and time.monotonic() < deadline:
                 if not announced:
                     err_console.print("Waiting for the running DataWriter run to finish…")
                     announced = True

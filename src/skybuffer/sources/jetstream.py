@@ -89,9 +89,13 @@ class JetstreamSource:
 
     # --- Source protocol -----------------------------------------------------------------
     def resume(self, position: str | None) -> None:
-        """Start from a position written by this source (None: the live tail)."""
+        """Start from a position written by this source (None: the live tail); after
+        ``close``, reconnect from it (a rewind)."""
         if self._reader is not None:
-            raise RuntimeError("resume() must come before batches()")
+            self._reader.stop()
+            self._reader, self._carry = None, None
+            self._inbox = Inbox(self.settings.queue_events)
+        self._closed.clear()
         self._overlap.restore(position)
 
     @property

@@ -19,6 +19,7 @@ class MemorySource:
 
     def resume(self, position: str | None) -> None:
         self._start = int(position) if position else 0
+        self._closed = False
 
     def batches(self, max_events: int, linger_seconds: float) -> Iterator[SourceBatch]:
         for start in range(self._start, len(self.events), max_events):

@@ -34,6 +34,7 @@ class ReplaySource:
         self._closed = threading.Event()
 
     def resume(self, position: str | None) -> None:
+        self._closed.clear()  # a rewound source is read again
         if position is None:
             self._start_line = 0
             return

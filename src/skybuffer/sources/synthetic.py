@@ -515,7 +515,10 @@ class SyntheticSource:
         return f"{self.seed}:{self._start_us}:{self._next}"
 
     def resume(self, position: str | None) -> None:
-        """Continue after ``position``; None starts at event 0 (now, unless start_us was set)."""
+        """Continue after ``position``; None starts at event 0 (now, unless start_us was set).
+        Also after ``close``: a rewound source is read again."""
+        self._closing = False
+        self._wake.clear()
         if position is None:
             start = self._initial_start_us
             self._start_us = start if start is not None else time.time_ns() // 10**9 * 10**6
