@@ -358,8 +358,8 @@ class StreamConsumer:
         except redis.ResponseError as exc:
             message = str(exc)
             if message.startswith("FENCED"):
-                if self.lease is not None and self.lease.reclaim():
-                    return self.commit(type_, entries, deadletters, source, lake_last)
+                if self.lease is not None:
+                    self.lease.held = False
                 raise LeaseLost(message.removeprefix("FENCED ")) from None
             if message.startswith("FORGOT"):
                 raise BufferForgot(

@@ -182,32 +182,30 @@ class Lease:
 
     # --- keeping it ------------------------------------------------------------------------
     def renew(self) -> bool:
-        """Extend the lease; False (and ``held`` cleared) if another owner has it now."""
+        """Extend the lease; False (and ``held`` cleared) if it was not held without a
+        break: another owner has it, or had it, or Redis forgot it. Work begun under
+        the lease must then be abandoned: someone else may have done it meanwhile."""
         if not self.held:
             return False
         if int(self._call(self._renew, keys=[self.key], args=[self.token, self.ttl_ms])):
             return True
-        return self.reclaim()
-
-    def reclaim(self) -> bool:
-        """After a fenced refusal: take the lease back if it is free (it expired with
-        nobody taking it, or Redis forgot it); False if another owner holds it, and this
-        process must stop committing."""
-        owner = self._try()
-        if owner is None:
-            log.warning("%s was gone (expired, or forgotten by Redis); taken back.", self.key)
-            self.held = True
-            return True
         self.held = False
-        log.error(
-            "Lost %s to %s: this process stalled past its expiry.", self.key, owner.describe()
-        )
+        log.error("Lost %s: this process stalled past its expiry (or Redis forgot it).", self.key)
         return False
 
+    def reclaim(self) -> bool:
+        """Take the lease again after losing it, if it is free now; False if another owner
+        holds it. The caller starts its work over (re-reads what to do)."""
+        if self.try_acquire() is not None:
+            return False
+        log.warning("Took %s back: it was free again.", self.key)
+        self._start_heartbeat()
+        return True
+
     def check(self) -> None:
-        """Raise LeaseLost unless the lease is still ours (renewing it)."""
+        """Raise LeaseLost unless the lease is still ours without a break (renewing it)."""
         if not self.renew():
-            raise LeaseLost(f"{self.what}: the lease {self.key} passed to another owner")
+            raise LeaseLost(f"{self.what} lost its lease {self.key}")
 
     def _start_heartbeat(self) -> None:
         self._stop.clear()

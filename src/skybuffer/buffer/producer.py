@@ -260,8 +260,12 @@ class Producer:
                     durable,
                 ) from None
             if message.startswith("FENCED"):
-                if self.lease is not None and self.lease.reclaim():
-                    return self._execute(keys, args, batch)
+                # Safe to retry once the lease is ours again: the script's cursor check
+                # refuses the batch if another ingester wrote in between (FORGOT, ahead).
+                if self.lease is not None:
+                    self.lease.held = False
+                    if self.lease.reclaim():
+                        return self._execute(keys, args, batch)
                 raise LeaseLost(message.removeprefix("FENCED ")) from None
             if "OOM" in message:
                 raise BufferFull(message) from exc

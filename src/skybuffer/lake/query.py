@@ -13,10 +13,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 
@@ -26,6 +29,9 @@ from skybuffer.lake.schema import schema
 from skybuffer.lake.writer import Layout, root_path
 from skybuffer.settings import LakeSettings
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_SKIPPED_FILES = 100
 HIVE_TYPES = "{'year': INTEGER, 'month': INTEGER, 'day': INTEGER, 'hour': INTEGER}"
 
 
@@ -59,16 +65,17 @@ def _layout(lake: LakeSettings) -> Layout:
     return Layout(root_path(lake.root), lake.path_template)
 
 
-def connect(lake: LakeSettings) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with a view per type (posts, likes, ...) over the lake."""
+def connect(lake: LakeSettings, skipped: frozenset[str] = frozenset()) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with a view per type (posts, likes, ...) over the lake, leaving
+    out the ``skipped`` files (found unreadable)."""
     layout = _layout(lake)
     con = duckdb.connect(config={"autoinstall_known_extensions": False})
     con.execute("SET TimeZone = 'UTC'")
     for type_ in TYPES:
-        glob = layout.glob(type_)
-        if con.sql("SELECT count(*) FROM glob(?)", params=[glob]).fetchall()[0][0]:
+        files = _files(con, layout.glob(type_), skipped)
+        if files:
             con.execute(
-                f"CREATE VIEW {type_} AS SELECT * FROM read_parquet({_quote(glob)}, "
+                f"CREATE VIEW {type_} AS SELECT * FROM read_parquet({files}, "
                 f"hive_partitioning = true, union_by_name = true, hive_types = {HIVE_TYPES})"
             )
         else:
@@ -77,40 +84,84 @@ def connect(lake: LakeSettings) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def _files(con: duckdb.DuckDBPyConnection, glob: str, skipped: frozenset[str]) -> str:
+    """The read_parquet argument for a glob: the glob itself, or the list of its files less
+    the skipped ones ('' when there is none)."""
+    if not skipped:
+        found = con.sql("SELECT count(*) FROM glob(?)", params=[glob]).fetchall()[0][0]
+        return _quote(glob) if found else ""
+    names = [r[0] for r in con.sql("SELECT file FROM glob(?)", params=[glob]).fetchall()]
+    kept = [n for n in names if n not in skipped]
+    return "[" + ", ".join(_quote(n) for n in kept) + "]" if kept else ""
+
+
 def run_query(lake: LakeSettings, sql: str) -> QueryResult:
     """Run ``sql`` against the views; a DuckDB error becomes a QueryError."""
-    con = connect(lake)
+
+    def attempt(skipped: frozenset[str]) -> QueryResult:
+        con = connect(lake, skipped)
+        try:
+            relation = con.sql(sql)
+            if relation is None:
+                return QueryResult([], [])
+            return QueryResult(list(relation.columns), relation.fetchall())
+        finally:
+            con.close()
+
     try:
-        relation = con.sql(sql)
-        if relation is None:
-            return QueryResult([], [])
-        return QueryResult(list(relation.columns), relation.fetchall())
+        return skipping_unreadable(_layout(lake).root, attempt)
     except duckdb.Error as exc:
         raise QueryError(f"query failed: {exc}") from None
-    finally:
-        con.close()
+
+
+def skipping_unreadable(root: str, attempt: Callable[[frozenset[str]], T]) -> T:
+    """Run ``attempt`` again without each lake file DuckDB names as unreadable (a torn or
+    foreign file): readers never fail on one bad file; each is named in a warning."""
+    skipped: set[str] = set()
+    while True:
+        try:
+            return attempt(frozenset(skipped))
+        except duckdb.Error as exc:
+            bad = _named_file(str(exc), root)
+            if bad is None or bad in skipped or len(skipped) >= MAX_SKIPPED_FILES:
+                raise
+            skipped.add(bad)
+            log.warning(
+                "Skipping %s: not a readable Parquet file (%s). Move it out of the lake; the "
+                "DataWriter quarantines such files in %s/_quarantine when it meets them.",
+                bad,
+                str(exc).splitlines()[0][:200],
+                root,
+            )
+
+
+def _named_file(message: str, root: str) -> str | None:
+    match = re.search(r"(?:'|\")(" + re.escape(root) + r"/[^'\"]+\.parquet)(?:'|\")", message)
+    return match.group(1) if match else None
 
 
 def lake_figures(lake: LakeSettings) -> dict[str, TypeFigures]:
     """Files, rows and bytes per type from the Parquet footers, and the newest partition."""
     layout = _layout(lake)
-    con = duckdb.connect(config={"autoinstall_known_extensions": False})
-    figures: dict[str, TypeFigures] = {}
-    try:
-        for type_ in TYPES:
-            figures[type_] = _type_figures(con, layout, type_)
-    finally:
-        con.close()
-    return figures
+
+    def attempt(skipped: frozenset[str]) -> dict[str, TypeFigures]:
+        con = duckdb.connect(config={"autoinstall_known_extensions": False})
+        try:
+            return {t: _type_figures(con, layout, t, skipped) for t in TYPES}
+        finally:
+            con.close()
+
+    return skipping_unreadable(layout.root, attempt)
 
 
-def _type_figures(con: duckdb.DuckDBPyConnection, layout: Layout, type_: str) -> TypeFigures:
-    glob = layout.glob(type_)
-    if not con.sql("SELECT count(*) FROM glob(?)", params=[glob]).fetchall()[0][0]:
+def _type_figures(
+    con: duckdb.DuckDBPyConnection, layout: Layout, type_: str, skipped: frozenset[str]
+) -> TypeFigures:
+    files_arg = _files(con, layout.glob(type_), skipped)
+    if not files_arg:
         return TypeFigures()
     files = con.sql(
-        "SELECT file_name, num_rows, file_size_bytes FROM parquet_file_metadata(?)",
-        params=[glob],
+        f"SELECT file_name, num_rows, file_size_bytes FROM parquet_file_metadata({files_arg})"
     ).fetchall()
     matcher = layout.matcher(type_)
     newest: tuple[tuple[int, ...], str] | None = None

@@ -240,7 +240,16 @@ class LakeWriter:
         os.makedirs(self.layout.root, exist_ok=True)
         fd = os.open(os.path.join(self.layout.root, PUBLISH_LOCK), os.O_RDWR | os.O_CREAT, 0o640)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.warning(
+                    "Waiting for the lake's publish lock %s: another DataWriter holds "
+                    "it (one stopped inside its publish step holds it until it "
+                    "resumes or dies).",
+                    PUBLISH_LOCK,
+                )
+                fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)

@@ -19,6 +19,7 @@ ingester's count), ``replayed`` = copies the lake dropped because it already hel
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -64,12 +65,21 @@ def run_chaos_forget(
 
 
 def forget_once(
-    base: Settings, source: str, events: int, rate: float, forget_seconds: float
+    base: Settings,
+    source: str,
+    events: int,
+    rate: float,
+    forget_seconds: float,
+    restore: bool = False,
 ) -> dict[str, Any]:
+    """One run. ``restore``: Redis comes back from a copy of its whole AOF directory
+    taken ``forget_seconds`` before the kill (a restored older snapshot), instead of its
+    AOF cut back to its size then (a host crash)."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}")
     with tempfile.TemporaryDirectory(prefix="skybuffer-forget-") as scratch:
-        return Run(base, Path(scratch), source, events, rate, forget_seconds).execute()
+        run = Run(base, Path(scratch), source, events, rate, forget_seconds, restore)
+        return run.execute()
 
 
 class Run:
@@ -83,13 +93,11 @@ class Run:
         events: int,
         rate: float,
         forget_seconds: float,
+        restore: bool = False,
     ) -> None:
-        self.kind, self.events, self.rate, self.forget_seconds = (
-            source,
-            events,
-            rate,
-            forget_seconds,
-        )
+        self.kind, self.events, self.rate = source, events, rate
+        self.forget_seconds, self.restore = forget_seconds, restore
+        self.snapshot = scratch / "snapshot"
         self.file = scratch / "events.jsonl"
         self.lines = generate(23, events, START_US)
         self.file.write_bytes(b"\n".join(self.lines) + b"\n")
@@ -179,9 +187,12 @@ class Run:
     def _forget_mid_run(self, ingester: Ingester) -> dict[str, Any]:
         """Mark the AOF, let the DataWriter commit past the mark, kill, cut, restart."""
         admin = self.server.client("admin")
-        aof = incr_file(self.server.directory / "appendonlydir")
+        aof_dir = self.server.directory / "appendonlydir"
+        aof = incr_file(aof_dir)
         self._wait(lambda: ingester.stats.events >= self.events * 0.3, "30% ingested")
         mark_size, marked_at = aof.stat().st_size, time.monotonic()
+        if self.restore:
+            shutil.copytree(aof_dir, self.snapshot)  # the "older snapshot" (no fsync needed)
         marks = {t: _last_id(admin, self.settings, t) for t in TYPES}
         self._wait(lambda: self._committed_past(admin, marks), "the writer past the mark")
         self._wait(lambda: time.monotonic() - marked_at >= self.forget_seconds, "the window")
@@ -192,7 +203,11 @@ class Run:
         killed_at = time.monotonic()
         _reap(pid)
         cut = aof.stat().st_size - mark_size
-        os.truncate(aof, mark_size)
+        if self.restore:
+            shutil.rmtree(aof_dir)
+            shutil.copytree(self.snapshot, aof_dir)
+        else:
+            os.truncate(aof, mark_size)
         self.server.start()
         self._wait(lambda: ingester.stats.rewinds > 0, "the ingester to notice")
         self._wait(lambda: _confirmed(ingester) >= ingested_at_kill, "the ingester to recover")

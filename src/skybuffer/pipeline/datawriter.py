@@ -263,6 +263,11 @@ class DataWriter:
                     self._write_batch(batch, result)
                 except BufferForgot:
                     continue  # noticed at commit: the next read sees the entries again
+                except LeaseLost as exc:
+                    log.error("%s: %s; the batch is abandoned uncommitted.", type_, exc)
+                    if not self.lease.reclaim():
+                        raise
+                    read_new = True  # start over from what the buffer says now
         finally:
             result.seconds = time.monotonic() - started
 
