@@ -76,3 +76,26 @@ def test_chaos_sustained_drains_everything_and_reports_every_window(
     assert not list(redis_server.client("admin").scan_iter(match="skybuffer:ops:*"))
     assert set(report.paths) == {"sustained", "markdown", "json"}
     _files_written(report.paths)
+
+
+def test_chaos_forget_from_the_command_line_reports_every_event_exactly_once(
+    make_settings: Callable[..., Settings],
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from skybuffer.cli import app
+
+    settings = make_settings()
+    args = ["chaos", "forget", "--events", "8000", "--rate", "3000", "--source", "replay"]
+    args += ["--data-dir", str(settings.data_dir), "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    figures = report["results"]["replay"]
+    for key in ("events", "lost", "duplicated", "replayed", "recovery_seconds"):
+        assert key in figures
+    assert figures["events"] == 8000 and figures["lost"] == 0 and figures["duplicated"] == 0
+    assert figures["forgotten"] > 0 and report["ok"] is True
+    _files_written({k: v for k, v in report["report_files"].items() if k != "png"})

@@ -142,6 +142,14 @@ def chaos_forget(
             "(straight from a file); both by default.",
         ),
     ] = None,
+    restore: Annotated[
+        bool,
+        typer.Option(
+            "--restore",
+            help="Bring Redis back from a copy of its AOF taken --seconds earlier (a "
+            "restored older snapshot) instead of its AOF cut back (a host crash).",
+        ),
+    ] = False,
     data_dir: DataDir = None,
     config: ConfigFile = None,
     as_json: JsonOut = False,
@@ -155,7 +163,7 @@ def chaos_forget(
         if name not in SOURCES:
             raise typer.BadParameter(f"--source must be one of {', '.join(SOURCES)}")
     s = settings_for(data_dir, config)
-    show_report(run_chaos_forget(s, events, rate, seconds, chosen), as_json)
+    show_report(run_chaos_forget(s, events, rate, seconds, chosen, restore), as_json)
 
 
 @chaos_app.command("sustained")

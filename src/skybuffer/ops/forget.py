@@ -58,10 +58,11 @@ def run_chaos_forget(
     rate: float = 4_000.0,
     forget_seconds: float = 1.0,
     sources: tuple[str, ...] = SOURCES,
+    restore: bool = False,
 ) -> Report:
     """One forgetting run per source, each on its own scratch data dir."""
-    results = {s: forget_once(settings, s, events, rate, forget_seconds) for s in sources}
-    return _report(results, events, rate, forget_seconds).write(settings.reports_dir)
+    results = {s: forget_once(settings, s, events, rate, forget_seconds, restore) for s in sources}
+    return _report(results, events, rate, forget_seconds, restore).write(settings.reports_dir)
 
 
 def forget_once(
@@ -310,7 +311,11 @@ def _reap(pid: int) -> None:
 
 
 def _report(
-    results: dict[str, dict[str, Any]], events: int, rate: float, forget_seconds: float
+    results: dict[str, dict[str, Any]],
+    events: int,
+    rate: float,
+    forget_seconds: float,
+    restore: bool,
 ) -> Report:
     ok = all(r["lost"] == 0 and r["duplicated"] == 0 for r in results.values())
     rows = [{"source": s, **r} for s, r in results.items()]
@@ -325,7 +330,12 @@ def _report(
         "been (restart, AOF load, rewind, re-read).",
     ]
     data = {
-        "params": {"events": events, "rate": rate, "forget_seconds": forget_seconds},
+        "params": {
+            "events": events,
+            "rate": rate,
+            "forget_seconds": forget_seconds,
+            "how": "older AOF restored" if restore else "AOF cut back (host crash)",
+        },
         "results": results,
         "ok": ok,
     }
