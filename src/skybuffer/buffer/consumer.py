@@ -232,6 +232,19 @@ class StreamConsumer:
         self._call(self._group, keys=[self.keys.stream(type_)], args=[self.group])
         self._ready.add(type_)
 
+    def forget_idle_consumers(self, type_: str) -> int:
+        """Delete the group's other consumers that hold nothing pending: each process has
+        its own name, so without this the group would keep every writer that ever ran.
+        Only the lease holder calls it (no other consumer is active then)."""
+        stream = self.keys.stream(type_)
+        removed = 0
+        for info in self._call(self.client.xinfo_consumers, stream, self.group):
+            name = _text(info["name"])
+            if name != self.consumer and int(info["pending"]) == 0:
+                self._call(self.client.xgroup_delconsumer, stream, self.group, name)
+                removed += 1
+        return removed
+
     def last_id(self, type_: str) -> str:
         """The stream's last generated ID now ('0-0' when it never had an entry)."""
         self._ensure(type_)

@@ -219,6 +219,7 @@ def _outcome(
         "evicted_keys": int(stats.get("evicted_keys", 0)),
         "oom_rejections": int(errors.get("errorstat_OOM", {}).get("count", 0)),
         "backpressure_seconds": round(ingester.stats.backpressure_seconds, 2),
+        "cursor_forgotten": ingester.stats.rewinds,
         "peak_memory_percent": round(max((s for _, s, _ in timeline), default=0.0), 1),
         "drain_errors": drain.errors,
         "seconds": round(timeline[-1][0], 1) if timeline else 0.0,
@@ -239,8 +240,10 @@ def _report(runs: dict[str, dict[str, Any]], params: dict[str, Any]) -> Report:
         f"{params['ingest_rate']:,.0f} ev/s into maxmemory {params['maxmemory']}; one consumer "
         f"starts when memory first reaches {DRAIN_START:.0f}% and drains at most "
         f"{params['drain_rate']:,.0f} ev/s, then everything left once the ingest ends.",
-        "accepted = confirmed by Redis (EXEC OK); readable = decoded by the consumer; "
-        "lost = accepted - readable.",
+        "accepted = confirmed by Redis and still counted by the ingester; readable = "
+        "decoded by the consumer; lost = accepted - readable. When allkeys-lru evicts the "
+        "ingester's cursor, the ingester notices (the buffer forgot: cursor_forgotten) and "
+        "rewinds its source, which it can only do because the source replays.",
         "noeviction + backpressure: at 85% the ingester stops taking events (the source "
         "waits, as Jetstream's cursor would) and resumes below 75%; nothing is deleted.",
         "allkeys-lru, no backpressure (the seed): Redis stays under the limit by evicting "

@@ -244,32 +244,39 @@ class DataWriter:
         if type_ not in TYPES:
             raise ConfigError(f"unknown type {type_!r}; choose from {', '.join(TYPES)}")
         started = time.monotonic()
-        until, read_new = self.consumer.last_id(type_), True
         try:
-            while True:
-                if deadline is not None and time.monotonic() > deadline:
-                    result.budget_exhausted = True
-                    log.warning("%s: budget of %.0fs used up; the rest waits for the next "
-                                "run.", type_, self.settings.budget_seconds)  # fmt: skip
-                    return
-                self._notice_forgetting(type_)
-                batch = self.consumer.read_batch(
-                    type_, self.settings.batch_events, until, new=read_new
-                )
-                if not batch.entries:
-                    return
-                read_new = not batch.caught_up
-                try:
-                    self._write_batch(batch, result)
-                except BufferForgot:
-                    continue  # noticed at commit: the next read sees the entries again
-                except LeaseLost as exc:
-                    log.error("%s: %s; the batch is abandoned uncommitted.", type_, exc)
-                    if not self.lease.reclaim():
-                        raise
-                    read_new = True  # start over from what the buffer says now
+            self._drain_batches(type_, self.consumer.last_id(type_), deadline, result)
+            self.consumer.forget_idle_consumers(type_)  # what they held is ours now
         finally:
             result.seconds = time.monotonic() - started
+
+    def _drain_batches(
+        self, type_: str, until: str, deadline: float | None, result: TypeResult
+    ) -> None:
+        read_new = True
+        while True:
+            if deadline is not None and time.monotonic() > deadline:
+                result.budget_exhausted = True
+                log.warning(
+                    "%s: budget of %.0fs used up; the rest waits for the next run.",
+                    type_,
+                    self.settings.budget_seconds,
+                )
+                return
+            self._notice_forgetting(type_)
+            batch = self.consumer.read_batch(type_, self.settings.batch_events, until, read_new)
+            if not batch.entries:
+                return
+            read_new = not batch.caught_up
+            try:
+                self._write_batch(batch, result)
+            except BufferForgot:
+                continue  # noticed at commit: the next read sees the entries again
+            except LeaseLost as exc:
+                log.error("%s: %s; the batch is abandoned uncommitted.", type_, exc)
+                if not self.lease.reclaim():
+                    raise
+                read_new = True  # start over from what the buffer says now
 
     # --- one batch -----------------------------------------------------------------------
     def _write_batch(self, batch: Batch, result: TypeResult) -> None:
