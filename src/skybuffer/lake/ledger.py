@@ -78,6 +78,8 @@ class ReplayGuard:
     after: str
     identities: pa.Array
     expires: float
+    changed: bool = False
+    """Set when events were dropped since it was last saved."""
 
     @property
     def active(self) -> bool:
@@ -98,6 +100,7 @@ class ReplayGuard:
         self.identities = pc.filter(
             self.identities, pc.invert(pc.is_in(self.identities, value_set=seen))
         )
+        self.changed = True
         return table.filter(pc.invert(hit)), dropped
 
 

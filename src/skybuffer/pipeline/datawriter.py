@@ -22,11 +22,10 @@ Guarantees beyond that:
   that stalled past its lease (SIGSTOP, a pause) commits nothing and retracts what it
   published; the new owner takes over its pending entries at once.
 - A file is published only once its footer reads back with every row (lake/writer.py).
-- The buffer may forget (lake/ledger.py): the commit carries the lake's record of the
-  type's last commit, and Redis refuses it (FORGOT) when its own record is behind. Each
-  batch first compares the two; when Redis is behind the lake, the events of the lake
-  files whose entries Redis no longer holds become a replay guard, dropped once each from
-  newer entries (the ingester re-reads them from the source).
+- The buffer may forget (pipeline/forgetting.py): each batch first compares Redis's
+  record of the type's last commit with the lake ledger's, and the commit carries the
+  ledger's, refused (FORGOT) when Redis's is behind; the lake then drops replayed copies
+  of what it already holds.
 - An entry that cannot be decoded, and a line inside one that is not a usable event, go
   to the dead-letter stream (with the reason) in the batch's commit; they never block.
 - A lake write that fails fails the type's run with the path and cause; nothing of the
@@ -49,7 +48,6 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 import redis
 
 from skybuffer.buffer.codec import Decoder
@@ -66,10 +64,11 @@ from skybuffer.errors import (
     LeaseLost,
 )
 from skybuffer.events import Reason
-from skybuffer.lake.ledger import Ledger, ReplayGuard, guard_columns, guard_identities
+from skybuffer.lake.ledger import Ledger
 from skybuffer.lake.schema import RowBuilder, Rows, entries_table
 from skybuffer.lake.writer import LakeWriter, PartFile, WrittenFile
 from skybuffer.observability import metrics, writer_stats
+from skybuffer.pipeline.forgetting import Forgetting
 from skybuffer.settings import LakeSettings, Settings, WriterSettings
 
 log = logging.getLogger(__name__)
@@ -186,7 +185,14 @@ class DataWriter:
         )
         self.lake = LakeWriter(lake, name, writer.claim_idle_seconds, exclusive=True)
         self.ledger = Ledger(self.lake.layout.root) if self.lake.local else None
-        self.guards: dict[str, ReplayGuard | None] = {}
+        self.forgetting = Forgetting(
+            self.client,
+            self.keys,
+            self.consumer,
+            self.lake,
+            self.ledger,
+            writer.replay_guard_seconds,
+        )
         self.rows = RowBuilder()
         self.decoder = Decoder()
         self.chunk_events = lake.row_group_rows
@@ -263,7 +269,7 @@ class DataWriter:
                     self.settings.budget_seconds,
                 )
                 return
-            self._notice_forgetting(type_)
+            self.forgetting.notice(type_)
             batch = self.consumer.read_batch(type_, self.settings.batch_events, until, read_new)
             if not batch.entries:
                 return
@@ -288,7 +294,8 @@ class DataWriter:
                 entries = self._decode(batch.type, chunk, dead)
                 rows = self._rows(batch.type, entries, chunk, dead)
                 if rows is not None and rows.table.num_rows:
-                    table, hours = self._unreplayed(batch.type, rows, result)
+                    table, hours, replayed = self.forgetting.unreplayed(batch.type, rows)
+                    result.replayed += replayed
                     staged.append(table, hours)
                 del rows, entries
             parts = staged.finish()
@@ -408,9 +415,7 @@ class DataWriter:
             self.lake.retract(files)
             raise
         self._ledger_record(batch.type, "committed", last)
-        guard = self.guards.get(batch.type)
-        if guard is not None and self.ledger is not None:
-            self.ledger.save_guard(guard)
+        self.forgetting.save(batch.type)
         return commit, files
 
     def _ledger_record(self, type_: str, what: str, entry_id: str) -> None:
@@ -422,84 +427,6 @@ class DataWriter:
             raise LakeWriteError(
                 f"cannot record the lake ledger {self.ledger.path}: {exc}"
             ) from exc
-
-    # --- a Redis that forgot ---------------------------------------------------------------
-    def _notice_forgetting(self, type_: str) -> None:
-        """Compare Redis's last commit of ``type_`` with the lake's; if Redis is behind
-        what the lake published, guard the lake against replayed copies."""
-        if self.ledger is None:
-            return
-        if type_ not in self.guards:
-            self.guards[type_] = self.ledger.guard(type_)
-        published = self.ledger.last(type_, "published")
-        if not published:
-            return
-        redis_last = self.consumer.committed(type_)
-        if id_key(redis_last) < id_key(published):
-            self._guard(type_, redis_last, published)
-
-    def _guard(self, type_: str, redis_last: str, published: str) -> None:
-        """Guard the lake against replays of what Redis no longer holds, then take
-        Redis's last commit as the ledger's (what is past it is rewritten or guarded)."""
-        assert self.ledger is not None
-        paths = self.lake.files_between(type_, redis_last, published)
-        ids = self._keep_what_redis_lost(type_, paths)
-        committed = self.ledger.last(type_, "committed")
-        if len(ids):
-            previous = self.guards.get(type_)
-            if previous is not None and previous.active:
-                ids = pc.unique(pa.concat_arrays([previous.identities, ids]))
-            expires = time.time() + self.settings.replay_guard_seconds
-            guard = ReplayGuard(type_, published, ids, expires)
-            self.guards[type_] = guard
-            self.ledger.save_guard(guard)
-        if len(ids) or (committed and id_key(redis_last) < id_key(committed)):
-            log.error(
-                "%s: Redis forgot commits (its last is %s, the lake's %s); %d events of %d "
-                "lake files are no longer in the buffer: each is dropped once if the source "
-                "replays it.",
-                type_,
-                redis_last,
-                committed or published,
-                len(ids),
-                len(paths),
-            )
-            self._remember(writer_stats.record_forgot, type_, len(ids))
-        self.ledger.accept(type_, redis_last)
-
-    def _keep_what_redis_lost(self, type_: str, paths: list[str]) -> pa.Array:
-        """Each file keeps the rows of entries Redis no longer has (their events may come
-        back in new entries: the guard's identities) and gives up the rows of entries
-        Redis still has (rewritten from them)."""
-        kept = []
-        for path in paths:
-            held = self.lake.entries_of(path)
-            gone = held - self._present(type_, sorted(held, key=id_key))
-            kept.append(self.lake.keep_only(path, gone).select(list(guard_columns(type_))))
-        return guard_identities(type_, pa.concat_tables(kept)) if kept else pa.array([], "uint64")
-
-    def _present(self, type_: str, entry_ids: list[str]) -> set[str]:
-        """The entries of ``entry_ids`` still in the stream."""
-        stream = self.keys.stream(type_)
-        pipe = self.client.pipeline(transaction=False)
-        for entry_id in entry_ids:
-            pipe.xrange(stream, entry_id, entry_id, count=1)
-        return {i for i, found in zip(entry_ids, pipe.execute(), strict=True) if found}
-
-    def _unreplayed(self, type_: str, rows: Rows, result: TypeResult) -> tuple[pa.Table, pa.Array]:
-        """The rows, less the replayed copies a guard knows about."""
-        guard = self.guards.get(type_)
-        if guard is None or not guard.active:
-            return rows.table, rows.hours
-        ids = pc.unique(rows.table["stream_id"]).to_pylist()
-        newer = pa.array([i for i in ids if guard.applies_to(i)], pa.string())
-        mask = pc.is_in(rows.table["stream_id"], value_set=newer)
-        table, dropped = guard.drop_replayed(rows.table.append_column("_hour", rows.hours), mask)
-        if dropped:
-            result.replayed += dropped
-            self._remember(writer_stats.record_replayed, type_, dropped)
-            log.warning("%s: dropped %d replayed events the lake already holds.", type_, dropped)
-        return table.drop_columns(["_hour"]), table["_hour"].combine_chunks()
 
     # --- fault injection -----------------------------------------------------------------
     def _after_file(self, count: int) -> Callable[[PartFile], None]:

@@ -166,6 +166,12 @@ def run_ingest(
         f"ingested {stats.events:,} events in {stats.elapsed:.1f}s ({rate_s:,.0f} ev/s): "
         + ", ".join(f"{t} {n:,}" for t, n in sorted(stats.by_type.items()))
         + f"; dead letters {stats.deadletters:,}"
+        + (
+            f"; Redis forgot {stats.forgotten:,} confirmed events, re-read from the source "
+            f"({stats.rewinds} rewinds)"
+            if stats.rewinds
+            else ""
+        )
     )
     return stats
 
