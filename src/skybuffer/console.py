@@ -51,6 +51,8 @@ def status_table(status: BufferStatus) -> Table:
     )
     if lake is not None:
         table.caption += f" · lake {lake.root}" + (f" ({lake.error})" if lake.error else "")
+    for role, owner in status.owners.items():
+        table.caption += f"\n{role}: {owner}"
     return table
 
 

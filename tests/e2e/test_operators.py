@@ -174,6 +174,14 @@ def test_a_second_ingester_on_one_cursor_is_refused_naming_the_first_and_adds_no
         assert "the ingester of source replay" in message and f"pid {first.pid}" in message
         assert "--wait" in message
         assert "Traceback" not in message
+        status = subprocess.run(
+            [sys.executable, "-m", "skybuffer", "status", "--json"],
+            env=env_of(settings),
+            capture_output=True,
+            timeout=DEADLINE,
+        )
+        owners = orjson.loads(status.stdout)["owners"]
+        assert f"pid {first.pid}" in owners["ingest:replay"]
         waiting = skybuffer(settings, *args, "--wait", log=tmp_path / "waiting.log")
         wait_for(lambda: first.poll() is not None, "the first ingester to finish")
         assert waiting.wait(timeout=DEADLINE) == 0, (tmp_path / "waiting.log").read_text()

@@ -237,6 +237,11 @@ class Lease:
             raise RedisUnavailable(str(exc)) from exc
 
 
+def holder_of(client: redis.Redis, key: str) -> Owner | None:
+    """Who holds the lease ``key`` now (None when free); for status."""
+    return _owner(client.hgetall(key))
+
+
 def _pairs(reply: list) -> dict:
     return {reply[i]: reply[i + 1] for i in range(0, len(reply), 2)}
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from skybuffer.buffer.lease import holder_of
 from skybuffer.constants import TYPES, Keys
 from skybuffer.settings import LakeSettings, Settings
 
@@ -67,6 +68,8 @@ class BufferStatus:
     maxmemory: int = 0
     deadletter: int = 0
     spool_bytes: int = 0
+    owners: dict[str, str] = field(default_factory=dict)
+    """Role -> who holds its lease now (the DataWriter, each source's ingester)."""
     lake: LakeStatus | None = None
 
     @property
@@ -87,6 +90,7 @@ class BufferStatus:
             },
             "deadletter": self.deadletter,
             "spool_bytes": self.spool_bytes,
+            "owners": self.owners,
         } | ({"lake": self.lake.as_dict()} if self.lake is not None else {})
 
 
@@ -114,7 +118,20 @@ def buffer_status(client: redis.Redis, keys: Keys, spool_dir: Path | None = None
     status.deadletter = int(client.xlen(keys.deadletter))
     if spool_dir is not None and spool_dir.exists():
         status.spool_bytes = sum(p.stat().st_size for p in spool_dir.glob("*.spool"))
+    status.owners = role_owners(client, keys)
     return status
+
+
+def role_owners(client: redis.Redis, keys: Keys) -> dict[str, str]:
+    """Who holds each role's lease: ``datawriter`` and ``ingest:{source}``."""
+    leases = [keys.writer_lease]
+    leases += sorted(k.decode() for k in client.scan_iter(match=keys.ingest_lease("*")))
+    owners = {}
+    for key in leases:
+        owner = holder_of(client, key)
+        if owner is not None:
+            owners[key.removeprefix(f"{keys.prefix}lease:")] = owner.describe()
+    return owners
 
 
 def lake_status(lake: LakeSettings) -> LakeStatus:
