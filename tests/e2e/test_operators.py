@@ -112,7 +112,7 @@ def test_writers_of_every_kind_killed_at_random_moments_leave_every_event_once(
     """A `write --loop`, repeated `write --once`, and a second loop, while an ingester
     runs; any of them kill -9'd at random moments and started again."""
     rng = random.Random(11)
-    expected = events_file(tmp_path / "events.jsonl", 120_000)
+    expected = events_file(tmp_path / "events.jsonl", 80_000)
     logs = tmp_path / "logs"
     logs.mkdir()
     ingest = skybuffer(
@@ -127,7 +127,7 @@ def test_writers_of_every_kind_killed_at_random_moments_leave_every_event_once(
     running: list[subprocess.Popen[bytes]] = []
     kills = 0
     try:
-        for step in range(24):
+        for step in range(18):
             kind = rng.choice(["loop", "once", "once"])
             running.append(skybuffer(settings, *kinds[kind], log=logs / f"{step}.log", **small))
             time.sleep(rng.uniform(0.2, 1.2))
@@ -146,7 +146,7 @@ def test_writers_of_every_kind_killed_at_random_moments_leave_every_event_once(
     assert kills >= 5
     last = skybuffer(settings, "write", "--once", log=logs / "last.log")
     assert last.wait(timeout=DEADLINE) == 0, (logs / "last.log").read_text()[-2000:]
-    assert confirmed(client) == 120_000
+    assert confirmed(client) == 80_000
     assert buffered(client) == 0
     every_lake_file_reads(settings)
     assert lake_identities(Path(str(settings.lake.root))) == expected
@@ -158,7 +158,7 @@ def test_writers_of_every_kind_killed_at_random_moments_leave_every_event_once(
 def test_a_second_ingester_on_one_cursor_is_refused_naming_the_first_and_adds_nothing(
     settings: Settings, client: redis.Redis, tmp_path: Path
 ) -> None:
-    expected = events_file(tmp_path / "events.jsonl", 30_000)
+    expected = events_file(tmp_path / "events.jsonl", 15_000)
     args = ("ingest", "--source", "replay", "--file", str(tmp_path / "events.jsonl"))
     first = skybuffer(settings, *args, "--rate", "3000", log=tmp_path / "first.log")
     try:
@@ -187,7 +187,7 @@ def test_a_second_ingester_on_one_cursor_is_refused_naming_the_first_and_adds_no
         assert waiting.wait(timeout=DEADLINE) == 0, (tmp_path / "waiting.log").read_text()
     finally:
         finish(first)
-    assert confirmed(client) == 30_000
+    assert confirmed(client) == 15_000
     assert (
         subprocess.run(
             [sys.executable, "-m", "skybuffer", "write", "--once"], env=env_of(settings)
@@ -202,8 +202,8 @@ def test_a_writer_stopped_past_its_lease_commits_nothing_after_another_took_over
 ) -> None:
     from tests.pipeline.test_datawriter import buffer
 
-    expected = buffer(client, generate(3, 200_000, T0), per_entry=500)
-    one_batch = {"SKYBUFFER_WRITER__BATCH_EVENTS": "20000"}
+    expected = buffer(client, generate(3, 100_000, T0), per_entry=500)
+    one_batch = {"SKYBUFFER_WRITER__BATCH_EVENTS": "10000"}
     stale = skybuffer(settings, "write", "--once", log=tmp_path / "stale.log", **one_batch)
     try:
         lake = Path(str(settings.lake.root))
@@ -288,9 +288,9 @@ def test_redis_forgetting_mid_run_costs_a_replay_never_an_event(
     make_settings: Callable[..., Settings], source: str, how: str
 ) -> None:
     restore = how == "older snapshot restored"
-    result = forget_once(make_settings(), source, 20_000, 4_000, 2.0 if restore else 1.0, restore)
+    result = forget_once(make_settings(), source, 16_000, 5_000, 2.0 if restore else 1.0, restore)
     assert result["lost"] == 0 and result["duplicated"] == 0, result
-    assert result["lake_rows"] == 20_000
+    assert result["lake_rows"] == 16_000
     assert result["forgotten"] > 0, "Redis must really have forgotten confirmed events"
     assert result["replayed"] > 0, "the lake must have held events Redis forgot"
     assert result["rewinds"] >= 1
