@@ -244,7 +244,8 @@ def write(
         typer.Option(
             "--wait/--no-wait",
             help="If another DataWriter is draining (a scheduled run, a --loop), wait for "
-            "it to finish (the default), or refuse at once, naming it.",
+            "it to finish, as long as a scheduled run may take (the default), or refuse at "
+            "once, naming it.",
         ),
     ] = True,
     data_dir: DataDir = None,

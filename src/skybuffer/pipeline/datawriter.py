@@ -211,11 +211,13 @@ class DataWriter:
 
     @contextmanager
     def owning(self, wait: bool, stop: threading.Event | None = None) -> Iterator[None]:
-        """Hold the DataWriter lease meanwhile (wait for it, or raise LeaseHeld)."""
+        """Hold the DataWriter lease meanwhile: wait for it as long as a scheduled run may
+        take (then, or at once if not ``wait``, raise LeaseHeld naming the owner)."""
         if self.lease.held:
             yield
             return
-        self.lease.acquire(wait, stop)
+        longest_run = self.settings.budget_seconds + self.settings.lease_seconds
+        self.lease.acquire(wait, stop, timeout=longest_run)
         try:
             yield
         finally:
