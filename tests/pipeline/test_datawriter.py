@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -173,8 +172,9 @@ def test_a_writer_killed_at_any_step_leaves_every_event_in_the_lake_exactly_once
     if rerun == "same writer":
         fresh = writer(settings)
     else:
-        time.sleep(1.6)  # the dead writer's entries must be idle longer than the claim time
-        fresh = writer(settings, consumer="writer-2", claim_idle_seconds=1.5, batch_events=700)
+        # Another process's writer: it takes the dead one's pending entries over at once
+        # (the lease says nobody else writes), in smaller batches than they were read in.
+        fresh = writer(settings, consumer="writer-2", batch_events=700)
     assert drain_once(fresh).ok
     assert lake_identities(settings) == expected
     assert_drained(client, settings)
