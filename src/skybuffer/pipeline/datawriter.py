@@ -178,6 +178,8 @@ class DataWriter:
         hint = "it is draining this buffer; wait for it (--wait) or stop it"
         what = f"DataWriter {name}"
         self.lease = Lease(client, keys.writer_lease, writer.lease_seconds, what, hint)
+        self._adopted = bool(lease_token)
+        """Holds a lease its caller took (a flow run's): never releases it."""
         if lease_token:
             self.lease.token, self.lease.held = lease_token, True
         self.consumer = StreamConsumer(
@@ -207,7 +209,14 @@ class DataWriter:
         return cls(client, keys, settings.writer, settings.lake, lease_token)
 
     def close(self) -> None:
+        if not self._adopted:
+            self.lease.release()
         self.rows.close()
+
+    @property
+    def _longest_run(self) -> float:
+        """How long a waiting writer waits: as long as a scheduled run may take."""
+        return self.settings.budget_seconds + self.settings.lease_seconds
 
     @contextmanager
     def owning(self, wait: bool, stop: threading.Event | None = None) -> Iterator[None]:
@@ -216,8 +225,7 @@ class DataWriter:
         if self.lease.held:
             yield
             return
-        longest_run = self.settings.budget_seconds + self.settings.lease_seconds
-        self.lease.acquire(wait, stop, timeout=longest_run)
+        self.lease.acquire(wait, stop, timeout=self._longest_run)
         try:
             yield
         finally:
@@ -251,6 +259,8 @@ class DataWriter:
     def _drain(self, type_: str, deadline: float | None, result: TypeResult) -> None:
         if type_ not in TYPES:
             raise ConfigError(f"unknown type {type_!r}; choose from {', '.join(TYPES)}")
+        if not self.lease.held:  # a DataWriter used directly holds it until close()
+            self.lease.acquire(wait=True, timeout=self._longest_run)
         started = time.monotonic()
         try:
             self._drain_batches(type_, self.consumer.last_id(type_), deadline, result)
