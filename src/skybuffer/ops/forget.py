@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,12 @@ from skybuffer.ops.scratch import conf_variant, free_port
 from skybuffer.pipeline.datawriter import DataWriter
 from skybuffer.pipeline.ingest import Ingester
 from skybuffer.settings import Settings, load_settings
+from skybuffer.sources.base import Source, SourceBatch
 from skybuffer.sources.synthetic import generate
 
 SOURCES = ("jetstream", "replay")
+GATE_AT = 0.7
+"""The source waits at this share of its events until Redis is back (see GatedSource)."""
 DEADLINE_SECONDS = 600.0
 """Bounds a hang only: a run that has not finished by then is reported as failed."""
 
@@ -111,6 +115,7 @@ class Run:
             ingest={"batch_events": 500, "linger_seconds": 0.05, "lease_seconds": 5},
         )
         self.server = ManagedRedis(self.settings.redis, self.settings.redis_dir)
+        self.reopened = threading.Event()
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
 
@@ -155,6 +160,7 @@ class Run:
             collections=[],
             jetstream=s.jetstream,
         )
+        source = GatedSource(source, int(self.events * GATE_AT), self.reopened)
         keys = Keys(s.redis.prefix)
         lease = Lease(client, keys.ingest_lease(source.name), 5, "chaos forget ingester")
         producer = Producer(client, keys, source.name, lease)
@@ -210,6 +216,7 @@ class Run:
         else:
             os.truncate(aof, mark_size)
         self.server.start()
+        self.reopened.set()
         self._wait(lambda: ingester.stats.rewinds > 0, "the ingester to notice")
         self._wait(lambda: _confirmed(ingester) >= ingested_at_kill, "the ingester to recover")
         return {
@@ -262,6 +269,33 @@ class Run:
             "rewinds": ingester.stats.rewinds,
             "replayed": self.replayed,
         }
+
+
+class GatedSource:
+    """Holds its source back at ``at`` events until ``gate`` opens, so that Redis forgets
+    while the ingester still has events to read: one that had finished would never
+    write again, so never notice (its next start simply resumes from the cursor)."""
+
+    def __init__(self, inner: Source, at: int, gate: threading.Event) -> None:
+        self.inner, self.at, self.gate = inner, at, gate
+        self.name = inner.name
+        self._closed = threading.Event()
+
+    def resume(self, position: str | None) -> None:
+        self._closed.clear()
+        self.inner.resume(position)
+
+    def batches(self, max_events: int, linger_seconds: float) -> Iterator[SourceBatch]:
+        seen = 0
+        for batch in self.inner.batches(max_events, linger_seconds):
+            seen += len(batch.events) + len(batch.rejects)
+            while seen >= self.at and not self.gate.is_set() and not self._closed.is_set():
+                self.gate.wait(0.05)
+            yield batch
+
+    def close(self) -> None:
+        self._closed.set()
+        self.inner.close()
 
 
 def lake_identities(root: Path) -> Counter[tuple[Any, ...]]:

@@ -104,9 +104,8 @@ class Ingester:
             lease.acquire(self.wait_for_lease, stop)
         metrics.INGEST_UP.set(1)
         try:
-            while not self._pass(stop, max_events):
-                pass
-            self._finish(stop)
+            while not self._pass(stop, max_events) or not self._finished(stop):
+                pass  # Redis forgot: read the source again from the durable cursor
         finally:
             self.source.close()
             metrics.INGEST_UP.set(0)
@@ -184,6 +183,16 @@ class Ingester:
         metrics.INGEST_SPOOL_BYTES.set(0)
         return position
 
+    def _finished(self, stop: threading.Event) -> bool:
+        """Flush what is held at the end; False if Redis forgot meanwhile and the source
+        must be read again (unless stopping: the next start resumes from the cursor)."""
+        try:
+            self._finish(stop)
+        except BufferForgot as exc:
+            self._forgot(exc)
+            return stop.is_set()
+        return True
+
     def _forgot(self, exc: BufferForgot) -> None:
         """Redis lost batches it had confirmed: forget them too, and re-read them."""
         durable = exc.durable if isinstance(exc.durable, Checkpoint) else None
@@ -212,13 +221,10 @@ class Ingester:
     def _finish(self, stop: threading.Event) -> None:
         """Flush what is held; if Redis stays away, spool it (nothing is lost on exit)."""
         deadline = time.monotonic() + 10
-        try:
-            while self._pending() and time.monotonic() < deadline:
-                self._flush(force=True)
-                if self._pending():
-                    time.sleep(min(self._backoff, 1.0))
-        except BufferForgot as exc:
-            self._forgot(exc)  # the next start reads the source from the durable cursor
+        while self._pending() and time.monotonic() < deadline:
+            self._flush(force=True)
+            if self._pending():
+                time.sleep(min(self._backoff, 1.0))
         if self._memory:
             self._spill()
             log.warning("Redis unreachable at shutdown: %d bytes spooled to %s for the next "
