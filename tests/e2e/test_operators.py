@@ -115,10 +115,9 @@ def test_writers_of_every_kind_killed_at_random_moments_leave_every_event_once(
     expected = events_file(tmp_path / "events.jsonl", 80_000)
     logs = tmp_path / "logs"
     logs.mkdir()
-    ingest = skybuffer(
-        settings, "ingest", "--source", "replay", "--file", str(tmp_path / "events.jsonl"),
-        "--rate", "20000", log=logs / "ingest.log",
-    )  # fmt: skip
+    events = str(tmp_path / "events.jsonl")
+    ingest_args = ("ingest", "--source", "replay", "--file", events, "--rate", "20000")
+    ingest = skybuffer(settings, *ingest_args, log=logs / "ingest.log")
     small = {"SKYBUFFER_WRITER__BATCH_EVENTS": "3000", "SKYBUFFER_LAKE__ROW_GROUP_ROWS": "3000"}
     kinds = {
         "loop": ("write", "--loop", "--interval", "0.2"),

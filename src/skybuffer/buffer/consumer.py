@@ -24,7 +24,6 @@ Guarantees (tests/buffer/test_consumer.py proves each):
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,7 +163,6 @@ class Batch:
     type: str
     entries: list[Entry] = field(default_factory=list)
     events: int = 0
-    read_at: float = field(default_factory=time.monotonic)
     caught_up: bool = False
     _ids: set[str] = field(default_factory=set, repr=False)
 
