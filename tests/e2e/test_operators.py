@@ -207,7 +207,7 @@ def test_a_writer_stopped_past_its_lease_commits_nothing_after_another_took_over
     try:
         lake = Path(str(settings.lake.root))
         wait_for(lambda: any(lake.rglob("*.parquet")), "the first writer to publish")
-        stop_outside_the_publish_step(stale, lake)
+        stop_while_staging(stale, lake)
         stopped_at = time.monotonic()
         log_at_stop = (tmp_path / "stale.log").stat().st_size
         wait_for(lambda: not client.exists(KEYS.writer_lease), "its lease to expire")
@@ -238,23 +238,26 @@ def test_a_writer_stopped_past_its_lease_commits_nothing_after_another_took_over
     assert buffered(client) == 0
 
 
-def stop_outside_the_publish_step(proc: subprocess.Popen[bytes], lake: Path) -> None:
-    """SIGSTOP ``proc`` while it stages a batch, not inside its few milliseconds under the
-    lake's publish lock (stopped there, it would hold every other writer back, as
-    designed): stop, test the lock, resume and try again if it was held."""
-    for _ in range(200):
+def stop_while_staging(proc: subprocess.Popen[bytes], lake: Path) -> None:
+    """SIGSTOP ``proc`` while it stages a batch (a temp file exists), not inside its few
+    milliseconds under the lake's publish lock (stopped there, it would hold every other
+    writer back, as designed): stop, look, resume and try again if it was elsewhere."""
+    for _ in range(2000):
         proc.send_signal(signal.SIGSTOP)
+        staging = any(lake.rglob(".tmp-*.inprogress"))
         fd = os.open(lake / PUBLISH_LOCK, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             fcntl.flock(fd, fcntl.LOCK_UN)
-            return
+            if staging:
+                return
         except BlockingIOError:
-            proc.send_signal(signal.SIGCONT)
-            time.sleep(0.01)
+            pass
         finally:
             os.close(fd)
-    raise AssertionError("the writer was always inside its publish step")
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(0.005)
+    raise AssertionError("never caught the writer staging a batch")
 
 
 def test_a_second_run_on_one_data_dir_is_refused_and_the_first_keeps_serving(

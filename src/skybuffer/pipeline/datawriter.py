@@ -311,6 +311,11 @@ class DataWriter:
                     staged.append(table, hours)
                 del rows, entries
             parts = staged.finish()
+        except LakeWriteError as exc:
+            staged.abort()
+            if not self.lease.renew():  # the new owner removed this stale writer's temps
+                raise LeaseLost(f"{self.lease.what} lost its lease {self.lease.key}") from exc
+            raise
         except BaseException:
             staged.abort()
             raise
