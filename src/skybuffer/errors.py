@@ -62,10 +62,10 @@ class LakeWriteError(SkybufferError):
 class LeaseHeld(SkybufferError):
     """Another process owns the role (an ingester of this source, the DataWriter)."""
 
-    def __init__(self, owner: object, hint: str = "") -> None:
+    def __init__(self, owner: object, hint: str = "", key: str = "the lease") -> None:
         describe = getattr(owner, "describe", None)
         who = describe() if callable(describe) else str(owner)
-        super().__init__(f"held by {who}" + (f"; {hint}" if hint else ""))
+        super().__init__(f"{key} is held by {who}" + (f"; {hint}" if hint else ""))
         self.owner = owner
 
 

@@ -158,12 +158,12 @@ class Lease:
                 self._start_heartbeat()
                 return
             if not wait or (deadline is not None and time.monotonic() >= deadline):
-                raise LeaseHeld(owner, self.hint)
+                raise LeaseHeld(owner, self.hint, self.key)
             if not announced:
                 log.info("Waiting for %s: held by %s.", self.key, owner.describe())
                 announced = True
             if stop.wait(min(1.0, self.ttl_ms / 4000)):
-                raise LeaseHeld(owner, self.hint)
+                raise LeaseHeld(owner, self.hint, self.key)
 
     def release(self) -> None:
         self._stop.set()

@@ -104,7 +104,7 @@ def datawriter_flow() -> dict[str, Any] | State:
         lease.acquire(wait=False)
     except LeaseHeld as exc:
         record_run(client, keys, "skipped", 0.0)
-        return Cancelled(message=f"the DataWriter is {exc}; this run is skipped")
+        return Cancelled(message=f"this run is skipped: {exc}")
     started = time.time()
     try:
         deadline = started + budget - HARD_STOP_MARGIN_SECONDS
