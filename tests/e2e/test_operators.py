@@ -66,6 +66,12 @@ def skybuffer(settings: Settings, *args: str, log: Path, **extra: str) -> subpro
         )
 
 
+def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """One skybuffer command to its end, its output captured."""
+    command = [sys.executable, "-m", "skybuffer", *args]
+    return subprocess.run(command, env=env_of(settings), capture_output=True, timeout=DEADLINE)
+
+
 def events_file(path: Path, count: int, seed: int = 7) -> Counter[tuple[object, ...]]:
     lines = generate(seed, count, T0)
     path.write_bytes(b"\n".join(lines) + b"\n")
@@ -162,23 +168,13 @@ def test_a_second_ingester_on_one_cursor_is_refused_naming_the_first_and_adds_no
     first = skybuffer(settings, *args, "--rate", "3000", log=tmp_path / "first.log")
     try:
         wait_for(lambda: confirmed(client) > 0, "the first ingester to write")
-        second = subprocess.run(
-            [sys.executable, "-m", "skybuffer", *args],
-            env=env_of(settings),
-            capture_output=True,
-            timeout=DEADLINE,
-        )
+        second = run_cli(settings, *args)
         assert second.returncode == 2
         message = second.stderr.decode()
         assert "the ingester of source replay" in message and f"pid {first.pid}" in message
         assert "--wait" in message
         assert "Traceback" not in message
-        status = subprocess.run(
-            [sys.executable, "-m", "skybuffer", "status", "--json"],
-            env=env_of(settings),
-            capture_output=True,
-            timeout=DEADLINE,
-        )
+        status = run_cli(settings, "status", "--json")
         owners = orjson.loads(status.stdout)["owners"]
         assert f"pid {first.pid}" in owners["ingest:replay"]
         waiting = skybuffer(settings, *args, "--wait", log=tmp_path / "waiting.log")
@@ -187,12 +183,7 @@ def test_a_second_ingester_on_one_cursor_is_refused_naming_the_first_and_adds_no
     finally:
         finish(first)
     assert confirmed(client) == 15_000
-    assert (
-        subprocess.run(
-            [sys.executable, "-m", "skybuffer", "write", "--once"], env=env_of(settings)
-        ).returncode
-        == 0
-    )
+    assert run_cli(settings, "write", "--once").returncode == 0
     assert lake_identities(Path(str(settings.lake.root))) == expected
 
 
@@ -212,12 +203,7 @@ def test_a_writer_stopped_past_its_lease_commits_nothing_after_another_took_over
         log_at_stop = (tmp_path / "stale.log").stat().st_size
         wait_for(lambda: not client.exists(KEYS.writer_lease), "its lease to expire")
         assert time.monotonic() - stopped_at >= 2.0
-        fresh = subprocess.run(
-            [sys.executable, "-m", "skybuffer", "write", "--once", "--no-wait"],
-            env=env_of(settings),
-            capture_output=True,
-            timeout=DEADLINE,
-        )
+        fresh = run_cli(settings, "write", "--once", "--no-wait")
         assert fresh.returncode == 0, fresh.stderr.decode()[-2000:]
         assert buffered(client) == 0
         settled = lake_identities(lake)
@@ -267,12 +253,7 @@ def test_a_second_run_on_one_data_dir_is_refused_and_the_first_keeps_serving(
     first = skybuffer(settings, *args, log=tmp_path / "first.log")
     try:
         wait_for(lambda: confirmed(client, "synthetic") > 0, "the first run to ingest")
-        second = subprocess.run(
-            [sys.executable, "-m", "skybuffer", *args],
-            env=env_of(settings),
-            capture_output=True,
-            timeout=DEADLINE,
-        )
+        second = run_cli(settings, *args)
         assert second.returncode == 2
         assert f"pid {first.pid}" in second.stderr.decode()
         assert client.ping()
@@ -305,26 +286,19 @@ def test_an_unreadable_lake_file_is_skipped_by_readers_and_quarantined_by_the_wr
     from tests.pipeline.test_datawriter import buffer
 
     expected = buffer(client, generate(5, 3000, T0))
-    env = env_of(settings)
-    assert subprocess.run([sys.executable, "-m", "skybuffer", "write"], env=env).returncode == 0
+    assert run_cli(settings, "write").returncode == 0
     good = sorted(Path(str(settings.lake.root)).rglob("likes/**/*.parquet"))[0]
     torn = good.with_name("part-1_0-99999999999999_0.parquet")
     torn.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])  # a torn copy
-    status = subprocess.run(
-        [sys.executable, "-m", "skybuffer", "status", "--json"], env=env, capture_output=True
-    )
+    status = run_cli(settings, "status", "--json")
     assert status.returncode == 0, status.stderr.decode()
     assert str(torn) in status.stderr.decode()  # named in a warning
-    query = subprocess.run(
-        [sys.executable, "-m", "skybuffer", "query", "SELECT count(*) AS n FROM likes", "--json"],
-        env=env,
-        capture_output=True,
-    )
+    query = run_cli(settings, "query", "SELECT count(*) AS n FROM likes", "--json")
     assert query.returncode == 0, query.stderr.decode()
     likes = sum(1 for key in expected if key[1] == "app.bsky.feed.like")
     assert orjson.loads(query.stdout) == [{"n": likes}]
     expected += buffer(client, generate(6, 3000, T0))  # more for the same partitions
-    assert subprocess.run([sys.executable, "-m", "skybuffer", "write"], env=env).returncode == 0
+    assert run_cli(settings, "write").returncode == 0
     assert not torn.exists()
     assert list(Path(str(settings.lake.root), "_quarantine").rglob(torn.name))
     every_lake_file_reads(settings)

@@ -24,17 +24,16 @@ Guarantees (tests/buffer/test_consumer.py proves each):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 
 from skybuffer.buffer.codec import event_count
-from skybuffer.buffer.lease import FENCE_LUA, Lease
-from skybuffer.buffer.producer import CONNECTION_ERRORS, DeadLetter
+from skybuffer.buffer.lease import FENCE_LUA, Lease, redis_call
+from skybuffer.buffer.producer import DeadLetter
 from skybuffer.constants import DL_DETAIL, DL_RAW, DL_REASON, DL_SOURCE, WRITER_GROUP, Keys
-from skybuffer.errors import BufferForgot, CodecError, LeaseLost, RedisUnavailable
+from skybuffer.errors import BufferForgot, CodecError, LeaseLost
 
 # Compares two stream IDs in Lua (pasted into the scripts that need it).
 ID_LESS_LUA = """
@@ -395,12 +394,7 @@ class StreamConsumer:
         if type_ not in self._ready:
             self.ensure_group(type_)
 
-    @staticmethod
-    def _call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except CONNECTION_ERRORS as exc:
-            raise RedisUnavailable(str(exc)) from exc
+    _call = staticmethod(redis_call)
 
 
 def _take(batch: Batch, items: list, max_events: int) -> None:

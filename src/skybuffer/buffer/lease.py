@@ -31,6 +31,7 @@ from skybuffer.errors import LeaseHeld, LeaseLost, RedisUnavailable
 
 log = logging.getLogger(__name__)
 
+# Redis errors that mean "not reachable right now" rather than "refused".
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 # The check every fenced script starts with. KEYS[LEASE] and ARGV[TOKEN] are named by the
@@ -231,10 +232,16 @@ class Lease:
 
     @staticmethod
     def _call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except CONNECTION_ERRORS as exc:
-            raise RedisUnavailable(str(exc)) from exc
+        return redis_call(func, *args, **kwargs)
+
+
+def redis_call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``func(*args)``, with Redis's "not reachable right now" errors as RedisUnavailable
+    (the transient kind: callers back off and retry)."""
+    try:
+        return func(*args, **kwargs)
+    except CONNECTION_ERRORS as exc:
+        raise RedisUnavailable(str(exc)) from exc
 
 
 def holder_of(client: redis.Redis, key: str) -> Owner | None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import redis
 
 from skybuffer.buffer.codec import Codec
-from skybuffer.buffer.lease import FENCE_LUA, Lease
+from skybuffer.buffer.lease import CONNECTION_ERRORS, FENCE_LUA, Lease
 from skybuffer.constants import (
     CURSOR_EVENTS,
     CURSOR_POSITION,
@@ -32,9 +32,6 @@ from skybuffer.constants import (
 )
 from skybuffer.errors import BufferForgot, BufferFull, LeaseLost, RedisUnavailable
 from skybuffer.events import InvalidEvent, Reason, classify
-
-# Redis errors that mean "not reachable right now" rather than "refused".
-CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 
 @dataclass(slots=True)
