@@ -30,6 +30,7 @@ from skybuffer.ops.forget import forget_once, lake_identities
 from skybuffer.settings import Settings
 from skybuffer.sources.synthetic import generate
 from tests.conftest import stop_pid
+from tests.pipeline.test_datawriter import buffer, writer_env
 
 KEYS = Keys()
 T0 = 1_779_717_600_000_000  # 2026-05-25T14:00:00Z
@@ -44,16 +45,9 @@ def settings(make_settings: Callable[..., Settings], redis_server: ManagedRedis)
 
 
 def env_of(settings: Settings, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "SKYBUFFER_DATA_DIR": str(settings.data_dir),
-        "SKYBUFFER_REDIS__PORT": str(settings.redis.port),
-        "SKYBUFFER_METRICS__INGEST_PORT": "0",
-        "SKYBUFFER_METRICS__WRITER_PORT": "0",
-        "SKYBUFFER_WRITER__LEASE_SECONDS": "3",
-        "SKYBUFFER_INGEST__LEASE_SECONDS": "3",
-        **extra,
-    }
+    """The data dir's environment, with leases short enough to expire within a test."""
+    short = {"SKYBUFFER_WRITER__LEASE_SECONDS": "3", "SKYBUFFER_INGEST__LEASE_SECONDS": "3"}
+    return writer_env(settings, **{**short, **extra})
 
 
 def skybuffer(settings: Settings, *args: str, log: Path, **extra: str) -> subprocess.Popen[bytes]:
@@ -190,8 +184,6 @@ def test_a_second_ingester_on_one_cursor_is_refused_naming_the_first_and_adds_no
 def test_a_writer_stopped_past_its_lease_commits_nothing_after_another_took_over(
     settings: Settings, client: redis.Redis, tmp_path: Path
 ) -> None:
-    from tests.pipeline.test_datawriter import buffer
-
     expected = buffer(client, generate(3, 100_000, T0), per_entry=500)
     one_batch = {"SKYBUFFER_WRITER__BATCH_EVENTS": "10000"}
     stale = skybuffer(settings, "write", "--once", log=tmp_path / "stale.log", **one_batch)
@@ -283,8 +275,6 @@ def test_redis_forgetting_mid_run_costs_a_replay_never_an_event(
 def test_an_unreadable_lake_file_is_skipped_by_readers_and_quarantined_by_the_writer(
     settings: Settings, client: redis.Redis, tmp_path: Path
 ) -> None:
-    from tests.pipeline.test_datawriter import buffer
-
     expected = buffer(client, generate(5, 3000, T0))
     assert run_cli(settings, "write").returncode == 0
     good = sorted(Path(str(settings.lake.root)).rglob("likes/**/*.parquet"))[0]
