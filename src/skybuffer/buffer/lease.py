@@ -177,10 +177,6 @@ class Lease:
             except redis.RedisError as exc:
                 log.warning("Could not release %s (%s); it expires by itself.", self.key, exc)
 
-    def holder(self) -> Owner | None:
-        """The current owner (None when free)."""
-        return _owner(self._call(self.client.hgetall, self.key))
-
     # --- keeping it ------------------------------------------------------------------------
     def renew(self) -> bool:
         """Extend the lease; False (and ``held`` cleared) if it was not held without a
@@ -188,7 +184,7 @@ class Lease:
         the lease must then be abandoned: someone else may have done it meanwhile."""
         if not self.held:
             return False
-        if int(self._call(self._renew, keys=[self.key], args=[self.token, self.ttl_ms])):
+        if int(redis_call(self._renew, keys=[self.key], args=[self.token, self.ttl_ms])):
             return True
         self.held = False
         log.error("Lost %s: this process stalled past its expiry (or Redis forgot it).", self.key)
@@ -227,12 +223,8 @@ class Lease:
     def _try(self, dead_token: str = "") -> Owner | None:
         host = socket.gethostname()
         args = [self.token, self.ttl_ms, os.getpid(), host, self.since, self.what, dead_token]
-        reply = self._call(self._acquire, keys=[self.key], args=args)
+        reply = redis_call(self._acquire, keys=[self.key], args=args)
         return None if reply == 1 else _owner(_pairs(reply))
-
-    @staticmethod
-    def _call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return redis_call(func, *args, **kwargs)
 
 
 def redis_call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

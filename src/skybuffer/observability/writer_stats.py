@@ -10,8 +10,10 @@ metrics the same way.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -19,8 +21,18 @@ from prometheus_client.registry import Collector
 
 from skybuffer.constants import TYPES, Keys
 
+log = logging.getLogger(__name__)
 RUN_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0, 240.0, 300.0, 600.0)
 OUTCOMES = ("success", "failure", "timeout", "skipped")
+
+
+def remember(client: redis.Redis, keys: Keys, record: Callable[..., None], *args: Any) -> None:
+    """Add figures with ``record``, best effort: the work they describe is already done,
+    and at maxmemory Redis refuses HINCRBY; a lost figure must not fail it."""
+    try:
+        record(client, keys, *args)
+    except redis.RedisError as exc:
+        log.warning("Could not record the writer's figures in Redis: %s", exc)
 
 
 def record_batch(

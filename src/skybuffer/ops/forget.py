@@ -116,6 +116,7 @@ class Run:
         )
         self.server = ManagedRedis(self.settings.redis, self.settings.redis_dir)
         self.reopened = threading.Event()
+        self.replayed = 0
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
 
@@ -169,8 +170,6 @@ class Run:
 
     def _drain_loop(self) -> None:
         writer = DataWriter.from_settings(self.settings)
-        self.writer = writer
-        self.replayed = 0
         try:
             while not self.stop.is_set():
                 try:

@@ -328,12 +328,7 @@ class DataWriter:
         self._remember(writer_stats.record_batch, batch.type, *written)
 
     def _remember(self, record: Callable[..., None], *args: Any) -> None:
-        """Add figures to the Redis-kept writer stats (what the serving process exports);
-        best effort: the batch is already committed, and at maxmemory HINCRBY is refused."""
-        try:
-            record(self.client, self.keys, *args)
-        except redis.RedisError as exc:
-            log.warning("Could not record the writer's figures in Redis: %s", exc)
+        writer_stats.remember(self.client, self.keys, record, *args)
 
     def _decode(
         self, type_: str, entries: list[Entry], dead: dict[str, list[DeadLetter]]

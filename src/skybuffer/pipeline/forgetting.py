@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -72,7 +70,9 @@ class Forgetting:
         with_hours = rows.table.append_column("_hour", rows.hours)
         table, dropped = guard.drop_replayed(with_hours, mask)
         if dropped:
-            self._remember(writer_stats.record_replayed, type_, dropped)
+            writer_stats.remember(
+                self.client, self.keys, writer_stats.record_replayed, type_, dropped
+            )
             log.warning("%s: dropped %d replayed events the lake already holds.", type_, dropped)
         return table.drop_columns(["_hour"]), table["_hour"].combine_chunks(), dropped
 
@@ -107,7 +107,9 @@ class Forgetting:
                 len(ids),
                 len(paths),
             )
-            self._remember(writer_stats.record_forgot, type_, len(ids))
+            writer_stats.remember(
+                self.client, self.keys, writer_stats.record_forgot, type_, len(ids)
+            )
         self.ledger.accept(type_, redis_last)
 
     def _keep_what_redis_lost(self, type_: str, paths: list[str]) -> pa.Array:
@@ -128,9 +130,3 @@ class Forgetting:
         for entry_id in entry_ids:
             pipe.xrange(stream, entry_id, entry_id, count=1)
         return {i for i, found in zip(entry_ids, pipe.execute(), strict=True) if found}
-
-    def _remember(self, record: Callable[..., None], *args: Any) -> None:
-        try:
-            record(self.client, self.keys, *args)
-        except redis.RedisError as exc:
-            log.warning("Could not record the writer's figures in Redis: %s", exc)
