@@ -68,6 +68,13 @@ BAD_INPUTS = [
     (_commit(collection=None), Reason.BAD_COLLECTION),
     (_commit(rkey=""), Reason.BAD_RKEY),
     (_commit(operation="upsert"), Reason.BAD_OPERATION),
+    (
+        b'{"did": "did:plc:a", "time_us": 253402300800000000, "kind": "identity"}',
+        Reason.BAD_TIME_US,
+    ),  # past the year 9999: no partition for it
+    # An unknown field holding bytes that are not UTF-8: msgspec would skip it unread.
+    (_commit()[:-1] + b', "x": "\xc3\x28\xa0\xa1"}', Reason.INVALID_UTF8),
+    (_commit(rkey="k").replace(b'"k"', b'"k\xed\xb2\x80"'), Reason.INVALID_UTF8),  # a surrogate
 ]
 
 
@@ -76,3 +83,8 @@ def test_bad_input_is_rejected_with_its_reason(raw: bytes, reason: Reason) -> No
     with pytest.raises(InvalidEvent) as caught:
         classify(raw, 1000)
     assert caught.value.reason == reason
+
+
+def test_valid_utf8_beyond_ascii_is_accepted() -> None:
+    raw = _commit(rkey="k", record={"text": "héllo 🌍 日本"})
+    assert not raw.isascii() and classify(raw, 10_000) == "likes"

@@ -34,6 +34,8 @@ DL_REASON = b"reason"
 DL_SOURCE = b"source"
 DL_RAW = b"raw"
 DL_DETAIL = b"detail"
+DL_CODEC = b"codec"  # empty: raw is one event; else the codec version of a bundle of events
+DL_EVENTS = b"events"  # events in the letter (1 unless a bundle)
 
 # Cursor hash fields: the source position, the batch sequence number, and the events
 # (dead letters included) ever confirmed from this source.
@@ -60,6 +62,11 @@ class Keys:
     @property
     def deadletter(self) -> str:
         return f"{self.prefix}deadletter"
+
+    @property
+    def deadletter_counts(self) -> str:
+        """Hash reason -> dead-lettered events (kept by every script that adds or removes one)."""
+        return f"{self.prefix}deadletter:events"
 
     def cursor(self, source: str) -> str:
         return f"{self.prefix}cursor:{source}"

@@ -16,6 +16,8 @@ import orjson
 from skybuffer.constants import COLLECTION_TYPES
 
 KINDS = frozenset({"commit", "identity", "account"})
+MAX_TIME_US = 253_402_300_799_999_999
+"""9999-12-31T23:59:59.999999Z: the lake's hour partitions need four-digit years."""
 OPERATIONS = frozenset({"create", "update", "delete"})
 
 
@@ -33,7 +35,10 @@ class Reason(StrEnum):
     BAD_RKEY = "bad_rkey"
     BAD_OPERATION = "bad_operation"
     BAD_FRAME = "bad_frame"
+    INVALID_UTF8 = "invalid_utf8"
     UNDECODABLE = "undecodable_entry"
+    UNCONVERTIBLE = "unconvertible"
+    """An event the DataWriter's conversion to rows fails on (found event by event)."""
 
 
 class InvalidEvent(ValueError):
@@ -72,17 +77,31 @@ def classify(raw: bytes, max_bytes: int) -> str:
     """
     if len(raw) > max_bytes:
         raise InvalidEvent(Reason.TOO_LARGE, f"{len(raw)} bytes > limit {max_bytes}")
+    if not raw.isascii():
+        check_utf8(raw)
     try:
         envelope = _ENVELOPE.decode(raw)
     except msgspec.DecodeError:
         return _classify_slowly(raw)
-    if envelope.did.startswith("did:") and envelope.time_us > 0:
+    if envelope.did.startswith("did:") and 0 < envelope.time_us <= MAX_TIME_US:
         if envelope.kind != "commit":
             return "other"
         commit = envelope.commit
         if commit and commit.collection and commit.rkey and commit.operation in OPERATIONS:
             return COLLECTION_TYPES.get(commit.collection, "other")
     return _classify_slowly(raw)
+
+
+def check_utf8(raw: bytes) -> None:
+    """Raise InvalidEvent(INVALID_UTF8) unless ``raw`` is valid UTF-8. JSON text must be
+    (RFC 8259), msgspec skips the fields it does not decode without looking, and the
+    DataWriter's DuckDB refuses a whole batch over one bad byte: so the ingester checks."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(
+            Reason.INVALID_UTF8, f"byte {exc.start} of {len(raw)}: {exc.reason}"
+        ) from None
 
 
 def _classify_slowly(raw: bytes) -> str:
@@ -101,7 +120,7 @@ def type_of(event: dict) -> str:
     if not isinstance(did, str) or not did.startswith("did:"):
         raise InvalidEvent(Reason.BAD_DID, repr(did)[:100])
     time_us = event.get("time_us")
-    if type(time_us) is not int or time_us <= 0:
+    if type(time_us) is not int or not 0 < time_us <= MAX_TIME_US:
         raise InvalidEvent(Reason.BAD_TIME_US, repr(time_us)[:100])
     kind = event.get("kind")
     if not isinstance(kind, str):

@@ -19,11 +19,12 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from skybuffer.buffer.codec import Codec
+from skybuffer.buffer.codec import Codec, Decoder
+from skybuffer.buffer.deadletter import DeadLetterStore
 from skybuffer.buffer.producer import Encoder, Producer
 from skybuffer.buffer.server import ManagedRedis
 from skybuffer.cli import app
-from skybuffer.constants import DL_DETAIL, DL_RAW, DL_REASON, TYPES, Keys
+from skybuffer.constants import COLLECTION_TYPES, TYPES, Keys
 from skybuffer.errors import LeaseHeld
 from skybuffer.events import classify, identity
 from skybuffer.lake.query import run_query
@@ -107,6 +108,19 @@ def settings(make_settings: Callable[..., Settings], redis_server: ManagedRedis)
 def writer(settings: Settings, **overrides: object) -> DataWriter:
     parts = settings.model_copy(update={"writer": settings.writer.model_copy(update=overrides)})
     return DataWriter.from_settings(parts)
+
+
+def events_by_type_lists(lines: Iterable[bytes]) -> dict[str, list[bytes]]:
+    """The lines by type, in order (what one ingest batch makes its entries of)."""
+    grouped: dict[str, list[bytes]] = {}
+    for line in lines:
+        grouped.setdefault(classify_type(line), []).append(line)
+    return grouped
+
+
+def classify_type(line: bytes) -> str:
+    commit = orjson.loads(line).get("commit") or {}
+    return COLLECTION_TYPES.get(commit.get("collection", ""), "other")
 
 
 def events_by_type(lines: Iterable[bytes]) -> dict[str, Counter[bytes]]:
@@ -245,22 +259,56 @@ def test_undecodable_entries_and_bad_lines_go_to_dead_letters_and_the_rest_to_th
     buffer(client, [like])
     poison = client.xadd(stream, {b"v": b"1", b"n": b"3", b"d": b"not zstd at all"}).decode()
     client.xadd(stream, Codec().encode([like, b"{broken", like]))  # type: ignore[arg-type]
-    not_utf8 = Codec().encode([like.replace(b"did:plc:", b"did:\xff:")])
-    client.xadd(stream, not_utf8)  # type: ignore[arg-type]
+    not_utf8 = like.replace(b"did:plc:", b"did:\xff:")
+    client.xadd(stream, Codec().encode([like, not_utf8, like]))  # type: ignore[arg-type]
     client.xadd(stream, Codec().encode([like]))  # type: ignore[arg-type]
-    client.hincrby(KEYS.event_counts, "likes", 8)
+    client.hincrby(KEYS.event_counts, "likes", 10)
     result = drain_once(settings)
-    assert result.ok and result.types["likes"].rows == 4
-    assert result.types["likes"].deadletters == 3
-    letters = [fields for _, fields in client.xrange(KEYS.deadletter)]
-    assert [f[DL_REASON] for f in letters] == [
-        b"undecodable_entry",
-        b"not_json",
-        b"undecodable_entry",
+    assert result.ok and result.types["likes"].rows == 6
+    assert result.types["likes"].deadletters == 5  # 3 in the poison entry, 2 bad lines
+    letters = list(DeadLetterStore(client, KEYS).scan())
+    assert [(d.reason, d.events) for d in letters] == [
+        ("undecodable_entry", 3),
+        ("not_json", 1),
+        ("invalid_utf8", 1),
     ]
-    assert poison.encode() in letters[0][DL_DETAIL] and letters[0][DL_RAW] == b"not zstd at all"
-    assert letters[1][DL_RAW] == b"{broken"
-    assert letters[2][DL_RAW] == not_utf8[b"d"]  # the entry as stored: nothing is lost
+    assert poison in letters[0].detail and letters[0].raw == b"not zstd at all"
+    decoder = Decoder()
+    assert letters[1].expand(decoder) == [b"{broken"] and "events 1 of entry" in letters[1].detail
+    assert letters[2].expand(decoder) == [not_utf8]  # the bytes as buffered: nothing is lost
+    assert DeadLetterStore(client, KEYS).counts() == {
+        "invalid_utf8": 1,
+        "not_json": 1,
+        "undecodable_entry": 3,
+    }
+    assert_drained(client, settings)
+
+
+def test_one_bad_byte_costs_one_event_not_its_entry(
+    settings: Settings, client: redis.Redis
+) -> None:
+    """Entries written by an ingester that did not check UTF-8 (an older version)."""
+    lines = generate(3, 5000, T0)
+    expected = Counter(identity(orjson.loads(line)) for line in lines)
+    grouped = events_by_type_lists(lines)
+    likes = grouped["likes"]
+    bad = [likes[i][:-1] + b',"x":"\xc3\x28\xa0\xa1"}' for i in (0, len(likes) // 2, -1)]
+    grouped["likes"] = [
+        bad[0],
+        *likes[: len(likes) // 2],
+        bad[1],
+        *likes[len(likes) // 2 :],
+        bad[2],
+    ]
+    for type_, group in grouped.items():
+        client.xadd(KEYS.stream(type_), Codec().encode(group))  # type: ignore[arg-type]
+        client.hincrby(KEYS.event_counts, type_, len(group))
+    result = drain_once(settings)
+    assert result.ok
+    assert lake_identities(settings) == expected  # every valid neighbour reached the lake
+    letters = list(DeadLetterStore(client, KEYS).scan())
+    assert [(d.reason, d.events) for d in letters] == [("invalid_utf8", 3)]
+    assert letters[0].expand(Decoder()) == bad
     assert_drained(client, settings)
 
 

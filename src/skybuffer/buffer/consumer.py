@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 import redis
 
 from skybuffer.buffer.codec import event_count
+from skybuffer.buffer.deadletter import ADD_LETTER_LUA, LETTER_FIELDS, DeadLetter
 from skybuffer.buffer.lease import FENCE_LUA, Lease, redis_call
-from skybuffer.buffer.producer import DeadLetter
-from skybuffer.constants import DL_DETAIL, DL_RAW, DL_REASON, DL_SOURCE, WRITER_GROUP, Keys
+from skybuffer.constants import WRITER_GROUP, Keys
 from skybuffer.errors import BufferForgot, CodecError, LeaseLost
 
 # Compares two stream IDs in Lua (pasted into the scripts that need it).
@@ -48,16 +48,21 @@ local function less(a, b)
 end
 """
 
-# KEYS: stream, event-count hash, dead-letter stream, writer lease, committed-IDs hash.
-# ARGV: group, type, lease token ('' unleased), lease ttl ms, the last ID this type
-# committed by the lake's own record ('' unknown), then per entry: id, events, k, and k
-# dead letters of 4 fields each.
+# KEYS: stream, event-count hash, dead-letter stream, writer lease, committed-IDs hash,
+# dead-letter counts. ARGV: group, type, lease token ('' unleased), lease ttl ms, the last
+# ID this type committed by the lake's own record ('' unknown), then per entry: id, events,
+# k, and k dead letters of six values each (buffer/deadletter.py).
+# allow-oom, because committing is what frees memory at maxmemory. The dead letters it
+# adds do not undo that: each replaces the entry it came from, deleted in the same call,
+# and is a bundle of some of that entry's events, encoded as the entry was (no larger).
 COMMIT_SCRIPT = (
     "#!lua flags=allow-oom\n"
     + FENCE_LUA
     + ID_LESS_LUA
+    + ADD_LETTER_LUA
     + """
 local stream, counts, deadletter, lease, committed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local letter_counts = KEYS[6]
 local group, type_, token, ttl, lake_last = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 if token ~= '' and not fence(lease, token, ttl) then
   return redis.error_reply('FENCED this DataWriter no longer holds ' .. lease)
@@ -79,25 +84,17 @@ while i <= #ARGV do
   if less(top, id) then top = id end
   for _ = 1, k do
     if deleted then
-      redis.call('XADD', deadletter, '*', '@reason', ARGV[i], '@source', ARGV[i + 1],
-                 '@raw', ARGV[i + 2], '@detail', ARGV[i + 3])
-      letters = letters + 1
+      add_letter(deadletter, letter_counts, ARGV, i)
+      letters = letters + tonumber(ARGV[i + 5])
     end
-    i = i + 4
+    i = i + @letter_fields
   end
 end
 if removed ~= 0 then redis.call('HINCRBY', counts, type_, -removed) end
 if top ~= last then redis.call('HSET', committed, type_, top) end
 return {entries, removed, letters}
-"""
+""".replace("@letter_fields", str(LETTER_FIELDS))
 )
-for _token, _field in (
-    ("@reason", DL_REASON),
-    ("@source", DL_SOURCE),
-    ("@raw", DL_RAW),
-    ("@detail", DL_DETAIL),
-):
-    COMMIT_SCRIPT = COMMIT_SCRIPT.replace(_token, _field.decode())
 
 # KEYS: stream. ARGV: group. XGROUP CREATE is denyoom: a writer meeting a full Redis
 # for the first time must still be able to create its group, or it could never drain it.
@@ -181,7 +178,7 @@ class Batch:
 
 @dataclass(frozen=True)
 class Commit:
-    """What a commit removed: entries, their events, dead letters written."""
+    """What a commit removed: entries, their events; and the events it dead-lettered."""
 
     entries: int
     events: int
@@ -355,13 +352,14 @@ class StreamConsumer:
             letters = deadletters.get(entry.id, ())
             args += [entry.id, entry.events, len(letters)]
             for dead in letters:
-                args += [str(dead.reason), source, dead.raw, dead.detail]
+                args += dead.args(source)
         keys = [
             self.keys.stream(type_),
             self.keys.event_counts,
             self.keys.deadletter,
             self.keys.writer_lease,
             self.keys.writer_committed,
+            self.keys.deadletter_counts,
         ]
         try:
             done, events, letters_written = self._call(self._commit, keys=keys, args=args)

@@ -18,27 +18,11 @@ from dataclasses import dataclass, field
 import redis
 
 from skybuffer.buffer.codec import Codec
+from skybuffer.buffer.deadletter import ADD_LETTER_LUA, LETTER_FIELDS, DeadLetter
 from skybuffer.buffer.lease import CONNECTION_ERRORS, FENCE_LUA, Lease
-from skybuffer.constants import (
-    CURSOR_EVENTS,
-    CURSOR_POSITION,
-    CURSOR_SEQ,
-    DL_DETAIL,
-    DL_RAW,
-    DL_REASON,
-    DL_SOURCE,
-    TYPES,
-    Keys,
-)
+from skybuffer.constants import CURSOR_EVENTS, CURSOR_POSITION, CURSOR_SEQ, TYPES, Keys
 from skybuffer.errors import BufferForgot, BufferFull, LeaseLost, RedisUnavailable
 from skybuffer.events import InvalidEvent, Reason, classify
-
-
-@dataclass(slots=True)
-class DeadLetter:
-    reason: str
-    raw: bytes
-    detail: str = ""
 
 
 @dataclass(slots=True)
@@ -126,17 +110,19 @@ class Encoder:
         return self.pack(seq, self.classify(position, events, rejects))
 
 
-# KEYS: cursor, event counts, dead-letter stream, lease, then one stream per entry.
+# KEYS: cursor, event counts, dead-letter stream, lease, dead-letter counts, then one
+# stream per entry.
 # ARGV: lease token ('' for an unleased producer), lease ttl ms, expected seq, new seq,
 # position, events, entry count, dead-letter count; per entry: type, events, field count,
-# fields...; per dead letter: reason, source, raw, detail.
+# fields...; per dead letter: reason, source, raw, detail, codec, events.
 # No allow-oom flag: at maxmemory the whole script is refused before it starts (OOM), so
 # a batch lands whole or not at all.
 WRITE_SCRIPT = (
     "#!lua\n"
     + FENCE_LUA
+    + ADD_LETTER_LUA
     + """
-local cursor, counts, deadletter, lease = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local cursor, counts, deadletter, lease, letter_counts = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if ARGV[1] ~= '' and not fence(lease, ARGV[1], ARGV[2]) then
   return redis.error_reply('FENCED this ingester no longer holds ' .. lease)
 end
@@ -149,14 +135,13 @@ end
 local i = 9
 for e = 1, tonumber(ARGV[7]) do
   local type_, events, k = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  redis.call('XADD', KEYS[4 + e], '*', unpack(ARGV, i + 3, i + 2 + 2 * k))
+  redis.call('XADD', KEYS[5 + e], '*', unpack(ARGV, i + 3, i + 2 + 2 * k))
   redis.call('HINCRBY', counts, type_, events)
   i = i + 3 + 2 * k
 end
 for _ = 1, tonumber(ARGV[8]) do
-  redis.call('XADD', deadletter, '*', '@reason', ARGV[i], '@source', ARGV[i + 1],
-             '@raw', ARGV[i + 2], '@detail', ARGV[i + 3])
-  i = i + 4
+  add_letter(deadletter, letter_counts, ARGV, i)
+  i = i + @letter_fields
 end
 redis.call('HSET', cursor, '@position', ARGV[5], '@seq', new)
 redis.call('HINCRBY', cursor, '@events', ARGV[6])
@@ -164,10 +149,7 @@ return 1
 """
 )
 for _token, _name in (
-    ("@reason", DL_REASON),
-    ("@source", DL_SOURCE),
-    ("@raw", DL_RAW),
-    ("@detail", DL_DETAIL),
+    ("@letter_fields", str(LETTER_FIELDS).encode()),
     ("@position", CURSOR_POSITION),
     ("@seq", CURSOR_SEQ),
     ("@events", CURSOR_EVENTS),
@@ -214,7 +196,13 @@ class Producer:
         Raises BufferForgot when the cursor is behind the batch before this one (Redis
         lost confirmed batches), LeaseLost when another ingester owns the source now.
         """
-        keys = [self.cursor_key, self.keys.event_counts, self.keys.deadletter, self._lease_key]
+        keys = [
+            self.cursor_key,
+            self.keys.event_counts,
+            self.keys.deadletter,
+            self._lease_key,
+            self.keys.deadletter_counts,
+        ]
         args: list[bytes | str | int] = [
             self.lease.token if self.lease else "",
             self.lease.ttl_ms if self.lease else 0,
@@ -231,7 +219,7 @@ class Producer:
             for name, value in fields.items():
                 args += [name, value]
         for dead in batch.deadletters:
-            args += [str(dead.reason), self.source, dead.raw, dead.detail]
+            args += dead.args(self.source)
         return self._execute(keys, args, batch)
 
     @property
@@ -276,15 +264,6 @@ class Producer:
             raise RedisUnavailable(str(exc)) from exc
         maxmemory = int(info.get("maxmemory", 0))
         return int(info["used_memory"]) / maxmemory if maxmemory else 0.0
-
-
-def _deadletter_fields(dead: DeadLetter, source: str) -> dict[bytes, bytes]:
-    return {
-        DL_REASON: str(dead.reason).encode(),
-        DL_SOURCE: source.encode(),
-        DL_RAW: dead.raw,
-        DL_DETAIL: dead.detail.encode(),
-    }
 
 
 __all__ = ["Batch", "Checkpoint", "Classified", "DeadLetter", "Encoder", "Producer", "Reason"]

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import orjson
 
-from skybuffer.buffer.producer import Batch, DeadLetter
+from skybuffer.buffer.deadletter import DeadLetter
+from skybuffer.buffer.producer import Batch
 
 _HEADER = struct.Struct("<II")  # payload length, crc32
 
@@ -73,7 +74,15 @@ def _pack(batch: Batch) -> bytes:
         blobs.extend(fields[n] for n in names)
     dead = []
     for letter in batch.deadletters:
-        dead.append([str(letter.reason), letter.detail, len(letter.raw)])
+        dead.append(
+            [
+                str(letter.reason),
+                letter.detail,
+                len(letter.raw),
+                letter.codec.decode(),
+                letter.events,
+            ]
+        )
         blobs.append(letter.raw)
     header = orjson.dumps(
         {
@@ -100,8 +109,10 @@ def _unpack(payload: bytes) -> Batch:
             offset += length
         entries[type_], counts[type_] = entry, count
     dead = []
-    for reason, detail, length in header["dead"]:
-        dead.append(DeadLetter(reason, payload[offset : offset + length], detail))
+    for reason, detail, length, *bundle in header["dead"]:
+        codec, events = bundle or ("", 1)  # spools of older versions: single events
+        raw = payload[offset : offset + length]
+        dead.append(DeadLetter(reason, raw, detail, codec.encode(), events))
         offset += length
     return Batch(header["seq"], header["position"], entries, counts, dead, header["raw_bytes"])
 

@@ -31,10 +31,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from skybuffer.constants import TYPES
+from skybuffer.events import MAX_TIME_US
 
 SCHEMA_VERSION = "1"
 HOUR_US = 3_600_000_000
-MAX_TIME_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z: partitions need 4-digit years
 STRING, INT64, UTC_US = pa.string(), pa.int64(), pa.timestamp("us", tz="UTC")
 STRINGS = pa.list_(pa.string())
 

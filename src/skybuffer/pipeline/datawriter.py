@@ -26,8 +26,9 @@ Guarantees beyond that:
   record of the type's last commit with the lake ledger's, and the commit carries the
   ledger's, refused (FORGOT) when Redis's is behind; the lake then drops replayed copies
   of what it already holds.
-- An entry that cannot be decoded, and a line inside one that is not a usable event, go
-  to the dead-letter stream (with the reason) in the batch's commit; they never block.
+- One bad event costs only itself (pipeline/conversion.py): an entry that cannot be
+  decoded, and each event that is not usable, go to the dead-letter stream with the
+  reason, in the batch's commit; they never block, and never take their neighbours along.
 - A lake write that fails fails the type's run with the path and cause; nothing of the
   batch is acknowledged, the next run retries it.
 
@@ -46,28 +47,23 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import duckdb
-import pyarrow as pa
 import redis
 
-from skybuffer.buffer.codec import Decoder
 from skybuffer.buffer.consumer import Batch, Commit, Entry, StreamConsumer, id_key
+from skybuffer.buffer.deadletter import DeadLetter
 from skybuffer.buffer.lease import Lease
-from skybuffer.buffer.producer import DeadLetter
-from skybuffer.constants import FIELD_DATA, TYPES, Keys
+from skybuffer.constants import TYPES, Keys
 from skybuffer.errors import (
     BufferForgot,
-    CodecError,
     ConfigError,
     LakeWriteError,
     LeaseHeld,
     LeaseLost,
 )
-from skybuffer.events import Reason
 from skybuffer.lake.ledger import Ledger
-from skybuffer.lake.schema import RowBuilder, Rows, entries_table
 from skybuffer.lake.writer import LakeWriter, PartFile, WrittenFile
 from skybuffer.observability import metrics, writer_stats
+from skybuffer.pipeline.conversion import Converter
 from skybuffer.pipeline.forgetting import Forgetting
 from skybuffer.settings import LakeSettings, Settings, WriterSettings
 
@@ -76,8 +72,6 @@ log = logging.getLogger(__name__)
 FAULT_STEPS = ("after_first_file", "before_ack", "before_trim")
 """Where ``writer.fault`` makes the process exit abruptly (os._exit), for crash tests."""
 FAULT_EXIT_CODE = 86
-MAX_LINE_BYTES = 1_000_000
-"""A rejected line goes to the dead letters up to this size (the ingester's event limit)."""
 
 
 @dataclass
@@ -195,8 +189,7 @@ class DataWriter:
             self.ledger,
             writer.replay_guard_seconds,
         )
-        self.rows = RowBuilder()
-        self.decoder = Decoder()
+        self.converter = Converter(keys.stream)
         self.chunk_events = lake.row_group_rows
 
     @classmethod
@@ -211,7 +204,7 @@ class DataWriter:
     def close(self) -> None:
         if not self._adopted:
             self.lease.release()
-        self.rows.close()
+        self.converter.close()
 
     @property
     def _longest_run(self) -> float:
@@ -303,13 +296,15 @@ class DataWriter:
         staged = self.lake.stage(batch.type, batch.ids[0])
         try:
             for chunk in _chunks(batch.entries, self.chunk_events):
-                entries = self._decode(batch.type, chunk, dead)
-                rows = self._rows(batch.type, entries, chunk, dead)
+                converted = self.converter.convert(batch.type, chunk)
+                for entry_id, letters in converted.dead.items():
+                    dead.setdefault(entry_id, []).extend(letters)
+                rows = converted.rows
                 if rows is not None and rows.table.num_rows:
                     table, hours, replayed = self.forgetting.unreplayed(batch.type, rows)
                     result.replayed += replayed
                     staged.append(table, hours)
-                del rows, entries
+                del rows, converted
             parts = staged.finish()
         except LakeWriteError as exc:
             staged.abort()
@@ -329,83 +324,6 @@ class DataWriter:
 
     def _remember(self, record: Callable[..., None], *args: Any) -> None:
         writer_stats.remember(self.client, self.keys, record, *args)
-
-    def _decode(
-        self, type_: str, entries: list[Entry], dead: dict[str, list[DeadLetter]]
-    ) -> pa.Table | None:
-        """The decodable entries as a row-builder input; dead letters for the rest."""
-        ids: list[str] = []
-        payloads: list[bytes] = []
-        for entry in entries:
-            if not entry.fields:
-                continue  # deleted while pending: only acknowledged
-            try:
-                events = self.decoder.decode(entry.fields)
-            except CodecError as exc:
-                dead[entry.id] = [self._undecodable(type_, entry, exc)]
-                continue
-            if events:
-                ids.append(entry.id)
-                payloads.append(b"\n".join(events))
-        return entries_table(ids, payloads) if ids else None
-
-    def _undecodable(self, type_: str, entry: Entry, exc: Exception) -> DeadLetter:
-        """The dead letter of a whole entry: its payload as stored, so nothing is lost."""
-        detail = f"entry {entry.id} of {self.keys.stream(type_)}: {exc}"[:2000]
-        return DeadLetter(Reason.UNDECODABLE, entry.fields.get(FIELD_DATA, b""), detail)
-
-    def _rows(
-        self,
-        type_: str,
-        entries: pa.Table | None,
-        chunk: list[Entry],
-        dead: dict[str, list[DeadLetter]],
-    ) -> Rows | None:
-        """Rows of the entries; an entry DuckDB cannot take at all is isolated and
-        dead-lettered, the rest of the batch goes on."""
-        if entries is None:
-            return None
-        try:
-            rows = self.rows.build(type_, entries)
-        except (duckdb.Error, pa.ArrowException) as exc:
-            log.warning("%s: converting the batch failed (%s); isolating the entry at fault.",
-                        type_, exc)  # fmt: skip
-            entries = self._isolate(type_, entries, {e.id: e for e in chunk}, dead, exc)
-            if entries is None:
-                return None
-            rows = self.rows.build(type_, entries)
-        stream = self.keys.stream(type_)
-        for r in rows.rejects:
-            detail = f"event {r.stream_index} of entry {r.stream_id} of {stream}"
-            letter = DeadLetter(r.reason, r.line[:MAX_LINE_BYTES], detail)
-            dead.setdefault(r.stream_id, []).append(letter)
-        return rows
-
-    def _isolate(
-        self,
-        type_: str,
-        entries: pa.Table,
-        originals: dict[str, Entry],
-        dead: dict[str, list[DeadLetter]],
-        failure: Exception,
-    ) -> pa.Table | None:
-        """The entries that convert on their own; dead letters for those that do not.
-        If none converts, the fault is not in the data (DuckDB itself failed): re-raise,
-        so the batch is retried instead of dead-lettered."""
-        good, bad = [], {}
-        for i in range(entries.num_rows):
-            one = entries.slice(i, 1)
-            try:
-                self.rows.build(type_, one)
-            except (duckdb.Error, pa.ArrowException) as exc:
-                entry_id = one["stream_id"][0].as_py()
-                bad[entry_id] = [self._undecodable(type_, originals[entry_id], exc)]
-                continue
-            good.append(one)
-        if not good and len(bad) > 1:
-            raise failure
-        dead.update(bad)
-        return pa.concat_tables(good) if good else None
 
     def _publish_and_commit(
         self, batch: Batch, parts: list[PartFile], dead: dict[str, list[DeadLetter]]
@@ -545,7 +463,7 @@ def _record_batch(
     size = sum(f.bytes for f in files)
     if letters:
         for letter in (d for ds in dead.values() for d in ds):
-            metrics.DEADLETTER_EVENTS.labels(str(letter.reason)).inc()
+            metrics.DEADLETTER_EVENTS.labels(str(letter.reason)).inc(letter.events)
     ids = batch.ids
     log.info(
         "%s: %d rows in %d files (%d bytes) from %d entries %s..%s, %d dead letters, %.2fs.",

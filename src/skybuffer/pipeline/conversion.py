@@ -1,0 +1,209 @@
+"""Stream entries -> lake rows, where one bad event costs only itself.
+
+The DataWriter converts a chunk of entries in one DuckDB query (lake/schema.py). Lines
+that are not usable events come back as rejects; but some inputs make the whole query
+fail (a byte that is not UTF-8 fails the cast of the entire chunk). Then the chunk is
+salvaged: entry by entry, and inside a failing entry event by event (bytes that are not
+UTF-8 are found directly, anything else by bisection), so exactly the events at fault are
+dead-lettered, with their reason, and every other event of the chunk reaches the lake.
+A salvaged event's line is replaced by a placeholder, so its neighbours keep their
+positions (``stream_index``) and a rerun writes the same rows.
+
+If no event of a chunk converts, the fault is not in the data (DuckDB itself failed): the
+error is raised, so the batch is retried instead of dead-lettered.
+
+Dead letters are bundles (buffer/deadletter.py): the bad events of one entry that share a
+reason, encoded as the entry was; an entry that cannot be decoded is one bundle, as stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+
+from skybuffer.buffer.codec import Codec, Decoder
+from skybuffer.buffer.consumer import Entry
+from skybuffer.buffer.deadletter import DeadLetter
+from skybuffer.constants import FIELD_COUNT, FIELD_DATA, FIELD_VERSION
+from skybuffer.errors import CodecError
+from skybuffer.events import InvalidEvent, Reason, check_utf8
+from skybuffer.lake.schema import RowBuilder, Rows, entries_table
+
+log = logging.getLogger(__name__)
+
+CONVERSION_ERRORS = (duckdb.Error, pa.ArrowException)
+PLACEHOLDER = b"null"
+"""Stands for a salvaged event: valid UTF-8 that converts (to a reject, dropped here)."""
+DETAIL_BYTES = 2000
+
+
+@dataclass
+class Converted:
+    """A chunk's rows (None when no event converted) and its dead letters by entry ID."""
+
+    rows: Rows | None
+    dead: dict[str, list[DeadLetter]] = field(default_factory=dict)
+
+    @property
+    def deadlettered_events(self) -> int:
+        return sum(d.events for ds in self.dead.values() for d in ds)
+
+
+@dataclass
+class _BadEvents:
+    """The bad events of a chunk: entry ID -> reason -> [(index, line, detail)]."""
+
+    found: dict[str, dict[str, list[tuple[int, bytes, str]]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
+
+    def add(self, entry_id: str, index: int, reason: str, line: bytes, detail: str) -> None:
+        self.found[entry_id][reason].append((index, line, detail))
+
+    def indexes(self, entry_id: str) -> set[int]:
+        return {i for events in self.found.get(entry_id, {}).values() for i, _, _ in events}
+
+
+class Converter:
+    """Converts chunks of one DataWriter's entries (not thread-safe: one per writer)."""
+
+    def __init__(self, stream_name: Callable[[str], str], rows: RowBuilder | None = None) -> None:
+        self.stream_name = stream_name
+        """type -> stream key, for the dead letters' detail."""
+        self.rows = rows or RowBuilder()
+        self.decoder = Decoder()
+        self.codec = Codec()
+
+    def close(self) -> None:
+        self.rows.close()
+
+    def convert(self, type_: str, chunk: list[Entry]) -> Converted:
+        """Rows of the chunk's events; dead letters for what cannot be used."""
+        converted = Converted(None)
+        ids, payloads = self._decode(type_, chunk, converted)
+        if not ids:
+            return converted
+        bad = _BadEvents()
+        rows: Rows | None
+        try:
+            rows = self.rows.build(type_, entries_table(ids, payloads))
+        except CONVERSION_ERRORS as exc:
+            log.warning(
+                "%s: converting %d entries failed (%s); salvaging them event by event.",
+                type_,
+                len(ids),
+                type(exc).__name__,
+            )
+            rows = self._salvage(type_, ids, payloads, bad, exc)
+        if rows is not None:
+            for r in rows.rejects:
+                if r.stream_index not in bad.indexes(r.stream_id):
+                    bad.add(r.stream_id, r.stream_index, r.reason, r.line, "")
+        converted.rows = rows
+        self._bundle(type_, bad, converted)
+        return converted
+
+    # --- decoding --------------------------------------------------------------------------
+    def _decode(
+        self, type_: str, chunk: list[Entry], converted: Converted
+    ) -> tuple[list[str], list[bytes]]:
+        ids: list[str] = []
+        payloads: list[bytes] = []
+        for entry in chunk:
+            if not entry.fields:
+                continue  # deleted while pending: only acknowledged
+            try:
+                events = self.decoder.decode(entry.fields)
+            except CodecError as exc:
+                converted.dead[entry.id] = [self._undecodable(type_, entry, exc)]
+                continue
+            if events:
+                ids.append(entry.id)
+                payloads.append(b"\n".join(events))
+        return ids, payloads
+
+    def _undecodable(self, type_: str, entry: Entry, exc: Exception) -> DeadLetter:
+        """A whole entry as one bundle, its payload as stored, so nothing is lost."""
+        detail = f"entry {entry.id} of {self.stream_name(type_)}: {exc}"[:DETAIL_BYTES]
+        fields = entry.fields
+        try:
+            events = int(fields.get(FIELD_COUNT, b"0"))
+        except ValueError:
+            events = 0
+        codec = fields.get(FIELD_VERSION) or b"unknown"
+        return DeadLetter(Reason.UNDECODABLE, fields.get(FIELD_DATA, b""), detail, codec, events)
+
+    # --- salvaging -------------------------------------------------------------------------
+    def _salvage(
+        self,
+        type_: str,
+        ids: list[str],
+        payloads: list[bytes],
+        bad: _BadEvents,
+        failure: Exception,
+    ) -> Rows | None:
+        tested = found = 0
+        kept: list[bytes] = []
+        for entry_id, payload in zip(ids, payloads, strict=True):
+            if self._converts(type_, [payload]):
+                kept.append(payload)
+                continue
+            lines = payload.split(b"\n")
+            for i, line in enumerate(lines):
+                try:
+                    check_utf8(line)
+                except InvalidEvent as exc:
+                    bad.add(entry_id, i, exc.reason, line, exc.detail)
+            rest = [i for i in range(len(lines)) if i not in bad.indexes(entry_id)]
+            failing = self._failing(type_, lines, rest)
+            tested, found = tested + len(rest), found + len(failing)
+            for i, detail in failing.items():
+                bad.add(entry_id, i, Reason.UNCONVERTIBLE, lines[i], detail)
+            skip = bad.indexes(entry_id)
+            kept.append(b"\n".join(PLACEHOLDER if i in skip else x for i, x in enumerate(lines)))
+        if tested > 1 and found == tested:
+            raise failure
+        return self.rows.build(type_, entries_table(ids, kept))
+
+    def _converts(self, type_: str, payloads: list[bytes]) -> bool:
+        try:
+            self.rows.build(type_, entries_table(["0-0"] * len(payloads), payloads))
+        except CONVERSION_ERRORS:
+            return False
+        return True
+
+    def _failing(self, type_: str, lines: list[bytes], indexes: list[int]) -> dict[int, str]:
+        """The lines among ``indexes`` the conversion fails on alone, by bisection."""
+        if not indexes or self._converts(type_, [b"\n".join(lines[i] for i in indexes)]):
+            return {}
+        if len(indexes) == 1:
+            try:
+                self.rows.build(type_, entries_table(["0-0"], [lines[indexes[0]]]))
+            except CONVERSION_ERRORS as exc:
+                return {indexes[0]: f"{type(exc).__name__}: {exc}"[:DETAIL_BYTES]}
+            return {}
+        half = len(indexes) // 2
+        return self._failing(type_, lines, indexes[:half]) | self._failing(
+            type_, lines, indexes[half:]
+        )
+
+    # --- dead letters ------------------------------------------------------------------------
+    def _bundle(self, type_: str, bad: _BadEvents, converted: Converted) -> None:
+        stream = self.stream_name(type_)
+        for entry_id, reasons in bad.found.items():
+            for reason, events in reasons.items():
+                events.sort()
+                indexes = ",".join(str(i) for i, _, _ in events)
+                first = next((d for _, _, d in events if d), "")
+                detail = f"events {indexes} of entry {entry_id} of {stream}"
+                detail = (detail + (f": {first}" if first else ""))[:DETAIL_BYTES]
+                fields = self.codec.encode([line for _, line, _ in events])
+                letter = DeadLetter(
+                    reason, fields[FIELD_DATA], detail, fields[FIELD_VERSION], len(events)
+                )
+                converted.dead.setdefault(entry_id, []).append(letter)
