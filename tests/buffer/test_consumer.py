@@ -11,9 +11,9 @@ import redis
 
 from skybuffer.buffer.codec import Codec
 from skybuffer.buffer.consumer import StreamConsumer
-from skybuffer.buffer.producer import DeadLetter
+from skybuffer.buffer.deadletter import DeadLetter
 from skybuffer.buffer.server import ManagedRedis
-from skybuffer.constants import DL_DETAIL, DL_RAW, DL_REASON, DL_SOURCE, Keys
+from skybuffer.constants import DL_CODEC, DL_DETAIL, DL_EVENTS, DL_RAW, DL_REASON, DL_SOURCE, Keys
 
 KEYS = Keys()
 LIKE = (
@@ -115,14 +115,19 @@ def test_committing_the_same_entries_twice_counts_them_once(client: redis.Redis)
 def test_dead_letters_are_written_with_the_commit_of_their_entry(client: redis.Redis) -> None:
     entry_id = add(client, 1)[0]
     reader = consumer(client)
-    letter = DeadLetter("undecodable_entry", b"\x00raw", f"entry {entry_id}: corrupt")
+    letter = DeadLetter("undecodable_entry", b"\x00raw", f"entry {entry_id}: corrupt", b"1", 3)
     done = reader.commit("likes", reader.read_batch("likes", 100).entries, {entry_id: [letter]})
-    assert done.deadletters == 1
+    assert done.deadletters == 3  # events, not letters
     [(_, fields)] = client.xrange(KEYS.deadletter)
     assert fields == {
-        DL_REASON: b"undecodable_entry", DL_SOURCE: b"datawriter", DL_RAW: b"\x00raw",
+        DL_REASON: b"undecodable_entry",
+        DL_SOURCE: b"datawriter",
+        DL_RAW: b"\x00raw",
         DL_DETAIL: f"entry {entry_id}: corrupt".encode(),
-    }  # fmt: skip
+        DL_CODEC: b"1",
+        DL_EVENTS: b"3",
+    }
+    assert client.hgetall(KEYS.deadletter_counts) == {b"undecodable_entry": b"3"}
 
 
 def test_trim_never_removes_an_entry_that_is_pending_or_not_yet_delivered(
