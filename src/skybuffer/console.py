@@ -51,6 +51,11 @@ def status_table(status: BufferStatus) -> Table:
     )
     if lake is not None:
         table.caption += f" · lake {lake.root}" + (f" ({lake.error})" if lake.error else "")
+    if status.deadletter_events:
+        reasons = ", ".join(f"{r} {n:,}" for r, n in status.deadletter_events.items())
+        table.caption += (
+            f"\ndead-lettered events by reason: {reasons} (`skybuffer deadletter list`)"
+        )
     for role, owner in status.owners.items():
         table.caption += f"\n{role}: {owner}"
     return table

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 import redis
 
 from skybuffer.buffer.codec import event_count
-from skybuffer.buffer.deadletter import ADD_LETTER_LUA, LETTER_FIELDS, DeadLetter
+from skybuffer.buffer.deadletter import ADD_LETTER_LUA, LETTER_FIELDS, WHOLE_ENTRY, DeadLetter
 from skybuffer.buffer.lease import FENCE_LUA, Lease, redis_call
-from skybuffer.constants import WRITER_GROUP, Keys
+from skybuffer.constants import FIELD_DATA, FIELD_VERSION, WRITER_GROUP, Keys
 from skybuffer.errors import BufferForgot, CodecError, LeaseLost
 
 # Compares two stream IDs in Lua (pasted into the scripts that need it).
@@ -54,13 +54,24 @@ end
 # k, and k dead letters of six values each (buffer/deadletter.py).
 # allow-oom, because committing is what frees memory at maxmemory. The dead letters it
 # adds do not undo that: each replaces the entry it came from, deleted in the same call,
-# and is a bundle of some of that entry's events, encoded as the entry was (no larger).
+# and is a bundle of some of that entry's events, encoded as the entry was (no larger). A
+# letter of a whole entry (codec WHOLE_ENTRY) is copied from the entry here, so a flood of
+# bad entries sends no bytes and holds one entry at a time.
 COMMIT_SCRIPT = (
     "#!lua flags=allow-oom\n"
     + FENCE_LUA
     + ID_LESS_LUA
     + ADD_LETTER_LUA
     + """
+local function entry_fields(stream, id)
+  local found = redis.call('XRANGE', stream, id, id)
+  local fields = {}
+  if #found == 1 then
+    local pairs_ = found[1][2]
+    for j = 1, #pairs_, 2 do fields[pairs_[j]] = pairs_[j + 1] end
+  end
+  return fields
+end
 local stream, counts, deadletter, lease, committed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local letter_counts = KEYS[6]
 local group, type_, token, ttl, lake_last = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -75,6 +86,8 @@ local i, entries, removed, letters, top = 6, 0, 0, 0, last
 while i <= #ARGV do
   local id, events, k = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   i = i + 3
+  local stored = nil
+  if k > 0 then stored = entry_fields(stream, id) end
   redis.call('XACK', stream, group, id)
   local deleted = redis.call('XDEL', stream, id) == 1
   if deleted then
@@ -84,6 +97,9 @@ while i <= #ARGV do
   if less(top, id) then top = id end
   for _ = 1, k do
     if deleted then
+      if ARGV[i + 4] == '@whole' then
+        ARGV[i + 2], ARGV[i + 4] = stored['@data'] or '', stored['@version'] or 'unknown'
+      end
       add_letter(deadletter, letter_counts, ARGV, i)
       letters = letters + tonumber(ARGV[i + 5])
     end
@@ -93,8 +109,15 @@ end
 if removed ~= 0 then redis.call('HINCRBY', counts, type_, -removed) end
 if top ~= last then redis.call('HSET', committed, type_, top) end
 return {entries, removed, letters}
-""".replace("@letter_fields", str(LETTER_FIELDS))
+"""
 )
+for _token, _value in (
+    ("@letter_fields", str(LETTER_FIELDS)),
+    ("@whole", WHOLE_ENTRY.decode()),
+    ("@data", FIELD_DATA.decode()),
+    ("@version", FIELD_VERSION.decode()),
+):
+    COMMIT_SCRIPT = COMMIT_SCRIPT.replace(_token, _value)
 
 # KEYS: stream. ARGV: group. XGROUP CREATE is denyoom: a writer meeting a full Redis
 # for the first time must still be able to create its group, or it could never drain it.

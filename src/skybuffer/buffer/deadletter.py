@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 import redis
 
-from skybuffer.buffer.codec import Decoder
+from skybuffer.buffer.codec import Codec, Decoder
 from skybuffer.buffer.lease import redis_call
 from skybuffer.constants import (
     DL_CODEC,
@@ -39,6 +39,9 @@ from skybuffer.constants import (
 )
 from skybuffer.errors import BufferFull, CodecError
 
+WHOLE_ENTRY = b"=entry"
+"""A DataWriter letter's codec before the commit: "all of the entry's events, as stored";
+the commit script copies the entry's payload and codec version into the letter."""
 LETTER_FIELDS = 6
 """Values each dead letter takes in a script's ARGV: reason, source, raw, detail, codec, events."""
 
@@ -101,6 +104,30 @@ class DeadLetter:
         """The six ARGV values of ADD_LETTER_LUA."""
         return [str(self.reason), source, self.raw, self.detail, self.codec, self.events]
 
+    def expand(self, decoder: Decoder) -> list[bytes]:
+        return expand(self.raw, self.codec, self.events, decoder)
+
+    @classmethod
+    def whole_entry(cls, reason: str, events: int, detail: str) -> DeadLetter:
+        """All the events of the entry it is committed with, copied by the commit script."""
+        return cls(reason, b"", detail, WHOLE_ENTRY, events)
+
+    @classmethod
+    def bundle(cls, reason: str, events: list[bytes], detail: str, codec: Codec) -> DeadLetter:
+        """One event as itself; several, encoded the way a stream entry holds them."""
+        if len(events) == 1:
+            return cls(reason, events[0], detail)
+        fields = codec.encode(events)
+        return cls(reason, fields[FIELD_DATA], detail, fields[FIELD_VERSION], len(events))
+
+
+def expand(raw: bytes, codec: bytes, events: int, decoder: Decoder) -> list[bytes]:
+    """A letter's events' raw bytes; raises CodecError for a bundle that cannot be decoded."""
+    if not codec:
+        return [raw]
+    fields = {FIELD_VERSION: codec, FIELD_COUNT: str(events).encode(), FIELD_DATA: raw}
+    return decoder.decode(fields)
+
 
 @dataclass(frozen=True)
 class StoredLetter:
@@ -125,10 +152,7 @@ class StoredLetter:
 
     def expand(self, decoder: Decoder) -> list[bytes]:
         """Its events' raw bytes; raises CodecError for a bundle that cannot be decoded."""
-        if not self.codec:
-            return [self.raw]
-        fields = {FIELD_VERSION: self.codec, FIELD_COUNT: str(self.events).encode()}
-        return decoder.decode({**fields, FIELD_DATA: self.raw})
+        return expand(self.raw, self.codec, self.events, decoder)
 
     def as_dict(self) -> dict[str, object]:
         return {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from skybuffer.cli import dataflow, ops  # noqa: F401 - registers the commands (in this order)
+from skybuffer.cli import dataflow, deadletter, ops  # noqa: F401 - registers the commands
 from skybuffer.cli.apps import app
 from skybuffer.errors import SkybufferError
 

@@ -88,11 +88,14 @@ def _buffer_families(status: BufferStatus) -> Iterator[Metric]:
         age.add_metric([type_], stream.oldest_age_seconds)
     yield events
     yield age
-    yield GaugeMetricFamily(
+    letters = GaugeMetricFamily(
         "skybuffer_deadletter_buffered_events",
-        "Entries in the dead-letter stream.",
-        value=status.deadletter,
+        "Events in the dead-letter stream, by reason.",
+        labels=["reason"],
     )
+    for reason, count in status.deadletter_events.items():
+        letters.add_metric([reason], count)
+    yield letters
 
 
 def _lake_families(sizes: dict[str, int], free: int) -> Iterator[Metric]:

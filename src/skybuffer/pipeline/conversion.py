@@ -13,7 +13,8 @@ If no event of a chunk converts, the fault is not in the data (DuckDB itself fai
 error is raised, so the batch is retried instead of dead-lettered.
 
 Dead letters are bundles (buffer/deadletter.py): the bad events of one entry that share a
-reason, encoded as the entry was; an entry that cannot be decoded is one bundle, as stored.
+reason, encoded as the entry was; when that is all of the entry's events, or the entry
+cannot be decoded, the letter is the entry itself, which the commit script copies.
 """
 
 from __future__ import annotations
@@ -61,12 +62,14 @@ class _BadEvents:
     found: dict[str, dict[str, list[tuple[int, bytes, str]]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(list))
     )
+    _indexes: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
 
     def add(self, entry_id: str, index: int, reason: str, line: bytes, detail: str) -> None:
         self.found[entry_id][reason].append((index, line, detail))
+        self._indexes[entry_id].add(index)
 
     def indexes(self, entry_id: str) -> set[int]:
-        return {i for events in self.found.get(entry_id, {}).values() for i, _, _ in events}
+        return self._indexes.get(entry_id, set())
 
 
 class Converter:
@@ -76,6 +79,8 @@ class Converter:
         self.stream_name = stream_name
         """type -> stream key, for the dead letters' detail."""
         self.rows = rows or RowBuilder()
+        self._events: dict[str, int] = {}
+        """Events per entry of the chunk being converted."""
         self.decoder = Decoder()
         self.codec = Codec()
 
@@ -85,6 +90,7 @@ class Converter:
     def convert(self, type_: str, chunk: list[Entry]) -> Converted:
         """Rows of the chunk's events; dead letters for what cannot be used."""
         converted = Converted(None)
+        self._events = {}
         ids, payloads = self._decode(type_, chunk, converted)
         if not ids:
             return converted
@@ -125,18 +131,17 @@ class Converter:
             if events:
                 ids.append(entry.id)
                 payloads.append(b"\n".join(events))
+                self._events[entry.id] = len(events)
         return ids, payloads
 
     def _undecodable(self, type_: str, entry: Entry, exc: Exception) -> DeadLetter:
         """A whole entry as one bundle, its payload as stored, so nothing is lost."""
         detail = f"entry {entry.id} of {self.stream_name(type_)}: {exc}"[:DETAIL_BYTES]
-        fields = entry.fields
         try:
-            events = int(fields.get(FIELD_COUNT, b"0"))
+            events = int(entry.fields.get(FIELD_COUNT, b"0"))
         except ValueError:
             events = 0
-        codec = fields.get(FIELD_VERSION) or b"unknown"
-        return DeadLetter(Reason.UNDECODABLE, fields.get(FIELD_DATA, b""), detail, codec, events)
+        return DeadLetter.whole_entry(Reason.UNDECODABLE, events, detail)
 
     # --- salvaging -------------------------------------------------------------------------
     def _salvage(
@@ -159,7 +164,8 @@ class Converter:
                     check_utf8(line)
                 except InvalidEvent as exc:
                     bad.add(entry_id, i, exc.reason, line, exc.detail)
-            rest = [i for i in range(len(lines)) if i not in bad.indexes(entry_id)]
+            known = bad.indexes(entry_id)
+            rest = [i for i in range(len(lines)) if i not in known]
             failing = self._failing(type_, lines, rest)
             tested, found = tested + len(rest), found + len(failing)
             for i, detail in failing.items():
@@ -202,8 +208,12 @@ class Converter:
                 first = next((d for _, _, d in events if d), "")
                 detail = f"events {indexes} of entry {entry_id} of {stream}"
                 detail = (detail + (f": {first}" if first else ""))[:DETAIL_BYTES]
-                fields = self.codec.encode([line for _, line, _ in events])
-                letter = DeadLetter(
-                    reason, fields[FIELD_DATA], detail, fields[FIELD_VERSION], len(events)
+                converted.dead.setdefault(entry_id, []).append(
+                    self._letter(entry_id, reason, [line for _, line, _ in events], detail)
                 )
-                converted.dead.setdefault(entry_id, []).append(letter)
+
+    def _letter(self, entry_id: str, reason: str, lines: list[bytes], detail: str) -> DeadLetter:
+        if len(lines) == self._events.get(entry_id):
+            return DeadLetter.whole_entry(reason, len(lines), detail)  # copied in the commit
+        fields = self.codec.encode(lines)
+        return DeadLetter(reason, fields[FIELD_DATA], detail, fields[FIELD_VERSION], len(lines))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from skybuffer.buffer.deadletter import DeadLetterStore
 from skybuffer.buffer.lease import holder_of
 from skybuffer.constants import TYPES, Keys
 from skybuffer.settings import LakeSettings, Settings
@@ -67,6 +68,9 @@ class BufferStatus:
     used_memory: int = 0
     maxmemory: int = 0
     deadletter: int = 0
+    """Letters in the dead-letter stream (a letter holds one event or a bundle)."""
+    deadletter_events: dict[str, int] = field(default_factory=dict)
+    """Dead-lettered events by reason."""
     spool_bytes: int = 0
     owners: dict[str, str] = field(default_factory=dict)
     """Role -> who holds its lease now (the DataWriter, each source's ingester)."""
@@ -89,6 +93,7 @@ class BufferStatus:
                 "memory_percent": round(self.memory_fraction * 100, 2),
             },
             "deadletter": self.deadletter,
+            "deadletter_events": self.deadletter_events,
             "spool_bytes": self.spool_bytes,
             "owners": self.owners,
         } | ({"lake": self.lake.as_dict()} if self.lake is not None else {})
@@ -116,6 +121,7 @@ def buffer_status(client: redis.Redis, keys: Keys, spool_dir: Path | None = None
     status.used_memory = int(memory["used_memory"])
     status.maxmemory = int(memory.get("maxmemory", 0))
     status.deadletter = int(client.xlen(keys.deadletter))
+    status.deadletter_events = DeadLetterStore(client, keys).counts()
     if spool_dir is not None and spool_dir.exists():
         status.spool_bytes = sum(p.stat().st_size for p in spool_dir.glob("*.spool"))
     status.owners = role_owners(client, keys)

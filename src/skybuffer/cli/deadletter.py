@@ -1,0 +1,258 @@
+"""`skybuffer deadletter list|show|export|replay`: the events the pipeline could not take."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from skybuffer.buffer.deadletter import DeadLetterStore, Selection
+from skybuffer.cli.apps import deadletter_app
+from skybuffer.cli.options import ConfigFile, DataDir, JsonOut, emit_json, settings_for
+from skybuffer.constants import Keys
+from skybuffer.errors import ConfigError, RedisUnavailable
+from skybuffer.settings import Settings
+
+ReasonOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--reason",
+        help="Only letters of this reason (repeat for several), "
+        "e.g. invalid_utf8, not_json, undecodable_entry.",
+        show_default=False,
+    ),
+]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        help="Only letters written since: an ISO time (UTC unless it "
+        "says otherwise) or an age such as 30m, 6h, 2d.",
+        show_default=False,
+    ),
+]
+UntilOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--until", help="Only letters written until (same forms as --since).", show_default=False
+    ),
+]
+LimitOpt = Annotated[int, typer.Option("--limit", help="List at most N letters (0: all).")]
+
+_AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_time(value: str | None, now: datetime | None = None) -> int | None:
+    """Milliseconds since the epoch of ``--since``/``--until``."""
+    if value is None:
+        return None
+    now = now or datetime.now(UTC)
+    age = _AGE.match(value.strip())
+    if age:
+        moment = now - timedelta(**{_UNITS[age.group(2)]: float(age.group(1))})
+    else:
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ConfigError(
+                f"{value!r} is not a time: give an ISO time such as 2026-12-01T08:00 or an "
+                "age such as 30m, 6h, 2d"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def selection(
+    reasons: list[str] | None, since: str | None, until: str | None, ids: list[str] | None = None
+) -> Selection:
+    return Selection(
+        frozenset(reasons or ()), parse_time(since), parse_time(until), frozenset(ids or ())
+    )
+
+
+@contextmanager
+def dead_letters(settings: Settings) -> Iterator[DeadLetterStore]:
+    """The dead-letter store of a data dir's Redis; never starts a server."""
+    from skybuffer.buffer.server import connect
+
+    client = connect(settings.redis, settings.redis_dir, start=False)
+    try:
+        yield DeadLetterStore(client, Keys(settings.redis.prefix))
+    except RedisUnavailable as exc:
+        where = (
+            settings.redis.url
+            and "the Redis of SKYBUFFER_REDIS_URL"
+            or (f"the managed Redis of {settings.data_dir}")
+        )
+        raise RedisUnavailable(
+            f"cannot reach {where} ({exc}); start it with `skybuffer redis start`"
+        ) from None
+    finally:
+        client.close()
+
+
+@deadletter_app.command("list")
+def list_letters(
+    reason: ReasonOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    limit: LimitOpt = 50,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Dead letters, oldest first, and how many events each reason holds."""
+    from skybuffer.pipeline.deadletters import Summary
+
+    chosen = selection(reason, since, until)
+    with dead_letters(settings_for(data_dir, config)) as store:
+        summary, shown = Summary(), list[dict[str, Any]]()
+        for letter in store.scan(chosen):
+            summary.add(letter)
+            if not limit or len(shown) < limit:
+                shown.append(letter.as_dict())
+    if as_json:
+        emit_json({"summary": summary.as_dict(), "letters": shown})
+        return
+    _print_list(summary.as_dict(), shown)
+
+
+def _print_list(summary: dict[str, Any], shown: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    from skybuffer.console import console
+
+    table = Table("id", "time (UTC)", "reason", "source", "events", "bytes", "detail")
+    for letter in shown:
+        time = letter["time"][:19].replace("T", " ")
+        figures = (f"{letter['events']:,}", f"{letter['bytes']:,}")
+        table.add_row(
+            letter["id"], time, letter["reason"], letter["source"], *figures, letter["detail"][:80]
+        )
+    if shown:
+        console.print(table)
+    counts = ", ".join(
+        f"{r} {c['events']:,} events in {c['letters']:,} letters"
+        for r, c in summary["by_reason"].items()
+    )
+    line = f"{summary['letters']:,} dead letters ({summary['events']:,} events)"
+    line += f": {counts}" if counts else ""
+    if len(shown) < summary["letters"]:
+        line += f"; {len(shown):,} listed (--limit 0 lists all)"
+    console.print(line)
+
+
+@deadletter_app.command("show")
+def show(
+    letter_id: Annotated[
+        str, typer.Argument(help="The letter's ID, as `deadletter list` shows it.")
+    ],
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """One dead letter: reason, detail, and each event it holds (non-UTF-8 bytes escaped)."""
+    from skybuffer.buffer.codec import Decoder
+    from skybuffer.pipeline.deadletters import letter_records
+
+    with dead_letters(settings_for(data_dir, config)) as store:
+        letter = store.get(letter_id)
+    if letter is None:
+        raise ConfigError(f"no dead letter {letter_id!r}: `skybuffer deadletter list` shows them")
+    records = letter_records(letter, Decoder())
+    if as_json:
+        emit_json(letter.as_dict() | {"records": records})
+        return
+    typer.echo(json.dumps(letter.as_dict(), indent=2))
+    for record in records:
+        shown = record["event"]
+        if shown is None:
+            raw = base64.b64decode(record["raw_base64"])
+            shown = raw.decode("utf-8", "backslashreplace")
+        typer.echo(f"--- event {record['index']}\n{shown}")
+
+
+@deadletter_app.command("export")
+def export(
+    reason: ReasonOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="JSONL file to write (default: standard output)."),
+    ] = None,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """The selected letters' events as JSON Lines (the letters stay where they are)."""
+    from skybuffer.pipeline.deadletters import export_records
+
+    chosen = selection(reason, since, until)
+    with dead_letters(settings_for(data_dir, config)) as store:
+        handle = open(output, "w") if output else sys.stdout  # noqa: SIM115
+        written = 0
+        try:
+            for record in export_records(store, chosen):
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                written += 1
+        finally:
+            if output:
+                handle.close()
+    if output:
+        typer.echo(f"exported {written:,} dead-lettered events to {output}", err=True)
+
+
+@deadletter_app.command("replay")
+def replay(
+    reason: ReasonOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    letter_ids: Annotated[
+        list[str] | None,
+        typer.Option("--id", help="Only this letter (repeat for several).", show_default=False),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be replayed; change nothing.")
+    ] = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Put the events this version accepts back into the buffer, exactly once."""
+    from skybuffer.pipeline.deadletters import Replayer
+
+    s = settings_for(data_dir, config)
+    chosen = selection(reason, since, until, letter_ids)
+    with dead_letters(s) as store:
+        replayer = Replayer(store, s.ingest)
+        try:
+            result = replayer.replay(chosen, dry_run)
+        finally:
+            replayer.close()
+    figures = result.as_dict()
+    if as_json:
+        emit_json(figures)
+        return
+    verb = "would replay" if dry_run else "replayed"
+    rejected = ", ".join(f"{r} {n:,}" for r, n in figures["still_rejected_by_reason"].items())
+    line = (
+        f"{verb} {figures['requeued_events']:,} events from {figures['replayed_letters']:,} of "
+        f"{figures['letters']:,} letters"
+    )
+    if rejected:
+        line += f"; still rejected: {rejected}"
+    if figures["undecodable_events"]:
+        line += f"; {figures['undecodable_events']:,} events still undecodable"
+    if figures["gone"]:
+        line += f"; {figures['gone']:,} letters replayed meanwhile by another process"
+    typer.echo(line)
