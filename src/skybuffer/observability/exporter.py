@@ -20,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from skybuffer.constants import TYPES, Keys
+from skybuffer.events import Reason
 from skybuffer.observability import metrics
 from skybuffer.observability.writer_stats import WriterStatsCollector
 from skybuffer.pipeline.status import BufferStatus, buffer_status
@@ -93,8 +94,9 @@ def _buffer_families(status: BufferStatus) -> Iterator[Metric]:
         "Events in the dead-letter stream, by reason.",
         labels=["reason"],
     )
-    for reason, count in status.deadletter_events.items():
-        letters.add_metric([reason], count)
+    # Every reason, 0 when none: a fixed label set, and a series that exists before the first.
+    for reason in sorted({*map(str, Reason), *status.deadletter_events}):
+        letters.add_metric([reason], status.deadletter_events.get(reason, 0))
     yield letters
 
 
