@@ -95,7 +95,7 @@ def _watch_children(
             if child.pid not in seen:
                 try:
                     seen[child.pid] = _check(child, run.pid)
-                except psutil.NoSuchProcess:
+                except (psutil.NoSuchProcess, ProcessLookupError, FileNotFoundError):
                     continue  # gone before we could read it (a short flow-run helper)
         time.sleep(0.2)
 
