@@ -27,6 +27,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from skybuffer.errors import ConfigError, MissingBinaryError, RedisUnavailable
+from skybuffer.privilege import PRIVATE_UMASK, make_private, program_env, write_private
 from skybuffer.settings import RedisSettings
 
 USERS = ("skybuffer", "exporter", "admin")
@@ -75,7 +76,7 @@ class ManagedRedis:
         path = self.secrets_dir / f"{user}.password"
         if not path.exists():
             self.secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            _write_private(path, secrets.token_urlsafe(32))
+            write_private(path, secrets.token_urlsafe(32))
         return Credentials(user, path.read_text().strip())
 
     def render_acl(self) -> Path:
@@ -86,7 +87,7 @@ class ManagedRedis:
         values = {f"{u}_password": "#" + _sha256(self.credentials(u).password) for u in USERS}
         values["key_pattern"] = self.settings.prefix + "*"
         acl = self.directory / "users.acl"
-        _write_private(acl, template.read_text().format(**values))
+        write_private(acl, template.read_text().format(**values))
         return acl
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -129,7 +130,7 @@ class ManagedRedis:
             raise MissingBinaryError("redis-server", "redis-server")
         if not self.settings.conf.exists():
             raise ConfigError(f"redis.conf not found at {self.settings.conf} (set redis.conf)")
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_private(self.directory)  # the AOF and RDB hold every buffered event
         self._spawn(binary, self.render_acl())
         self.wait_until_serving(self.settings.start_timeout_seconds)
         return True
@@ -165,12 +166,13 @@ class ManagedRedis:
         if self.settings.maxmemory:
             args += ["--maxmemory", self.settings.maxmemory]
         # A new session: the server outlives this command and ignores its Ctrl-C;
-        # skybuffer stops it with SHUTDOWN (AOF fsync'd) instead.
+        # skybuffer stops it with SHUTDOWN (AOF fsync'd) instead. umask 077: the AOF dir,
+        # its manifest, base and incr files, rewrite temp files and RDB come out 0600/0700.
         proc = subprocess.Popen(
-            args, cwd=self.directory, start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            args, cwd=self.directory, start_new_session=True, umask=PRIVATE_UMASK,
+            env=program_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
-        self.endpoint_file.write_text(f"{self.settings.host}:{self.settings.port}\n")
+        write_private(self.endpoint_file, f"{self.settings.host}:{self.settings.port}\n")
         self._process = proc
 
     def _exited_at_start(self) -> str | None:
@@ -247,14 +249,6 @@ def _alive(pid: int) -> bool:
 
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a secret readable by its owner only (created 0600, never world-readable)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(path, 0o600)
 
 
 def connect(settings: RedisSettings, redis_dir: Path, start: bool = True) -> redis.Redis:

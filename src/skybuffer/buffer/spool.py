@@ -19,16 +19,18 @@ import orjson
 
 from skybuffer.buffer.deadletter import DeadLetter
 from skybuffer.buffer.producer import Batch
+from skybuffer.privilege import PRIVATE_FILE, make_private
 
 _HEADER = struct.Struct("<II")  # payload length, crc32
 
 
 class Spool:
-    """The on-disk overflow of one ingester."""
+    """The on-disk overflow of one ingester: its records are events, so the file is 0600
+    in a 0700 directory (an existing looser spool is tightened when it is opened)."""
 
     def __init__(self, directory: Path, source: str) -> None:
         self.path = directory / f"{source}.spool"
-        directory.mkdir(parents=True, exist_ok=True)
+        make_private(directory)
 
     def size(self) -> int:
         try:
@@ -38,7 +40,8 @@ class Spool:
 
     def append(self, batches: list[Batch]) -> None:
         """Append and fsync: once this returns, the batches survive a crash."""
-        with open(self.path, "ab") as handle:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
+        with os.fdopen(fd, "ab") as handle:
             for batch in batches:
                 payload = _pack(batch)
                 handle.write(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)

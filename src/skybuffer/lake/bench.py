@@ -21,6 +21,7 @@ from typing import Any
 
 from skybuffer.buffer.server import ManagedRedis, free_port
 from skybuffer.errors import SkybufferError
+from skybuffer.privilege import skybuffer_env
 from skybuffer.settings import Settings, load_settings
 
 
@@ -58,7 +59,7 @@ def _scratch_settings(workdir: Path, base: Settings | None) -> Settings:
 
 def _fill(settings: Settings, events: int, seed: int) -> None:
     env = {
-        **os.environ,
+        **skybuffer_env(),
         "SKYBUFFER_DATA_DIR": str(settings.data_dir),
         "SKYBUFFER_REDIS__PORT": str(settings.redis.port),
         "SKYBUFFER_REDIS__MAXMEMORY": "4gb",

@@ -32,11 +32,12 @@ import psutil
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from skybuffer.errors import ConfigError, MissingBinaryError
+from skybuffer.privilege import SLACK_WEBHOOK_ENV, private_dir, program_env, write_private
 
 if TYPE_CHECKING:  # settings.py may import StackSettings from here: no import cycle
     from skybuffer.settings import Settings
 
-SLACK_ENV = "SKYBUFFER_SLACK_WEBHOOK_URL"
+SLACK_ENV = SLACK_WEBHOOK_ENV
 # Connection refused at once on loopback's discard port: notifications fail fast and
 # visibly (alertmanager_notifications_failed_total) instead of going anywhere.
 SLACK_PLACEHOLDER = "http://127.0.0.1:9/skybuffer-slack-webhook-not-configured"
@@ -207,14 +208,14 @@ class Stack:
         """Symlink the committed config, write targets and secrets (see module docstring);
         starts nothing."""
         prom, am = self._config_source("prometheus"), self._config_source("alertmanager")
-        _private_dir(self.secrets)
+        private_dir(self.secrets)
         _symlink(self.dir / "prometheus" / "prometheus.yml", prom / "prometheus.yml")
         _symlink(self.dir / "prometheus" / "rules", prom / "rules")
         _symlink(self.dir / "alertmanager" / "alertmanager.yml", am / "alertmanager.yml")
         _symlink(self.dir / "alertmanager" / "templates", am / "templates")
         _symlink(self.dir / "alertmanager" / "secrets", Path("..") / "secrets")
         self._write_targets(self.dir / "prometheus" / "targets")
-        _write_private(self.secrets / "slack_webhook_url", self._slack_url() or SLACK_PLACEHOLDER)
+        write_private(self.secrets / "slack_webhook_url", self._slack_url() or SLACK_PLACEHOLDER)
 
     def _config_source(self, name: str) -> Path:
         path = self.conf.config_dir.resolve() / name
@@ -269,7 +270,7 @@ class Stack:
         if password is None:
             return []
         path = self.secrets / "redis_exporter_passwords.json"
-        _write_private(path, json.dumps({redis_addr: password}))
+        write_private(path, json.dumps({redis_addr: password}))
         return ["-redis.user=exporter", f"-redis.password-file={path}"]
 
     def _exporter_password(self) -> str | None:
@@ -376,9 +377,11 @@ class ChildProcess:
     def spawn(self, args: list[str], cwd: Path) -> int:
         # A new session: the process outlives `skybuffer stack up` and ignores its Ctrl-C.
         with open(self.logfile, "ab") as log:
+            # No SKYBUFFER_ variable (the Slack webhook, passwords): the webhook reaches
+            # Alertmanager only through its api_url_file, the exporter's password in a file.
             proc = subprocess.Popen(
                 args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, env=program_env(),
             )  # fmt: skip
         _CHILDREN[proc.pid] = proc
         _atomic_write(self.pidfile, f"{proc.pid}\n")
@@ -488,19 +491,6 @@ def _symlink(link: Path, target: Path) -> None:
     elif link.exists():
         raise ConfigError(f"{link} exists and is not a symlink: remove it (stack files)")
     link.symlink_to(target)
-
-
-def _private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
-
-
-def _write_private(path: Path, text: str) -> None:
-    """A secret file, created 0600 (never readable by others, not even for an instant)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(path, 0o600)
 
 
 def _atomic_write(path: Path, text: str) -> None:

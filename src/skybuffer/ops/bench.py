@@ -26,6 +26,7 @@ from skybuffer.constants import TYPES, Keys
 from skybuffer.errors import MissingBinaryError
 from skybuffer.ops.scratch import scratch_redis
 from skybuffer.pipeline.ingest import Ingester
+from skybuffer.privilege import program_env
 from skybuffer.settings import IngestSettings, RedisSettings
 from skybuffer.sources.memory import MemorySource
 from skybuffer.sources.synthetic import generate
@@ -132,7 +133,7 @@ def _redis_benchmark(server: ManagedRedis, payload_bytes: int, requests: int = 2
             [binary, "-h", server.settings.host, "-p", str(server.settings.port),
              "--user", BENCH_USER, "-a", "unused", "-P", "32", "-n", str(requests),
              "-q", "XADD", key, "*", "json", "x" * payload_bytes],
-            capture_output=True, text=True, timeout=300, check=True,
+            capture_output=True, text=True, timeout=300, check=True, env=program_env(),
         )  # fmt: skip
     finally:
         admin.acl_deluser(BENCH_USER)

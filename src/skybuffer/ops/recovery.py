@@ -46,6 +46,7 @@ from skybuffer.ops.bench import START_US
 from skybuffer.ops.capacity import stream_entries
 from skybuffer.ops.report import Report, Table
 from skybuffer.ops.scratch import free_port, scratch_redis
+from skybuffer.privilege import PRIVATE_UMASK, program_env
 from skybuffer.settings import RedisSettings, Settings
 from skybuffer.sources.synthetic import SyntheticSource
 
@@ -293,6 +294,7 @@ def _refuses_without_load_truncated(conf: Path, root: Path) -> tuple[bool, str]:
          "--dir", str(root), "--daemonize", "no", "--logfile", str(log),
          "--aof-load-truncated", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        umask=PRIVATE_UMASK, env=program_env(),
     )  # fmt: skip
     try:
         proc.wait(timeout=20)

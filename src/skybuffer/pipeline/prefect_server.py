@@ -20,13 +20,16 @@ import urllib.request
 from pathlib import Path
 
 from skybuffer.errors import ConfigError
+from skybuffer.privilege import program_env
 from skybuffer.settings import PrefectSettings
 
 
-def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
-    """Environment of every Prefect process skybuffer starts: local home, no telemetry."""
+def prefect_env(base: dict[str, str], home: Path, api_url: str | None = None) -> dict[str, str]:
+    """Environment of every Prefect process skybuffer starts: ``base`` (see privilege.py:
+    the server gets no SKYBUFFER_ variable, `skybuffer serve` no Slack webhook) with a
+    local home and no telemetry."""
     env = {
-        **os.environ,
+        **base,
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
@@ -72,7 +75,7 @@ class PrefectServer:
             self.process = subprocess.Popen(
                 [_prefect_executable(), "server", "start",
                  "--host", self.settings.host, "--port", str(self.settings.port)],
-                env=prefect_env(self.home), stdout=log, stderr=subprocess.STDOUT,
+                env=prefect_env(program_env(), self.home), stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
         self._wait_healthy()

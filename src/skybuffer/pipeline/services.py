@@ -23,6 +23,7 @@ from skybuffer.console import err_console
 from skybuffer.constants import Keys
 from skybuffer.errors import ConfigError
 from skybuffer.pipeline.prefect_server import PrefectServer, prefect_env, stop_process_group
+from skybuffer.privilege import skybuffer_env
 from skybuffer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,8 @@ class Services(AbstractContextManager["Services"]):
 
     def _start_writer(self) -> None:
         api_url = self._api_url()
-        env = prefect_env(self.settings.prefect_dir, api_url)
+        # The served flow and its flow-run subprocesses never post to Slack: no webhook.
+        env = prefect_env(skybuffer_env(), self.settings.prefect_dir, api_url)
         env["SKYBUFFER_DATA_DIR"] = str(self.settings.data_dir)
         if self.settings.config is not None:
             env["SKYBUFFER_CONFIG"] = str(self.settings.config)

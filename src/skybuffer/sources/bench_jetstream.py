@@ -24,6 +24,7 @@ from skybuffer.buffer.spool import Spool
 from skybuffer.constants import Keys
 from skybuffer.observability import metrics
 from skybuffer.pipeline.ingest import Ingester
+from skybuffer.privilege import skybuffer_env
 from skybuffer.settings import IngestSettings, JetstreamSettings, Settings
 from skybuffer.sources.jetstream import JetstreamSource
 from skybuffer.sources.synthetic import generate
@@ -119,7 +120,10 @@ def _start_server(path: Path, port: int, *, loop: bool) -> subprocess.Popen[byte
         f"run_replay_server(Path({str(path)!r}), port={port}, loop={loop})"
     )
     return subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+        [sys.executable, "-c", code],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        env=skybuffer_env(),
     )
 
 
