@@ -128,19 +128,20 @@ def list_letters(
 
 
 def _print_list(summary: dict[str, Any], shown: list[dict[str, Any]]) -> None:
-    from rich.table import Table
+    """One line per letter and its detail under it: readable at any terminal width."""
+    from rich.markup import escape
 
     from skybuffer.console import console
 
-    table = Table("id", "time (UTC)", "reason", "source", "events", "bytes", "detail")
     for letter in shown:
         time = letter["time"][:19].replace("T", " ")
-        figures = (f"{letter['events']:,}", f"{letter['bytes']:,}")
-        table.add_row(
-            letter["id"], time, letter["reason"], letter["source"], *figures, letter["detail"][:80]
+        events = f"{letter['events']:,} event" + ("s" if letter["events"] != 1 else "")
+        console.print(
+            f"[bold]{letter['id']}[/]  {time}  {letter['reason']}  from {letter['source']}  "
+            f"{events}  {letter['bytes']:,} B"
         )
-    if shown:
-        console.print(table)
+        if letter["detail"]:
+            console.print(f"    [dim]{escape(letter['detail'][:300])}[/]")
     counts = ", ".join(
         f"{r} {c['events']:,} events in {c['letters']:,} letters"
         for r, c in summary["by_reason"].items()
