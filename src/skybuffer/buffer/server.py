@@ -26,7 +26,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from skybuffer.errors import ConfigError, MissingBinaryError, RedisUnavailable
+from skybuffer.buffer.aof import AofLoad, AofWatch
+from skybuffer.errors import ConfigError, MissingBinaryError, RedisUnavailable, persist_error
 from skybuffer.settings import RedisSettings
 
 USERS = ("skybuffer", "exporter", "admin")
@@ -62,6 +63,8 @@ class ManagedRedis:
         self.pidfile = directory / "redis.pid"
         self.logfile = directory / "redis.log"
         self.endpoint_file = directory / "endpoint"
+        self.last_load: AofLoad | None = None
+        """What this object's start loaded (a truncated AOF is reported from it)."""
 
     # --- credentials -------------------------------------------------------------------
     def credentials(self, user: str = "skybuffer") -> Credentials:
@@ -112,12 +115,18 @@ class ManagedRedis:
         return pid if _alive(pid) else None
 
     def is_serving(self) -> bool:
+        """True when Redis answers; also while it cannot write its AOF, when it refuses
+        even PING with MISCONF (it serves reads, and SHUTDOWN, all the same)."""
         try:
             return bool(self.client("admin").ping())
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
             return False
         except redis.AuthenticationError:
             return False
+        except redis.ResponseError as exc:
+            if persist_error(str(exc)) is not None:
+                return True
+            raise
 
     def start(self) -> bool:
         """Start the server unless it already serves; True when this call started it."""
@@ -130,8 +139,10 @@ class ManagedRedis:
         if not self.settings.conf.exists():
             raise ConfigError(f"redis.conf not found at {self.settings.conf} (set redis.conf)")
         self.directory.mkdir(parents=True, exist_ok=True)
+        watch = AofWatch.before_start(self.directory, self.logfile)
         self._spawn(binary, self.render_acl())
         self.wait_until_serving(self.settings.start_timeout_seconds)
+        self.last_load = watch.after_start()
         return True
 
     def _refuse_a_second_server(self) -> None:
@@ -202,12 +213,7 @@ class ManagedRedis:
         if pid is None and not serving:
             return False
         if serving:
-            try:
-                self.client("admin").shutdown(nosave=False)
-            except (redis.ConnectionError, redis.TimeoutError):
-                pass  # the connection closes as the server exits
-            except redis.ResponseError as exc:
-                raise RedisUnavailable(f"SHUTDOWN refused: {exc}") from None
+            self._shutdown()
         elif pid is not None and "redis-server" in psutil.Process(pid).name():
             # Started on another port (an earlier SKYBUFFER_REDIS__PORT): SIGTERM is
             # redis-server's own graceful shutdown, AOF fsync'd like SHUTDOWN.
@@ -215,6 +221,22 @@ class ManagedRedis:
         if pid is not None:
             _wait_for_exit(pid, timeout)
         return True
+
+    def _shutdown(self) -> None:
+        """SHUTDOWN; if Redis refuses it (an error it would stop on, such as an AOF it
+        cannot fsync), SHUTDOWN FORCE: what Redis had fsync'd stays; what it could not
+        write (INFO persistence ``aof_buffer_length``) is lost, as in a crash, and the
+        pipeline re-reads it from the source (its cursor was in the same transactions)."""
+        admin = self.client("admin")
+        refused = ""
+        for args in (("SHUTDOWN",), ("SHUTDOWN", "FORCE")):
+            try:
+                admin.execute_command(*args)
+            except (redis.ConnectionError, redis.TimeoutError):
+                return  # the connection closes as the server exits
+            except redis.ResponseError as exc:
+                refused = str(exc)
+        raise RedisUnavailable(f"SHUTDOWN FORCE refused: {refused}; see {self.logfile}")
 
     def _log_tail(self) -> str:
         try:
