@@ -176,9 +176,11 @@ class ManagedRedis:
         if self.settings.maxmemory:
             args += ["--maxmemory", self.settings.maxmemory]
         # A new session: the server outlives this command and ignores its Ctrl-C;
-        # skybuffer stops it with SHUTDOWN (AOF fsync'd) instead.
+        # skybuffer stops it with SHUTDOWN (AOF fsync'd) instead. Python's ignored SIGXFSZ
+        # is kept (restore_signals=False): at a file size limit (ulimit -f) Redis then
+        # gets EFBIG, reports MISCONF and retries like on a full disk, instead of dying.
         proc = subprocess.Popen(
-            args, cwd=self.directory, start_new_session=True,
+            args, cwd=self.directory, start_new_session=True, restore_signals=False,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         self.endpoint_file.write_text(f"{self.settings.host}:{self.settings.port}\n")

@@ -59,7 +59,7 @@ class Outage:
                 "%s since %s (%s): %s.",
                 _kind(exc),
                 _clock(self.began_wall),
-                exc,
+                _why(exc),
                 self._holding(held),
             )
         elif now >= self._next_log:
@@ -126,6 +126,15 @@ def _kind(exc: Exception) -> str:
     if isinstance(exc, BufferFull):
         return "Redis is full"
     return "Redis unreachable"
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, BufferCannotPersist):
+        return (
+            f"{exc.reason}; free space on the disk of Redis's dir, Redis retries every "
+            "second by itself"
+        )
+    return str(exc)
 
 
 def _clock(wall: float) -> str:
