@@ -26,14 +26,18 @@ import redis
 
 from skybuffer.buffer.aof import AOF_DIR
 from skybuffer.buffer.server import ManagedRedis
+from skybuffer.constants import TYPES, Keys
 from skybuffer.events import identity
 from skybuffer.observability.metrics import REGISTRY
 from skybuffer.ops.forget import lake_identities
+from skybuffer.pipeline.datawriter import drain_once
 from skybuffer.pipeline.ingest import Ingester
 from skybuffer.pipeline.runner import build_ingester
 from skybuffer.settings import Settings
+from skybuffer.sources.synthetic import generate
 from tests.conftest import buffered_events
 from tests.e2e.test_operators import events_file, run_cli, wait_for
+from tests.pipeline.test_datawriter import T0, buffer
 from tests.pipeline.test_ingest import _all_events, _expected_for
 
 UNLIMITED = resource.RLIM_INFINITY
@@ -277,3 +281,25 @@ def test_redis_start_and_status_report_a_truncated_aof_with_the_bytes_dropped(
     assert status.returncode == 0, said(status)
     [warning] = orjson.loads(status.stdout)["warnings"]
     assert "truncated AOF" in warning and f"{whole - 7 - kept:,} bytes" in warning
+
+
+# --- the lake's disk ---------------------------------------------------------------------------
+def test_a_full_lake_disk_acknowledges_nothing_and_the_next_run_writes_every_event_once(
+    redis_server: ManagedRedis, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings()
+    client = redis_server.client()
+    expected = buffer(client, generate(5, 20_000, T0))
+    keys = Keys()
+    limit_file_size(0, 20_000)  # this process writes the lake files: none fits
+    try:
+        result = drain_once(settings)
+    finally:
+        limit_file_size(0, None)
+    assert not result.ok and result.errors
+    assert all("nothing of this batch was acknowledged" in e for e in result.errors.values())
+    for type_ in result.errors:
+        assert client.xlen(keys.stream(type_)) > 0, type_
+    assert drain_once(settings).ok  # space is back
+    assert lake_identities(Path(str(settings.lake.root))) == expected
+    assert all(client.xlen(keys.stream(t)) == 0 for t in TYPES)
