@@ -1,5 +1,5 @@
 """Full disks degrade, they never crash or lose: Redis's AOF disk, the spool's disk, a
-spool at its size limit, and an AOF that Redis loads truncated.
+spool at its size limit, the lake's disk, and an AOF that Redis loads truncated.
 
 A full disk without root: a process's soft RLIMIT_FSIZE. A write past it fails with
 EFBIG where a full disk fails with ENOSPC (a short write, which Redis reports as "No space
