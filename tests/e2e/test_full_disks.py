@@ -181,6 +181,38 @@ def test_redis_stop_stops_a_redis_that_cannot_write_its_aof(
     assert redis_server.client().get("skybuffer:test:kept") == b"fsync'd before the disk filled"
 
 
+def test_an_ingester_started_while_redis_cannot_write_its_aof_waits_and_then_goes_on(
+    redis_server: ManagedRedis,
+    make_settings: Callable[..., Settings],
+    ingest_log: pytest.LogCaptureFixture,
+) -> None:
+    settings = make_settings(ingest={"backoff_max_seconds": 0.3})
+    client = redis_server.client()
+    client.set("skybuffer:test:padding", "x" * 20_000)
+    wait_for(lambda: incr_aof(redis_server).stat().st_size > 20_000, "the AOF to be written")
+    pid = redis_server.pid()
+    assert pid is not None
+    limit_file_size(pid, incr_aof(redis_server).stat().st_size + 10)
+    client.set("skybuffer:test:more", "y" * 1000)
+    wait_for(
+        lambda: redis_server.client("admin").info("persistence")["aof_last_write_status"] == "err",
+        "Redis to fail its AOF write",
+    )
+    ingester = build_ingester(settings, "synthetic", count=3_000, rate=0)
+    thread = start_ingest(ingester)
+    wait_for(
+        lambda: any(
+            line.startswith("Redis cannot write its AOF since") for line in outage_lines(ingest_log)
+        ),
+        "the ingester to report the outage",
+    )
+    assert thread.is_alive() and ingester.stats.events == 0
+    limit_file_size(pid, None)
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+    assert Counter(_all_events(client)) == Counter(_expected_for(client, 3_000, 1_500))
+
+
 # --- the spool ---------------------------------------------------------------------------------
 def test_a_spool_at_its_limit_pauses_the_source_and_loses_nothing(
     redis_server: ManagedRedis,

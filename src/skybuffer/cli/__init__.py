@@ -6,6 +6,7 @@ importing them registers them on the application.
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 
@@ -16,6 +17,9 @@ from skybuffer.cli.apps import app
 from skybuffer.errors import RedisUnavailable, SkybufferError, persist_error
 
 __all__ = ["app", "main"]
+
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+"""A full disk, a quota, a file size limit, a read-only mount: the operator's to fix."""
 
 
 def main() -> None:
@@ -28,6 +32,11 @@ def main() -> None:
         fail(exc)
     except redis.RedisError as exc:
         fail(from_redis(exc))
+    except OSError as exc:
+        if exc.errno not in DISK_ERRORS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        fail(SkybufferError(f"cannot write{where} ({exc.strerror}): free space on its disk"))
 
 
 def fail(exc: SkybufferError) -> None:

@@ -37,6 +37,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from skybuffer.buffer.lease import Lease
 from skybuffer.buffer.producer import Batch, Checkpoint, Classified, Encoder, Producer
 from skybuffer.buffer.spool import Spool
 from skybuffer.errors import BufferCannotPersist, BufferForgot, BufferFull, RedisUnavailable
@@ -114,7 +115,7 @@ class Ingester:
         stop = stop or threading.Event()
         lease = self.producer.lease
         if lease is not None:
-            lease.acquire(self.wait_for_lease, stop)
+            self._acquire(lease, stop)
         metrics.INGEST_UP.set(1)
         for reason in PAUSE_REASONS:
             metrics.INGEST_SOURCE_PAUSED.labels(reason).set(0)
@@ -127,6 +128,19 @@ class Ingester:
             if lease is not None:
                 lease.release()
         return self.stats
+
+    def _acquire(self, lease: Lease, stop: threading.Event) -> None:
+        """Take the source's lease, waiting out a Redis that is unreachable or cannot
+        write its AOF (an outage, logged as one); another owner is the lease's business."""
+        while True:
+            try:
+                lease.acquire(self.wait_for_lease, stop)
+                return
+            except (RedisUnavailable, BufferFull) as exc:
+                self._outage.failed(exc, self._held(None))
+                self._wait(stop)
+                if stop.is_set():
+                    raise
 
     def _pass(self, stop: threading.Event, max_events: int | None) -> bool:
         """Read the source from the cursor on; False when Redis forgot and it must be

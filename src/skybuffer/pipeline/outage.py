@@ -90,12 +90,12 @@ class Outage:
         )
         log.warning(
             "Redis takes source %s's batches again after %s (since %s): %s; "
-            "%d held events written.",
+            "%s held events written.",
             self.source,
             _duration(lasted),
             _clock(self.began_wall),
             spool,
-            replayed_events,
+            f"{replayed_events:,}",
         )
 
     def _holding(self, held: Held) -> str:
