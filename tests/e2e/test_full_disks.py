@@ -27,6 +27,7 @@ import redis
 from skybuffer.buffer.aof import AOF_DIR
 from skybuffer.buffer.server import ManagedRedis
 from skybuffer.constants import TYPES, Keys
+from skybuffer.errors import persist_error
 from skybuffer.events import identity
 from skybuffer.observability.metrics import REGISTRY
 from skybuffer.ops.forget import lake_identities
@@ -170,6 +171,15 @@ def test_redis_stop_stops_a_redis_that_cannot_write_its_aof(
     )
     with pytest.raises(redis.ResponseError, match="MISCONF"):
         client.ping()
+    pipe = client.pipeline(transaction=True)
+    pipe.xadd("skybuffer:test:stream", {"raw": b"EVENT-BYTES-\xc3\x28"})
+    with pytest.raises(redis.ResponseError) as refused:
+        pipe.execute()
+    assert "EVENT-BYTES" in str(refused.value)  # redis-py quotes a pipeline's arguments
+    mapped = persist_error(str(refused.value))
+    assert mapped is not None and "EVENT-BYTES" not in str(mapped)
+    # A short write: Redis says "No space left on device" (ENOSPC) though the limit is EFBIG.
+    assert str(mapped).startswith("Redis cannot write its AOF (No space left on device)")
 
     stopped = run_cli(settings, "redis", "stop")
     assert stopped.returncode == 0, said(stopped)
