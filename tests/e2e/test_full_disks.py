@@ -127,6 +127,9 @@ def test_aof_disk_full_pauses_ingest_every_command_explains_and_all_resumes_by_i
     redis_status = run_cli(settings, "redis", "status")
     assert redis_status.returncode == 0, said(redis_status)
     assert_one_clear_line(said(redis_status))
+    as_json = orjson.loads(run_cli(settings, "redis", "status", "--json").stdout)
+    assert as_json["running"] is True and as_json["aof_writing"] is False
+    assert orjson.loads(run_cli(settings, "status", "--json").stdout)["aof_writing"] is False
     audit = run_cli(settings, "audit", "--json")
     assert "Traceback" not in said(audit), said(audit)
     assert "free disk space" in said(audit), said(audit)  # its AOF check FAILs, naming it

@@ -11,6 +11,7 @@ file; it is stopped by that pid's SHUTDOWN, which fsyncs the AOF.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import secrets
 import shutil
@@ -31,6 +32,8 @@ from skybuffer.errors import ConfigError, MissingBinaryError, RedisUnavailable, 
 from skybuffer.settings import RedisSettings
 
 USERS = ("skybuffer", "exporter", "admin")
+
+log = logging.getLogger(__name__)
 
 
 def free_port() -> int:
@@ -143,6 +146,11 @@ class ManagedRedis:
         self._spawn(binary, self.render_acl())
         self.wait_until_serving(self.settings.start_timeout_seconds)
         self.last_load = watch.after_start()
+        if self.last_load.truncated:
+            log.warning(
+                "%s; `skybuffer status` shows it until the next start.",
+                self.last_load.describe(),
+            )
         return True
 
     def _refuse_a_second_server(self) -> None:

@@ -30,7 +30,8 @@ from skybuffer.cli.options import (
 # --- redis -----------------------------------------------------------------------------------
 @redis_app.command("start")
 def redis_start(data_dir: DataDir = None, config: ConfigFile = None) -> None:
-    """Start the managed redis-server (waits until the AOF is loaded)."""
+    """Start the managed redis-server (waits until the AOF is loaded; warns if Redis
+    loaded it truncated, with the bytes it dropped)."""
     from skybuffer.buffer.server import ManagedRedis
 
     s = settings_for(data_dir, config)
@@ -38,8 +39,6 @@ def redis_start(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     started = server.start()
     word = "started" if started else "already running"
     typer.echo(f"redis-server {word} on {s.redis.host}:{s.redis.port} (data in {s.redis_dir})")
-    if server.last_load is not None and server.last_load.truncated:
-        warn(server.last_load.describe())
 
 
 @redis_app.command("stop")
