@@ -5,6 +5,7 @@ SkybufferError
 ├── MissingBinaryError   (terminal)  a system program is not installed; names the package
 ├── RedisUnavailable     (transient) cannot reach or talk to Redis
 ├── BufferFull           (transient) Redis refuses writes (OOM / high-water mark)
+│   └── BufferCannotPersist (transient) Redis cannot write its AOF (disk full): MISCONF
 ├── CodecError           (terminal)  an entry cannot be decoded
 ├── LakeWriteError       (transient) a Parquet file could not be made durable
 ├── LeaseHeld            (terminal)  another process owns the role; names it
@@ -19,6 +20,8 @@ class SkybufferError(Exception):
     """Base of every error skybuffer raises on purpose."""
 
     retryable: bool = False
+    exit_code: int = 2
+    """What the CLI exits with when this error ends a command."""
 
 
 class ConfigError(SkybufferError):
@@ -47,6 +50,36 @@ class BufferFull(SkybufferError):
     """Redis is at its memory limit or past the high-water mark: back off and retry."""
 
     retryable = True
+
+
+class BufferCannotPersist(BufferFull):
+    """Redis cannot write its AOF (a full disk, a file size limit): it refuses every write
+    and PING with MISCONF until a write succeeds again, which it retries every second by
+    itself. Nothing it had made durable is lost; the pipeline waits and goes on."""
+
+    exit_code = 4
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"Redis cannot write its AOF ({reason}): free space on the disk of Redis's dir "
+            "(`skybuffer redis status` shows it); Redis retries by itself every second and "
+            "the pipeline goes on when it can"
+        )
+        self.reason = reason
+
+
+def persist_error(message: str) -> BufferCannotPersist | None:
+    """The error for a Redis reply that says it cannot persist (MISCONF), else None.
+
+    Only Redis's own words after ``MISCONF`` are kept: redis-py prefixes errors of a
+    pipeline with the command and its arguments, which are event bytes, and a script
+    error ends with the script's name; neither may reach a log line.
+    """
+    if "MISCONF" not in message:
+        return None
+    said = message.split("MISCONF", 1)[1].split(" script:", 1)[0].strip()
+    reason = said.removeprefix("Errors writing to the AOF file:").strip().rstrip(".")
+    return BufferCannotPersist(reason[:120] or "MISCONF")
 
 
 class CodecError(SkybufferError):

@@ -94,6 +94,12 @@ class IngestSettings(Section):
     """Longest wait between retries while Redis is full or unreachable."""
     spool_dir: Path | None = None
     """Append-only on-disk spool; default {data_dir}/spool."""
+    spool_max_bytes: int = Field(default=1024**3, ge=0)
+    """The spool's size limit (default 1 GiB; 0: never spool). At the limit the ingester
+    stops reading the source, which replays from the cursor later, instead of growing."""
+    outage_log_seconds: float = Field(default=60.0, gt=0)
+    """While Redis is unreachable or refuses writes, the ingester logs what it holds this
+    often (besides once when the outage begins and once when it ends)."""
     rate: float = Field(default=1500.0, ge=0)
     """Synthetic events per second (0 = as fast as possible)."""
     seed: int = 42

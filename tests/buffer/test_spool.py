@@ -1,8 +1,13 @@
-"""The spool keeps every batch it was given across a crash, and ignores a torn tail."""
+"""The spool keeps every batch it was given across a crash, ignores a torn tail, and
+cuts back a write its disk refused."""
 
 from __future__ import annotations
 
+import errno
+import resource
 from pathlib import Path
+
+import pytest
 
 from skybuffer.buffer.producer import Encoder
 from skybuffer.buffer.spool import Spool
@@ -38,3 +43,23 @@ def test_a_record_torn_by_a_crash_is_ignored_and_the_rest_survives(
     assert [b.seq for b in spool.read()] == [1, 2]
     spool.clear()
     assert spool.size() == 0 and list(spool.read()) == []
+
+
+def test_a_write_the_disk_refuses_is_cut_back_so_later_records_stay_readable(
+    tmp_path: Path, golden_lines: list[bytes]
+) -> None:
+    spool = Spool(tmp_path, "synthetic")
+    batches = _batches(golden_lines, 4)
+    spool.append(batches[:1])
+    intact = spool.size()
+    # A full disk without root: this process may not grow a file past a few more bytes.
+    resource.prlimit(0, resource.RLIMIT_FSIZE, (intact + 100, resource.RLIM_INFINITY))
+    try:
+        with pytest.raises(OSError) as refused:
+            spool.append(batches[1:3])
+    finally:
+        resource.prlimit(0, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+    assert refused.value.errno == errno.EFBIG
+    assert spool.size() == intact
+    spool.append(batches[1:])  # space is back
+    assert [b.seq for b in spool.read()] == [1, 2, 3, 4]

@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 
-from skybuffer.errors import LeaseHeld, LeaseLost, RedisUnavailable
+from skybuffer.errors import BufferFull, LeaseHeld, LeaseLost, RedisUnavailable, persist_error
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ class Lease:
             try:
                 if not self.renew():
                     return
-            except RedisUnavailable:
+            except (RedisUnavailable, BufferFull):
                 continue  # the owner's next fenced step sees whether it still holds it
 
     # --- helpers -----------------------------------------------------------------------------
@@ -229,11 +229,17 @@ class Lease:
 
 def redis_call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``func(*args)``, with Redis's "not reachable right now" errors as RedisUnavailable
-    (the transient kind: callers back off and retry)."""
+    and its "cannot write its AOF" refusal (MISCONF) as BufferCannotPersist (the
+    transient kinds: callers back off and retry)."""
     try:
         return func(*args, **kwargs)
     except CONNECTION_ERRORS as exc:
         raise RedisUnavailable(str(exc)) from exc
+    except redis.ResponseError as exc:
+        cannot_persist = persist_error(str(exc))
+        if cannot_persist is not None:
+            raise cannot_persist from None
+        raise
 
 
 def holder_of(client: redis.Redis, key: str) -> Owner | None:

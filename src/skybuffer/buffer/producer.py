@@ -21,7 +21,13 @@ from skybuffer.buffer.codec import Codec
 from skybuffer.buffer.deadletter import ADD_LETTER_LUA, LETTER_FIELDS, DeadLetter
 from skybuffer.buffer.lease import CONNECTION_ERRORS, FENCE_LUA, Lease
 from skybuffer.constants import CURSOR_EVENTS, CURSOR_POSITION, CURSOR_SEQ, TYPES, Keys
-from skybuffer.errors import BufferForgot, BufferFull, LeaseLost, RedisUnavailable
+from skybuffer.errors import (
+    BufferForgot,
+    BufferFull,
+    LeaseLost,
+    RedisUnavailable,
+    persist_error,
+)
 from skybuffer.events import InvalidEvent, Reason, classify
 
 
@@ -236,6 +242,9 @@ class Producer:
             raise BufferFull(str(exc)) from exc
         except redis.ResponseError as exc:
             message = str(exc)
+            cannot_persist = persist_error(message)
+            if cannot_persist is not None:
+                raise cannot_persist from None
             if message.startswith("FORGOT"):
                 durable = self.checkpoint()
                 where = "behind" if durable.seq < batch.seq else "ahead of"
@@ -253,7 +262,7 @@ class Producer:
                         return self._execute(keys, args, batch)
                 raise LeaseLost(message.removeprefix("FENCED ")) from None
             if "OOM" in message:
-                raise BufferFull(message) from exc
+                raise BufferFull(message) from None
             raise
 
     def memory_fraction(self) -> float:

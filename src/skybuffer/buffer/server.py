@@ -11,6 +11,7 @@ file; it is stopped by that pid's SHUTDOWN, which fsyncs the AOF.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import secrets
 import shutil
@@ -26,11 +27,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from skybuffer.errors import ConfigError, MissingBinaryError, RedisUnavailable
+from skybuffer.buffer.aof import AofLoad, AofWatch
+from skybuffer.errors import ConfigError, MissingBinaryError, RedisUnavailable, persist_error
 from skybuffer.privilege import PRIVATE_UMASK, make_private, program_env, write_private
 from skybuffer.settings import RedisSettings
 
 USERS = ("skybuffer", "exporter", "admin")
+
+log = logging.getLogger(__name__)
 
 
 def free_port() -> int:
@@ -63,6 +67,8 @@ class ManagedRedis:
         self.pidfile = directory / "redis.pid"
         self.logfile = directory / "redis.log"
         self.endpoint_file = directory / "endpoint"
+        self.last_load: AofLoad | None = None
+        """What this object's start loaded (a truncated AOF is reported from it)."""
 
     # --- credentials -------------------------------------------------------------------
     def credentials(self, user: str = "skybuffer") -> Credentials:
@@ -113,12 +119,18 @@ class ManagedRedis:
         return pid if _alive(pid) else None
 
     def is_serving(self) -> bool:
+        """True when Redis answers; also while it cannot write its AOF, when it refuses
+        even PING with MISCONF (it serves reads, and SHUTDOWN, all the same)."""
         try:
             return bool(self.client("admin").ping())
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
             return False
         except redis.AuthenticationError:
             return False
+        except redis.ResponseError as exc:
+            if persist_error(str(exc)) is not None:
+                return True
+            raise
 
     def start(self) -> bool:
         """Start the server unless it already serves; True when this call started it."""
@@ -131,8 +143,15 @@ class ManagedRedis:
         if not self.settings.conf.exists():
             raise ConfigError(f"redis.conf not found at {self.settings.conf} (set redis.conf)")
         make_private(self.directory)  # the AOF and RDB hold every buffered event
+        watch = AofWatch.before_start(self.directory, self.logfile)
         self._spawn(binary, self.render_acl())
         self.wait_until_serving(self.settings.start_timeout_seconds)
+        self.last_load = watch.after_start()
+        if self.last_load.truncated:
+            log.warning(
+                "%s; `skybuffer status` shows it until the next start.",
+                self.last_load.describe(),
+            )
         return True
 
     def _refuse_a_second_server(self) -> None:
@@ -168,9 +187,13 @@ class ManagedRedis:
         # A new session: the server outlives this command and ignores its Ctrl-C;
         # skybuffer stops it with SHUTDOWN (AOF fsync'd) instead. umask 077: the AOF dir,
         # its manifest, base and incr files, rewrite temp files and RDB come out 0600/0700.
+        # Python's ignored SIGXFSZ is kept (restore_signals=False): at a file size limit
+        # (ulimit -f) Redis then gets EFBIG, reports MISCONF and retries like on a full
+        # disk, instead of dying.
         proc = subprocess.Popen(
             args, cwd=self.directory, start_new_session=True, umask=PRIVATE_UMASK,
-            env=program_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            restore_signals=False, env=program_env(),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         write_private(self.endpoint_file, f"{self.settings.host}:{self.settings.port}\n")
         self._process = proc
@@ -204,12 +227,7 @@ class ManagedRedis:
         if pid is None and not serving:
             return False
         if serving:
-            try:
-                self.client("admin").shutdown(nosave=False)
-            except (redis.ConnectionError, redis.TimeoutError):
-                pass  # the connection closes as the server exits
-            except redis.ResponseError as exc:
-                raise RedisUnavailable(f"SHUTDOWN refused: {exc}") from None
+            self._shutdown()
         elif pid is not None and "redis-server" in psutil.Process(pid).name():
             # Started on another port (an earlier SKYBUFFER_REDIS__PORT): SIGTERM is
             # redis-server's own graceful shutdown, AOF fsync'd like SHUTDOWN.
@@ -217,6 +235,22 @@ class ManagedRedis:
         if pid is not None:
             _wait_for_exit(pid, timeout)
         return True
+
+    def _shutdown(self) -> None:
+        """SHUTDOWN; if Redis refuses it (an error it would stop on, such as an AOF it
+        cannot fsync), SHUTDOWN FORCE: what Redis had fsync'd stays; what it could not
+        write (INFO persistence ``aof_buffer_length``) is lost, as in a crash, and the
+        pipeline re-reads it from the source (its cursor was in the same transactions)."""
+        admin = self.client("admin")
+        refused = ""
+        for args in (("SHUTDOWN",), ("SHUTDOWN", "FORCE")):
+            try:
+                admin.execute_command(*args)
+            except (redis.ConnectionError, redis.TimeoutError):
+                return  # the connection closes as the server exits
+            except redis.ResponseError as exc:
+                refused = str(exc)
+        raise RedisUnavailable(f"SHUTDOWN FORCE refused: {refused}; see {self.logfile}")
 
     def _log_tail(self) -> str:
         try:

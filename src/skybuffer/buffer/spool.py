@@ -38,8 +38,26 @@ class Spool:
         except FileNotFoundError:
             return 0
 
-    def append(self, batches: list[Batch]) -> None:
-        """Append and fsync: once this returns, the batches survive a crash."""
+    def append(self, batches: list[Batch]) -> int:
+        """Append and fsync: once this returns, the batches survive a crash; returns the
+        bytes appended. If the disk refuses (full, a file size limit), the file is cut
+        back to what it held before and the OSError raised: a torn record would hide
+        every record appended after it once space is back."""
+        before = self.size()
+        try:
+            self._append(batches)
+        except OSError:
+            self._cut_back(before)
+            raise
+        return self.size() - before
+
+    def _cut_back(self, size: int) -> None:
+        try:
+            os.truncate(self.path, size)
+        except OSError:
+            pass  # read() stops at the torn tail; clear() removes it after the replay
+
+    def _append(self, batches: list[Batch]) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
         with os.fdopen(fd, "ab") as handle:
             for batch in batches:

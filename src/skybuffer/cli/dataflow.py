@@ -30,7 +30,8 @@ from skybuffer.cli.options import (
 # --- redis -----------------------------------------------------------------------------------
 @redis_app.command("start")
 def redis_start(data_dir: DataDir = None, config: ConfigFile = None) -> None:
-    """Start the managed redis-server (waits until the AOF is loaded)."""
+    """Start the managed redis-server (waits until the AOF is loaded; warns if Redis
+    loaded it truncated, with the bytes it dropped)."""
     from skybuffer.buffer.server import ManagedRedis
 
     s = settings_for(data_dir, config)
@@ -43,10 +44,19 @@ def redis_start(data_dir: DataDir = None, config: ConfigFile = None) -> None:
 @redis_app.command("stop")
 def redis_stop(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     """SHUTDOWN the managed redis-server (the AOF is fsync'd first)."""
+    from skybuffer.buffer.aof import aof_health
     from skybuffer.buffer.server import ManagedRedis
 
     s = settings_for(data_dir, config)
-    stopped = ManagedRedis(s.redis, s.redis_dir).stop()
+    server = ManagedRedis(s.redis, s.redis_dir)
+    health = aof_health(server.client("admin")) if server.is_serving() else None
+    if health is not None and not health.writing:
+        warn(
+            "Redis cannot write its AOF: stopping it now loses the "
+            f"{health.unwritten_bytes:,} bytes it holds unwritten (its last writes; the "
+            "pipeline re-reads them from the source). Free space first to keep them."
+        )
+    stopped = server.stop()
     typer.echo("redis-server stopped" if stopped else "redis-server was not running")
 
 
@@ -55,26 +65,46 @@ def redis_status(
     data_dir: DataDir = None, config: ConfigFile = None, as_json: JsonOut = False
 ) -> None:
     """Is the managed redis-server running, and where."""
+    from skybuffer.buffer.aof import aof_health, last_load
     from skybuffer.buffer.server import ManagedRedis
 
     s = settings_for(data_dir, config)
     server = ManagedRedis(s.redis, s.redis_dir)
+    running = server.is_serving()
+    health = aof_health(server.client("admin")) if running else None
+    load = last_load(s.redis_dir)
     info = {
-        "running": server.is_serving(),
+        "running": running,
         "pid": server.pid(),
         "host": s.redis.host,
         "port": s.redis.port,
         "dir": str(s.redis_dir),
         "external_url_set": bool(s.redis.url),
+        **(health.as_dict() if health is not None else {}),
+        "aof_load_truncated": bool(load and load.truncated),
     }
     if as_json:
         emit_json(info)
     else:
         typer.echo(
-            f"redis-server {'running' if info['running'] else 'not running'}"
+            f"redis-server {'running' if running else 'not running'}"
             f" on {s.redis.host}:{s.redis.port}, pid {info['pid']}, dir {s.redis_dir}"
         )
-    raise typer.Exit(0 if info["running"] else 1)
+        if health is not None and not health.writing:
+            warn(
+                f"Redis cannot write its AOF: free space on the disk of {s.redis_dir}; "
+                "Redis retries by itself every second and takes writes again"
+            )
+        if load is not None and load.truncated:
+            warn(load.describe())
+    raise typer.Exit(0 if running else 1)
+
+
+def warn(line: str) -> None:
+    """A warning an operator must read, on stderr (stdout stays parseable)."""
+    from skybuffer.console import err_console
+
+    err_console.print(f"[bold yellow]warning:[/] {line}", highlight=False)
 
 
 # --- ingest and status -----------------------------------------------------------------------
@@ -129,6 +159,8 @@ def status(data_dir: DataDir = None, config: ConfigFile = None, as_json: JsonOut
         from skybuffer.console import console, status_table
 
         console.print(status_table(figures))
+    for line in figures.warnings:
+        warn(line)
 
 
 @app.command()

@@ -49,6 +49,14 @@ INGEST_BACKPRESSURE = Gauge(
     "1 while the ingester has stopped taking events because Redis is full or unreachable.",
     registry=REGISTRY,
 )
+INGEST_SOURCE_PAUSED = Gauge(
+    "skybuffer_ingest_source_paused",
+    "1 while the ingester does not read its source, by reason: redis_full, "
+    "redis_cannot_persist (AOF disk full), spool_full (at ingest.spool_max_bytes), "
+    "spool_error (the spool's disk refused a write).",
+    ["reason"],
+    registry=REGISTRY,
+)
 INGEST_REDIS_UP = Gauge(
     "skybuffer_ingest_redis_up",
     "1 when the ingester's last Redis call succeeded.",

@@ -411,8 +411,11 @@ def run_loop(
     stop: threading.Event,
     on_result: Callable[[DrainResult], None] | None = None,
 ) -> None:
-    """Drain every ``interval`` seconds until ``stop``; an unreachable Redis is retried."""
-    from skybuffer.errors import RedisUnavailable
+    """Drain every ``interval`` seconds until ``stop``. An unreachable Redis, or one that
+    cannot write its AOF (a full disk: it refuses the commits), is retried at the next
+    interval with one log line; nothing was acknowledged, so the retry rewrites the same
+    files and loses nothing."""
+    from skybuffer.errors import BufferFull, RedisUnavailable
     from skybuffer.observability.exporter import serve_writer_metrics
 
     writer = DataWriter.from_settings(settings)
@@ -427,6 +430,8 @@ def run_loop(
                     on_result(result)
             except RedisUnavailable as exc:
                 log.warning("Redis unavailable (%s); retrying in %.0fs.", exc, interval)
+            except BufferFull as exc:
+                log.warning("%s; retrying in %.0fs.", exc, interval)
             except LeaseLost as exc:
                 log.error("%s; waiting to own the DataWriter again.", exc)
             except LeaseHeld:

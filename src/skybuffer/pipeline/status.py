@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from skybuffer.buffer.aof import aof_health, last_load
 from skybuffer.buffer.deadletter import DeadLetterStore
 from skybuffer.buffer.lease import holder_of
 from skybuffer.constants import TYPES, Keys
@@ -75,6 +76,10 @@ class BufferStatus:
     owners: dict[str, str] = field(default_factory=dict)
     """Role -> who holds its lease now (the DataWriter, each source's ingester)."""
     lake: LakeStatus | None = None
+    aof_writing: bool | None = None
+    """False while Redis cannot write its AOF (None: unknown, or no AOF)."""
+    warnings: list[str] = field(default_factory=list)
+    """What an operator must act on, one line each, naming the fix."""
 
     @property
     def memory_fraction(self) -> float:
@@ -96,6 +101,8 @@ class BufferStatus:
             "deadletter_events": self.deadletter_events,
             "spool_bytes": self.spool_bytes,
             "owners": self.owners,
+            "aof_writing": self.aof_writing,
+            "warnings": self.warnings,
         } | ({"lake": self.lake.as_dict()} if self.lake is not None else {})
 
 
@@ -125,6 +132,15 @@ def buffer_status(client: redis.Redis, keys: Keys, spool_dir: Path | None = None
     if spool_dir is not None and spool_dir.exists():
         status.spool_bytes = sum(p.stat().st_size for p in spool_dir.glob("*.spool"))
     status.owners = role_owners(client, keys)
+    health = aof_health(client)
+    if health is not None:
+        status.aof_writing = health.writing
+        if not health.writing:
+            status.warnings.append(
+                "Redis cannot write its AOF (disk full?) and refuses writes: ingest is paused "
+                "and the DataWriter waits; free space on the disk of Redis's dir. Redis "
+                "retries every second and both go on by themselves"
+            )
     return status
 
 
@@ -163,5 +179,8 @@ def collect_status(settings: Settings) -> BufferStatus:
 
     client = connect(settings.redis, settings.redis_dir)
     status = buffer_status(client, Keys(settings.redis.prefix), settings.ingest.spool_dir)
+    load = None if settings.redis.url else last_load(settings.redis_dir)
+    if load is not None and load.truncated:
+        status.warnings.append(load.describe())
     status.lake = lake_status(settings.lake)
     return status
