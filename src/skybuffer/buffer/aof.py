@@ -27,6 +27,8 @@ from typing import Any
 
 import redis
 
+from skybuffer.privilege import write_private
+
 RECORD = "aof-load.json"
 AOF_DIR = "appendonlydir"
 _TRUNCATING = re.compile(r"!!! Truncating the AOF (\S+) at offset (\d+) !!!")
@@ -102,7 +104,7 @@ def last_load(directory: Path) -> AofLoad | None:
 
 def _write_record(path: Path, load: AofLoad) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(load)) + "\n")
+    write_private(tmp, json.dumps(asdict(load)) + "\n")  # names the AOF files: the dir's mode
     tmp.replace(path)
 
 
