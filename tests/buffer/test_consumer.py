@@ -12,8 +12,10 @@ import redis
 from skybuffer.buffer.codec import Codec
 from skybuffer.buffer.consumer import StreamConsumer
 from skybuffer.buffer.deadletter import DeadLetter
+from skybuffer.buffer.lease import Lease
 from skybuffer.buffer.server import ManagedRedis
 from skybuffer.constants import DL_CODEC, DL_DETAIL, DL_EVENTS, DL_RAW, DL_REASON, DL_SOURCE, Keys
+from skybuffer.errors import BufferForgot
 
 KEYS = Keys()
 LIKE = (
@@ -173,3 +175,21 @@ def test_a_full_redis_can_be_drained_although_it_refuses_transactions(
     reader.trim("likes")
     assert full.xlen(stream) == 0
     full.xadd(stream, codec.encode([LIKE]))  # and the buffer takes writes again
+
+
+def test_a_leased_commit_of_entries_redis_lost_since_the_read_is_refused(
+    client: redis.Redis,
+) -> None:
+    """A Redis that restarted without its last second lost entries a writer had read: the
+    commit must not succeed (and raise the type's committed mark past them), or the lake
+    would keep their rows while the source replays their events into new entries."""
+    ids = add(client, 3)
+    lease = Lease(client, KEYS.writer_lease, 30, "DataWriter test")
+    lease.acquire(wait=False)
+    reader = StreamConsumer(client, KEYS, "w1", read_count=50, lease=lease)
+    batch = reader.read_batch("likes", 100)
+    client.xdel(KEYS.stream("likes"), ids[2])  # what the restarted Redis no longer holds
+    with pytest.raises(BufferForgot, match="no longer in Redis"):
+        reader.commit("likes", batch.entries)
+    assert reader.committed("likes") == "0-0"
+    assert client.xlen(KEYS.stream("likes")) == 2  # nothing committed

@@ -82,6 +82,17 @@ local last = redis.call('HGET', committed, type_) or '0-0'
 if lake_last ~= '' and less(last, lake_last) then
   return redis.error_reply('FORGOT ' .. last)
 end
+if token ~= '' then
+  -- The lease holder is the only writer: an entry it read that holds events and is gone
+  -- was lost by Redis (a restart without its last writes since the read), not committed.
+  local j = 6
+  while j <= #ARGV do
+    if tonumber(ARGV[j + 1]) > 0 and #redis.call('XRANGE', stream, ARGV[j], ARGV[j]) == 0 then
+      return redis.error_reply('GONE ' .. ARGV[j])
+    end
+    j = j + 3 + tonumber(ARGV[j + 2]) * @letter_fields
+  end
+end
 local i, entries, removed, letters, top = 6, 0, 0, 0, last
 while i <= #ARGV do
   local id, events, k = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
@@ -366,7 +377,8 @@ class StreamConsumer:
 
         Raises LeaseLost if another DataWriter holds the lease now (nothing committed),
         and BufferForgot if Redis's record of this type's last commit is behind
-        ``lake_last``, the lake's own record of it (Redis forgot commits)."""
+        ``lake_last``, the lake's own record of it (Redis forgot commits), or if a leased
+        commit finds an entry it read gone (Redis forgot entries since the read)."""
         deadletters = deadletters or {}
         token = self.lease.token if self.lease else ""
         ttl = self.lease.ttl_ms if self.lease else 0
@@ -397,6 +409,11 @@ class StreamConsumer:
                     f"{type_}: Redis's last commit is {message.split()[1]}, the lake's is "
                     f"{lake_last}: Redis forgot commits",
                     message.split()[1],
+                ) from None
+            if message.startswith("GONE"):
+                raise BufferForgot(
+                    f"{type_}: entry {message.split()[1]} of this batch is no longer in "
+                    "Redis: Redis forgot entries since they were read"
                 ) from None
             raise
         return Commit(int(done), int(events), int(letters_written))

@@ -80,6 +80,10 @@ class ReplayGuard:
     expires: float
     changed: bool = False
     """Set when events were dropped since it was last saved."""
+    tentative: pa.Array | None = None
+    """Identities dropped from the batch being written, not yet committed: they leave the
+    guard only when that batch commits (``settle``). A batch that fails after dropping them
+    (Redis gone, the lease lost, a lake write) is written again, and must drop them again."""
 
     @property
     def active(self) -> bool:
@@ -89,19 +93,34 @@ class ReplayGuard:
         return id_key(entry_id) > id_key(self.after)
 
     def drop_replayed(self, table: pa.Table, newer: pa.Array) -> tuple[pa.Table, int]:
-        """``table`` without the guarded events among rows where ``newer`` is true; the
-        dropped identities leave the guard (each event comes back once)."""
+        """``table`` without the guarded events among rows where ``newer`` is true, each
+        dropped once per batch (the source replays an event once)."""
         ids = identities(self.type, table)
-        hit = pc.and_(pc.is_in(ids, value_set=self.identities), newer)
+        hit = pc.and_(pc.is_in(ids, value_set=self._untaken()), newer)
         dropped = pc.sum(hit).as_py() or 0
         if not dropped:
             return table, 0
         seen = pc.unique(pc.filter(ids, hit))
-        self.identities = pc.filter(
-            self.identities, pc.invert(pc.is_in(self.identities, value_set=seen))
-        )
-        self.changed = True
+        taken = seen if self.tentative is None else pa.concat_arrays([self.tentative, seen])
+        self.tentative = taken
         return table.filter(pc.invert(hit)), dropped
+
+    def settle(self) -> None:
+        """The batch committed: what it dropped leaves the guard for good."""
+        if self.tentative is None:
+            return
+        self.identities = self._untaken()
+        self.tentative = None
+        self.changed = True
+
+    def abandon(self) -> None:
+        """The batch did not commit: what it dropped stays guarded for its next attempt."""
+        self.tentative = None
+
+    def _untaken(self) -> pa.Array:
+        if self.tentative is None:
+            return self.identities
+        return pc.filter(self.identities, pc.invert(pc.is_in(self.identities, self.tentative)))
 
 
 class Ledger:

@@ -281,8 +281,9 @@ class DataWriter:
             read_new = not batch.caught_up
             try:
                 self._write_batch(batch, result)
-            except BufferForgot:
-                continue  # noticed at commit: the next read sees the entries again
+            except BufferForgot as exc:  # noticed at commit: the next read sees what is left
+                log.error("%s; the batch is written again from what Redis holds now.", exc)
+                continue
             except LeaseLost as exc:
                 log.error("%s: %s; the batch is abandoned uncommitted.", type_, exc)
                 if not self.lease.reclaim():
@@ -291,6 +292,15 @@ class DataWriter:
 
     # --- one batch -----------------------------------------------------------------------
     def _write_batch(self, batch: Batch, result: TypeResult) -> None:
+        """Stage, publish and commit one batch; one that fails gives back to the replay
+        guard what it dropped, so its next attempt drops it again (no duplicates)."""
+        try:
+            self._stage_publish_commit(batch, result)
+        except BaseException:
+            self.forgetting.abandon(batch.type)
+            raise
+
+    def _stage_publish_commit(self, batch: Batch, result: TypeResult) -> None:
         began = time.monotonic()
         dead: dict[str, list[DeadLetter]] = {}
         staged = self.lake.stage(batch.type, batch.ids[0])

@@ -77,11 +77,20 @@ class Forgetting:
         return table.drop_columns(["_hour"]), table["_hour"].combine_chunks(), dropped
 
     def save(self, type_: str) -> None:
-        """After a commit: keep the guard's progress (what it dropped is gone from it)."""
+        """After a commit: what the batch dropped leaves the guard, durably."""
         guard = self.guards.get(type_)
-        if guard is not None and guard.changed and self.ledger is not None:
+        if guard is None:
+            return
+        guard.settle()
+        if guard.changed and self.ledger is not None:
             self.ledger.save_guard(guard)
             guard.changed = False
+
+    def abandon(self, type_: str) -> None:
+        """A batch that did not commit gives back what it dropped (its retry drops it)."""
+        guard = self.guards.get(type_)
+        if guard is not None:
+            guard.abandon()
 
     # --- the guard -------------------------------------------------------------------------
     def _guard(self, type_: str, redis_last: str, published: str) -> None:
@@ -91,6 +100,8 @@ class Forgetting:
         committed = self.ledger.last(type_, "committed")
         if len(ids):
             previous = self.guards.get(type_)
+            if previous is not None:
+                previous.abandon()
             if previous is not None and previous.active:
                 ids = pc.unique(pa.concat_arrays([previous.identities, ids]))
             guard = ReplayGuard(type_, published, ids, time.time() + self.guard_seconds)
