@@ -86,7 +86,7 @@ def test_stack_up_runs_the_committed_files_on_loopback_and_down_stops_it_by_pid(
     settings = make_settings()
     conf = stack_settings(CONFIG, slack_webhook_file=webhook)
     urls = run_stack(settings, conf)
-    assert urls["prometheus"].startswith(f"http://127.0.0.1:{conf.prometheus_port}/")
+    assert urls["prometheus"] == f"http://127.0.0.1:{conf.prometheus_port}"
     _assert_layout(settings.data_dir / "stack")
 
     status = stack_status(settings, conf)

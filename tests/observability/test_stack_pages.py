@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from skybuffer.observability.pages import ALERTMANAGER_UI_SCRIPT, opens
+from skybuffer.observability.pages import ALERTMANAGER_UI_SCRIPT, opens, pages_to_open
 from skybuffer.observability.stack import StackSettings
 from skybuffer.settings import Settings
 
@@ -29,7 +29,7 @@ def test_every_printed_page_opens_and_is_the_page_it_names(
     run_stack: Callable[[Settings, StackSettings], dict[str, str]],
 ) -> None:
     conf = stack_settings(CONFIG)
-    pages = run_stack(make_settings(), conf)
+    pages = pages_to_open(run_stack(make_settings(), conf))
     urls = {name: value.split()[0] for name, value in pages.items()}
     assert set(urls) == {"prometheus", "alertmanager", "redis_exporter"}
     for name, url in urls.items():

@@ -21,9 +21,10 @@ from skybuffer.cli.options import (
 @stack_app.command("up")
 def stack_up_cmd(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     """Start redis_exporter, Prometheus and Alertmanager (loopback, data in the data dir)."""
+    from skybuffer.observability.pages import pages_to_open
     from skybuffer.observability.stack import stack_up
 
-    for name, url in stack_up(settings_for(data_dir, config)).items():
+    for name, url in pages_to_open(stack_up(settings_for(data_dir, config))).items():
         typer.echo(f"{name:<14} {url}")
 
 

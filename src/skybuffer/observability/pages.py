@@ -1,5 +1,8 @@
 """The web page of each monitoring program that `run` and `stack up` print: one that opens.
 
+``stack_up`` returns each program's base URL (what scripts and tests call the APIs on);
+``pages_to_open`` turns those into the pages a person is shown.
+
 Builds differ, so each page is asked for, not assumed. Upstream Prometheus shows its
 alerts at ``/alerts``; Debian's package (2.42) ships only the classic UI, at
 ``/classic/alerts``, and ``/alerts`` is a 404. Upstream Alertmanager has a web UI at ``/``;
@@ -17,6 +20,16 @@ PROMETHEUS_ALERT_PAGES = ("/alerts", "/classic/alerts")
 ALERTMANAGER_UI_SCRIPT = "/script.js"
 """The web UI's script: served only when the build has the UI."""
 ALERTMANAGER_API_ALERTS = "/api/v2/alerts"
+
+
+def pages_to_open(urls: dict[str, str]) -> dict[str, str]:
+    """``stack_up``'s URLs with Prometheus's and Alertmanager's replaced by pages that open."""
+    pages = dict(urls)
+    if "prometheus" in pages:
+        pages["prometheus"] = prometheus_page(pages["prometheus"])
+    if "alertmanager" in pages:
+        pages["alertmanager"] = alertmanager_page(pages["alertmanager"])
+    return pages
 
 
 def prometheus_page(base: str) -> str:

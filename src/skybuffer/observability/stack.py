@@ -32,7 +32,6 @@ import psutil
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from skybuffer.errors import ConfigError, MissingBinaryError
-from skybuffer.observability.pages import alertmanager_page, prometheus_page
 from skybuffer.privilege import SLACK_WEBHOOK_ENV, private_dir, program_env, write_private
 
 if TYPE_CHECKING:  # settings.py may import StackSettings from here: no import cycle
@@ -175,11 +174,7 @@ class Stack:
             for component in reversed(started):
                 self._process(component).stop(self.conf.stop_timeout_seconds)
             raise
-        return {
-            PROMETHEUS.name: prometheus_page(self._url(PROMETHEUS)),
-            ALERTMANAGER.name: alertmanager_page(self._url(ALERTMANAGER)),
-            EXPORTER.name: self._url(EXPORTER) + "/metrics",
-        }
+        return {**self.urls(), "redis_exporter": self._url(EXPORTER) + "/metrics"}
 
     def down(self) -> dict[str, str]:
         result = {}
