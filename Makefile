@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help run test test-random lint typecheck pytest pytest-random soak bench system-packages clean
+.PHONY: help run test test-random lint typecheck pytest pytest-random soak bench system-packages clean clean-data
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -47,5 +47,19 @@ test-random: lint typecheck pytest-random  ## the same, the tests in a random or
 soak: $(VENV)/.installed-dev system-packages  ## long end-to-end runs (not in CI)
 	$(BIN)/python -m pytest -m soak -s -p no:cacheprovider tests
 
-clean:  ## remove the venv and local data (./var)
-	rm -rf $(VENV) var
+clean:  ## remove the venv and tool caches; keeps the buffer, the lake and reports (./var)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+DATA_DIR ?= var
+clean-data:  ## delete ./var (Redis buffer, lake, spool, reports) after asking; CONFIRM=yes does not ask
+	@if [ ! -e "$(DATA_DIR)" ]; then echo "nothing to delete: $(DATA_DIR) does not exist"; exit 0; fi; \
+	pid=$$(cat "$(DATA_DIR)/redis/redis.pid" 2>/dev/null); \
+	if [ -n "$$pid" ] && kill -0 "$$pid" 2>/dev/null; then \
+	  echo "$(DATA_DIR) is in use: its redis-server runs (pid $$pid); stop the pipeline first (Ctrl-C in make run, or skybuffer redis stop)"; exit 1; fi; \
+	if [ "$(CONFIRM)" != yes ]; then \
+	  printf 'Delete %s (%s): the Redis buffer, the lake, spool and reports, not recoverable? Type yes: ' \
+	    "$(DATA_DIR)" "$$(du -sh "$(DATA_DIR)" | cut -f1)"; \
+	  read -r answer || answer=; \
+	  if [ "$$answer" != yes ]; then echo "kept $(DATA_DIR)"; exit 1; fi; \
+	fi; \
+	rm -rf "$(DATA_DIR)" && echo "deleted $(DATA_DIR)"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.rule import Rule
 from rich.table import Table
+from rich.text import Text
 
 from skybuffer.pipeline.status import BufferStatus
 
@@ -61,15 +63,56 @@ def status_table(status: BufferStatus) -> Table:
     return table
 
 
-def rows_table(columns: list[str], rows: list[tuple[Any, ...]]) -> Table:
-    """Query results as a table: values as they are, NULL shown as such."""
+MIN_COLUMN_WIDTH = 8
+"""Below this a column folds its values into unreadable slivers: rows go vertical."""
+WIDE_HINT = "too wide for {width} columns, so one block per row; --json or --csv for all of it"
+
+
+def rows_table(
+    columns: list[str], rows: list[tuple[Any, ...]], width: int | None = None
+) -> RenderableType:
+    """Query results as they are (NULL shown as such): a table when every column gets a
+    readable width in ``width`` (the console's by default), else one block per row, the
+    column names down the left, with a hint to --json / --csv."""
+    cells = [["NULL" if v is None else str(v) for v in row] for row in rows]
+    width = width or console.width
+    if _fits(columns, cells, width):
+        return _wide_table(columns, cells)
+    return _vertical(columns, cells, WIDE_HINT.format(width=width))
+
+
+def _fits(columns: list[str], cells: list[list[str]], width: int) -> bool:
+    """Each column at its natural width, or at least its name and MIN_COLUMN_WIDTH, plus
+    Rich's borders and padding (3 per column, 1 more at the edge)."""
+    needed = 1 + 3 * len(columns)
+    for index, name in enumerate(columns):
+        natural = max([len(name), *(len(row[index]) for row in cells)])
+        needed += min(natural, max(MIN_COLUMN_WIDTH, len(name)))
+    return needed <= width
+
+
+def _wide_table(columns: list[str], cells: list[list[str]]) -> Table:
     table = Table(show_lines=False)
     for column in columns:
         table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*("NULL" if v is None else str(v) for v in row))
-    table.caption = f"{len(rows):,} rows"
+    for row in cells:
+        table.add_row(*row)
+    table.caption = f"{len(cells):,} rows"
     return table
+
+
+def _vertical(columns: list[str], cells: list[list[str]], hint: str) -> Group:
+    """One block per row: a rule naming the row, then ``column  value`` lines."""
+    blocks: list[RenderableType] = []
+    for number, row in enumerate(cells, 1):
+        block = Table.grid(padding=(0, 2))
+        block.add_column(style="bold", no_wrap=True)
+        block.add_column(overflow="fold")
+        for name, value in zip(columns, row, strict=True):
+            block.add_row(name, value)
+        blocks += [Rule(f"row {number:,}", align="left"), block]
+    blocks.append(Text(f"{len(cells):,} rows ({hint})", style="dim"))
+    return Group(*blocks)
 
 
 def live_line(rate: float, status: BufferStatus, extra: str = "") -> str:

@@ -12,7 +12,9 @@ from typer.testing import CliRunner
 from skybuffer.buffer.server import ManagedRedis
 from skybuffer.cli import app
 from skybuffer.errors import ConfigError
-from skybuffer.ops.capacity import run_capacity
+from skybuffer.ops.audit import PROFILES
+from skybuffer.ops.capacity import plot_scale, run_capacity
+from skybuffer.ops.report import eight_hours, events_in
 from skybuffer.ops.scratch import delete_keys
 from skybuffer.settings import Settings
 
@@ -78,3 +80,43 @@ def test_scratch_keys_are_deleted_by_their_prefix_only(redis_server: ManagedRedi
         b"skybuffer:cursor:jetstream",
         b"skybuffer:ops:capacityX",
     ]
+
+
+def test_the_report_is_titled_with_the_run_and_says_what_8_hours_are_as_the_audit_does(
+    redis_server: ManagedRedis, make_settings: Callable[..., Settings]
+) -> None:
+    report = run_capacity(make_settings(), events=12_000, show_progress=False)
+    data = report.data
+    assert report.title == (
+        f"skybuffer capacity: 12,000 events loaded in {data['load_seconds']:,.1f} s"
+    )
+    assert "8-hour" not in report.title
+    assert data["events_8h"] == events_in() == PROFILES["default"].events_8h == 10_080_000
+    markdown = Path(report.paths["markdown"]).read_text()
+    assert f"| {eight_hours()} would take | {data['percent_for_8h']}% of maxmemory |" in markdown
+    assert "research/" not in markdown  # cites files of the repository only
+    assert "docs/JETSTREAM.md" in markdown
+    assert (Path(__file__).parents[2] / "docs" / "JETSTREAM.md").read_text().count(
+        "## Event rates"
+    ) == 1
+
+
+def test_the_plot_axis_fits_a_small_run_and_names_the_limits_off_its_scale(
+    redis_server: ManagedRedis, make_settings: Callable[..., Settings]
+) -> None:
+    data = run_capacity(make_settings(), events=10_000, show_progress=False).data
+    top, limits, note = plot_scale(data)
+    peak_mb = data["peak_used_memory"] / 2**20
+    assert peak_mb < top < data["maxmemory"] / 2**20 / 10  # 2 GB would squash the data
+    assert limits == {}
+    assert "maxmemory 2,048 MB" in note and "high-water" in note
+
+
+def test_the_plot_draws_the_limits_when_they_are_in_range(
+    start_redis: Callable[..., ManagedRedis], make_settings: Callable[..., Settings]
+) -> None:
+    start_redis(maxmemory="16mb")
+    data = run_capacity(make_settings(), events=20_000, show_progress=False).data
+    top, limits, note = plot_scale(data)
+    assert set(limits) == {"maxmemory", "high-water"} and note == ""
+    assert limits["maxmemory"] == 16 and top > 16

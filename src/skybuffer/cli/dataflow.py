@@ -318,7 +318,10 @@ def query(
     data_dir: DataDir = None,
     config: ConfigFile = None,
 ) -> None:
-    """Query the lake with DuckDB (hive partitions year, month, day, hour are columns)."""
+    """Query the lake with DuckDB (hive partitions year, month, day, hour are columns).
+
+    Results print as a table; rows too wide for the terminal print one block per row
+    (column names down the left). --json and --csv print everything, for scripts."""
     from skybuffer.lake.query import run_query, to_csv, to_json
 
     if as_json and as_csv:

@@ -39,6 +39,9 @@ class QueryError(SkybufferError):
     """The SQL given to `skybuffer query` failed; the message is DuckDB's."""
 
 
+EMPTY_SQL = 'no SQL given: pass a statement, e.g. skybuffer query "select count(*) from likes"'
+
+
 @dataclass
 class QueryResult:
     columns: list[str]
@@ -96,7 +99,10 @@ def _files(con: duckdb.DuckDBPyConnection, glob: str, skipped: frozenset[str]) -
 
 
 def run_query(lake: LakeSettings, sql: str) -> QueryResult:
-    """Run ``sql`` against the views; a DuckDB error becomes a QueryError."""
+    """Run ``sql`` against the views; a DuckDB error becomes a QueryError, and so does SQL
+    that is only blanks or comments (DuckDB would run it silently and return nothing)."""
+    if not _statement(sql):
+        raise QueryError(EMPTY_SQL)
 
     def attempt(skipped: frozenset[str]) -> QueryResult:
         con = connect(lake, skipped)
@@ -112,6 +118,14 @@ def run_query(lake: LakeSettings, sql: str) -> QueryResult:
         return skipping_unreadable(_layout(lake).root, attempt)
     except duckdb.Error as exc:
         raise QueryError(f"query failed: {exc}") from None
+
+
+def _statement(sql: str) -> str:
+    """``sql`` without ``--`` and ``/* */`` comments, semicolons and blanks (quotes are
+    not parsed: this only tells an empty statement from one DuckDB must judge)."""
+    text = re.sub(r"/\*.*?\*/", " ", sql, flags=re.DOTALL)
+    text = re.sub(r"--[^\n]*", " ", text)
+    return text.replace(";", " ").strip()
 
 
 def skipping_unreadable(root: str, attempt: Callable[[frozenset[str]], T]) -> T:

@@ -32,10 +32,26 @@ SECRET_WORDS = ("password", "requirepass", "masterauth", "secret")
 SEED_OPS_PER_S = 1_587
 SEED_JSON_MEMORY_PERCENT = 78.5  # 2.7M plain-JSON events in 2 GB
 SEED_EVENTS_8H = 2_700_000
-SEED_RATE = SEED_EVENTS_8H / (8 * 3600)  # ≈ 94 ev/s
 MET27 = {"ops_per_s": 1_000, "p50_ms": 10.0, "p95_ms": 50.0, "maxmemory_bytes": 2 * 1024**3}
-# Today's real rates (research/bluesky-jetstream.md §3.1): mid-2026 steady, early-2025 mean.
-RATES = {"seed (2.7M / 8 h)": SEED_RATE, "mid-2026 steady": 350.0, "2025 average": 1_000.0}
+
+# "8 hours of events": the buffer must hold BUFFER_HOURS at a stated rate. Every report
+# that says "8 hours" counts them with ``events_in`` (audit and capacity agree).
+BUFFER_HOURS = 8
+STEADY_RATE = 350.0
+"""ev/s, Jetstream's whole network in mid-2026 (docs/JETSTREAM.md, "Event rates")."""
+SEED_RATE = SEED_EVENTS_8H / (BUFFER_HOURS * 3600)  # the seed's 2.7M in 8 h: 93.75 ev/s
+# Real rates (docs/JETSTREAM.md, "Event rates"): mid-2026 steady, the 2025 average.
+RATES = {"seed (2.7M / 8 h)": SEED_RATE, "mid-2026 steady": STEADY_RATE, "2025 average": 1_000.0}
+
+
+def events_in(hours: float = BUFFER_HOURS, rate: float = STEADY_RATE) -> int:
+    """Events that arrive in ``hours`` at ``rate`` ev/s: 8 h at 350 ev/s = 10,080,000."""
+    return round(hours * 3600 * rate)
+
+
+def eight_hours(rate: float = STEADY_RATE) -> str:
+    """How reports name 8 hours of events: ``8 h at 350 ev/s (10,080,000 events)``."""
+    return f"{BUFFER_HOURS} h at {rate:,.0f} ev/s ({events_in(BUFFER_HOURS, rate):,} events)"
 
 
 @dataclass

@@ -125,13 +125,14 @@ class Services(AbstractContextManager["Services"]):
         self.urls["schedule"] = f"datawriter: {self.settings.writer.schedule}"
 
     def _start_stack(self) -> None:
+        from skybuffer.observability.pages import pages_to_open
         from skybuffer.observability.stack import missing_binaries, stack_up
 
         missing = missing_binaries()
         if missing:
             log.warning("Monitoring stack not started: missing %s.", ", ".join(sorted(missing)))
             return
-        self.urls.update(stack_up(self.settings))
+        self.urls.update(pages_to_open(stack_up(self.settings)))
         self.stack_started = True
 
     def writer_alive(self) -> bool:
