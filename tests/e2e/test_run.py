@@ -58,6 +58,12 @@ def isolated_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def _ui_api_url(port: int) -> str:
+    """Where the served Prefect UI will call the API (it reads /ui-settings first)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui-settings", timeout=10) as response:
+        return str(json.loads(response.read())["api_url"])
+
+
 @pytest.mark.slow
 def test_run_schedules_the_datawriter_and_shuts_down_cleanly(tmp_path: Path) -> None:
     env = isolated_env(tmp_path, SKYBUFFER_WRITER__SCHEDULE="20")
@@ -75,6 +81,7 @@ def test_run_schedules_the_datawriter_and_shuts_down_cleanly(tmp_path: Path) -> 
             assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "fewer than 3 scheduled runs completed in 5 min"
             time.sleep(0.5)
+        assert _ui_api_url(settings.prefect.port) == api_url  # not 4200's
         run.send_signal(signal.SIGINT)
         assert run.wait(timeout=300) == 0, (tmp_path / "run.log").read_text()[-3000:]
     finally:

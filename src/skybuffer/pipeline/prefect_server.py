@@ -75,10 +75,15 @@ class PrefectServer:
             self.process = subprocess.Popen(
                 [_prefect_executable(), "server", "start",
                  "--host", self.settings.host, "--port", str(self.settings.port)],
-                env=prefect_env(program_env(), self.home), stdout=log, stderr=subprocess.STDOUT,
+                env=self._env(), stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
         self._wait_healthy()
+
+    def _env(self) -> dict[str, str]:
+        """The UI asks its server where the API is (/ui-settings): tell it, or it calls
+        port 4200 whatever port this server listens on."""
+        return prefect_env(program_env(), self.home) | {"PREFECT_UI_API_URL": self.api_url}
 
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + self.settings.start_timeout_seconds
