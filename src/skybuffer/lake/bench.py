@@ -6,6 +6,10 @@ threads do not disturb the measurement); the drain runs in this process, timed f
 first read to the last commit. Reported: events/s, the drain's CPU seconds (steadier than
 wall time on a shared machine), Parquet bytes per event (overall and per type), files,
 Redis used_memory before and after, and this process's peak RSS.
+
+Before the drain, the in-run reference (lake/reference.py) converts the same events, as
+NDJSON, with pyarrow alone in a child process; ``vs_reference`` is the writer's events/s
+over the reference's, a figure that travels between machines (the raw events/s does not).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 from skybuffer.buffer.server import ManagedRedis, free_port
 from skybuffer.errors import SkybufferError
+from skybuffer.lake.reference import run_reference
 from skybuffer.settings import Settings, load_settings
 
 
@@ -39,11 +44,26 @@ def bench_write(
         server.start()
         try:
             _fill(scratch, events, seed)
-            return _drain(scratch, server, events)
+            reference = run_reference(scratch, workdir / "reference")
+            figures = _drain(scratch, server, events)
         finally:
             server.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    return _with_reference(figures, reference)
+
+
+def _with_reference(figures: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """The writer's figures, then the reference's right after its events/s."""
+    merged: dict[str, Any] = {}
+    for key, value in figures.items():
+        merged[key] = value
+        if key == "events_per_s":
+            merged["reference_events_per_s"] = reference["reference_events_per_s"]
+            rate = reference["reference_events_per_s"]
+            merged["vs_reference"] = round(value / rate, 2) if rate else 0.0
+    merged.update((k, v) for k, v in reference.items() if k not in merged)
+    return merged
 
 
 def _scratch_settings(workdir: Path, base: Settings | None) -> Settings:
