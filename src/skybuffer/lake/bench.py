@@ -5,7 +5,8 @@ A scratch redis-server and lake live in a temporary data dir. The backlog is mad
 threads do not disturb the measurement); the drain runs in this process, timed from the
 first read to the last commit. Reported: events/s, the drain's CPU seconds (steadier than
 wall time on a shared machine), Parquet bytes per event (overall and per type), files,
-Redis used_memory before and after, and this process's peak RSS.
+Redis used_memory before and after, and this process's peak RSS (and its RSS before the
+drain: the libraries' share of the peak).
 
 Before the drain, the in-run reference (lake/reference.py) converts the same events, as
 NDJSON, with pyarrow alone in a child process; ``vs_reference`` is the writer's events/s
@@ -97,6 +98,7 @@ def _drain(settings: Settings, server: ManagedRedis, events: int) -> dict[str, A
     admin = server.client("admin")
     before = int(admin.info("memory")["used_memory"])
     writer = DataWriter.from_settings(settings)
+    start_rss = _rss_bytes()
     try:
         cpu_before, started = os.times(), time.perf_counter()
         result = writer.drain_once()
@@ -133,7 +135,18 @@ def _drain(settings: Settings, server: ManagedRedis, events: int) -> dict[str, A
         "redis_used_memory_before": before,
         "redis_used_memory_after": after,
         "writer_peak_rss_bytes": peak_rss_bytes(),
+        "writer_start_rss_bytes": start_rss,
         "batch_events": settings.writer.batch_events,
         "compression": f"{settings.lake.compression}-{settings.lake.compression_level}",
         "cpus": os.cpu_count(),
     }
+
+
+def _rss_bytes() -> int:
+    """This process's resident memory now (VmRSS): before the drain, what the libraries
+    (pyarrow, DuckDB, redis-py: mostly shared code pages) cost before any event."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0

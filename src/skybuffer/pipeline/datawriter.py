@@ -10,9 +10,10 @@ run rewrites their rows and removes what the crashed attempt published (lake/wri
 so the lake never holds an event twice. A crash after the commit loses nothing: the
 files were durable first.
 
-Memory is bounded by the chunk (two in flight: one being built, one being encoded), so a
-backlog of any size drains in the same footprint; measured peak RSS is under 1 GiB with
-the default 128k-row chunks and ~360 MB with 32k (docs/ARCHITECTURE.md).
+Memory is bounded by the batch's compressed entries plus the chunk (two in flight: one
+being built by DuckDB on ``writer.duckdb_threads``, one being encoded), so a backlog of
+any size drains in the same footprint; the measured peak RSS per setting is in
+docs/BENCHMARKS.md.
 
 Guarantees beyond that:
 - One DataWriter per key prefix, whichever way it runs (``write --once``, ``write
@@ -195,7 +196,7 @@ class DataWriter:
             self.ledger,
             writer.replay_guard_seconds,
         )
-        self.rows = RowBuilder()
+        self.rows = RowBuilder(writer.duckdb_threads)
         self.decoder = Decoder()
         self.chunk_events = lake.row_group_rows
 
