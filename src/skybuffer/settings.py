@@ -196,10 +196,10 @@ class WriterSettings(Section):
     (cover the source's replay window: Jetstream keeps about a day)."""
     batch_events: int = Field(default=250_000, ge=1)
     """Events per drained batch: bounds the writer's memory."""
-    duckdb_threads: int = Field(default=1, ge=1)
-    """DuckDB threads converting events to rows. Each keeps its own JSON parsing buffers
-    (tens of MB); the Parquet encoding runs on a thread of its own meanwhile, so one
-    DuckDB thread already keeps two cores busy (docs/BENCHMARKS.md)."""
+    duckdb_threads: int | None = Field(default=None, ge=1)
+    """DuckDB threads converting events to rows (unset: one per core). Each keeps its own
+    JSON parsing buffers: 1 saves tens of MB of peak RSS for a slower drain wherever a
+    core would be idle (docs/BENCHMARKS.md)."""
     read_count: int = Field(default=200, ge=1)
     """Stream entries per XREADGROUP call."""
     claim_idle_seconds: float = 300.0
