@@ -259,7 +259,9 @@ class RowBuilder:
 
     def __init__(self, threads: int | None = None) -> None:
         # No extension may be downloaded at run time: json, icu and parquet are built in.
-        config: dict[str, str | bool | int] = {"autoinstall_known_extensions": False}
+        config: dict[str, str | bool | int | float | list[str]] = {
+            "autoinstall_known_extensions": False
+        }
         if threads is not None:
             config["threads"] = threads
         self._con = duckdb.connect(config=config)
