@@ -202,6 +202,10 @@ class WriterSettings(Section):
     (cover the source's replay window: Jetstream keeps about a day)."""
     batch_events: int = Field(default=250_000, ge=1)
     """Events per drained batch: bounds the writer's memory."""
+    duckdb_threads: int | None = Field(default=None, ge=1)
+    """DuckDB threads converting events to rows (unset: one per core). Each keeps its own
+    JSON parsing buffers: 1 saves tens of MB of peak RSS for a slower drain wherever a
+    core would be idle (docs/BENCHMARKS.md)."""
     read_count: int = Field(default=200, ge=1)
     """Stream entries per XREADGROUP call."""
     claim_idle_seconds: float = 300.0
@@ -242,8 +246,9 @@ class LakeSettings(Section):
     """Parquet compression codec."""
     compression_level: int = 3
     """Parquet zstd level."""
-    row_group_rows: int = 128 * 1024
-    """Rows per Parquet row group (DuckDB reads best from >= 100k)."""
+    row_group_rows: int = 64 * 1024
+    """Rows per Parquet row group, and the DataWriter's chunk: the events converted at
+    once (memory grows with it; row groups below ~50k rows slow readers down)."""
 
 
 class MetricsSettings(Section):

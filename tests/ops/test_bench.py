@@ -1,4 +1,4 @@
-"""`skybuffer bench ingest|codec` run end to end on scratch servers and leave nothing."""
+"""`skybuffer bench ingest|codec|write` run end to end on scratch servers and leave nothing."""
 
 from __future__ import annotations
 
@@ -73,3 +73,30 @@ def test_bench_codec_measures_a_file_at_the_shipped_level_against_plain_json(
     assert figures["events"] == len(GOLDEN.read_bytes().splitlines())
     assert figures["bytes_per_event"] > 0 and figures["json_bytes_per_event"] > 0
     assert figures["codec_level"] == IngestSettings().codec_level
+
+
+def test_bench_write_reports_the_drain_beside_its_in_run_reference(
+    tmp_path: Path, started_servers: list[psutil.Process]
+) -> None:
+    """The reference converts the very events the writer drains (same count), in another
+    process: the writer's figures and the ratio are all reported, and nothing is left."""
+    result = CliRunner().invoke(
+        app, ["bench", "write", "--events", "20000", "--json", "--data-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert figures["rows"] == figures["reference_events"] == 20_000
+    for key in (
+        "events_per_s",
+        "reference_events_per_s",
+        "writer_peak_rss_bytes",
+        "reference_peak_rss_bytes",
+        "vs_reference",
+    ):
+        assert figures[key] > 0, key
+    assert figures["vs_reference"] == round(
+        figures["events_per_s"] / figures["reference_events_per_s"], 2
+    )
+    assert started_servers, "the bench started no scratch redis-server"
+    assert not [p.pid for p in started_servers if _running(p)], "a scratch server still runs"
+    assert not list((tmp_path / "tmp").iterdir()), "the scratch directory was left behind"

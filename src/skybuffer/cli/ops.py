@@ -232,8 +232,10 @@ def bench_write_cmd(
     config: ConfigFile = None,
     as_json: JsonOut = False,
 ) -> None:
-    """DataWriter throughput: drain N buffered realistic events into a temporary lake
-    (scratch redis-server, removed afterwards); Parquet bytes per event per type."""
+    """DataWriter throughput and peak RSS: drain N buffered realistic events into a
+    temporary lake (scratch redis-server, removed afterwards), beside an in-run reference
+    (the same events as NDJSON through pyarrow.json + pyarrow.parquet, in a child process);
+    Parquet bytes per event per type."""
     from skybuffer.lake.bench import bench_write
 
     result = bench_write(events, settings_for(data_dir, config))

@@ -5,7 +5,12 @@ A scratch redis-server and lake live in a temporary data dir. The backlog is mad
 threads do not disturb the measurement); the drain runs in this process, timed from the
 first read to the last commit. Reported: events/s, the drain's CPU seconds (steadier than
 wall time on a shared machine), Parquet bytes per event (overall and per type), files,
-Redis used_memory before and after, and this process's peak RSS.
+Redis used_memory before and after, and this process's peak RSS (and its RSS before the
+drain: the libraries' share of the peak).
+
+Before the drain, the in-run reference (lake/reference.py) converts the same events, as
+NDJSON, with pyarrow alone in a child process; ``vs_reference`` is the writer's events/s
+over the reference's, a figure that travels between machines (the raw events/s does not).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 from skybuffer.buffer.server import ManagedRedis, free_port
 from skybuffer.errors import SkybufferError
+from skybuffer.lake.reference import run_reference
 from skybuffer.privilege import skybuffer_env
 from skybuffer.settings import Settings, load_settings
 
@@ -40,11 +46,26 @@ def bench_write(
         server.start()
         try:
             _fill(scratch, events, seed)
-            return _drain(scratch, server, events)
+            reference = run_reference(scratch, workdir / "reference")
+            figures = _drain(scratch, server, events)
         finally:
             server.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    return _with_reference(figures, reference)
+
+
+def _with_reference(figures: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """The writer's figures, then the reference's right after its events/s."""
+    merged: dict[str, Any] = {}
+    for key, value in figures.items():
+        merged[key] = value
+        if key == "events_per_s":
+            merged["reference_events_per_s"] = reference["reference_events_per_s"]
+            rate = reference["reference_events_per_s"]
+            merged["vs_reference"] = round(value / rate, 2) if rate else 0.0
+    merged.update((k, v) for k, v in reference.items() if k not in merged)
+    return merged
 
 
 def _scratch_settings(workdir: Path, base: Settings | None) -> Settings:
@@ -78,6 +99,7 @@ def _drain(settings: Settings, server: ManagedRedis, events: int) -> dict[str, A
     admin = server.client("admin")
     before = int(admin.info("memory")["used_memory"])
     writer = DataWriter.from_settings(settings)
+    start_rss = _rss_bytes()
     try:
         cpu_before, started = os.times(), time.perf_counter()
         result = writer.drain_once()
@@ -114,7 +136,18 @@ def _drain(settings: Settings, server: ManagedRedis, events: int) -> dict[str, A
         "redis_used_memory_before": before,
         "redis_used_memory_after": after,
         "writer_peak_rss_bytes": peak_rss_bytes(),
+        "writer_start_rss_bytes": start_rss,
         "batch_events": settings.writer.batch_events,
         "compression": f"{settings.lake.compression}-{settings.lake.compression_level}",
         "cpus": os.cpu_count(),
     }
+
+
+def _rss_bytes() -> int:
+    """This process's resident memory now (VmRSS): before the drain, what the libraries
+    (pyarrow, DuckDB, redis-py: mostly shared code pages) cost before any event."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0

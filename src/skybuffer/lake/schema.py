@@ -251,11 +251,20 @@ def entries_table(ids: list[str], payloads: list[bytes]) -> pa.Table:
 
 
 class RowBuilder:
-    """Turns decoded entries into Arrow rows with DuckDB (one connection: one thread)."""
+    """Turns decoded entries into Arrow rows with DuckDB (one connection; not thread-safe).
 
-    def __init__(self) -> None:
+    ``threads``: DuckDB's worker threads (None: one per core). Each keeps its own JSON
+    parsing buffers, so threads cost memory; see ``writer.duckdb_threads``.
+    """
+
+    def __init__(self, threads: int | None = None) -> None:
         # No extension may be downloaded at run time: json, icu and parquet are built in.
-        self._con = duckdb.connect(config={"autoinstall_known_extensions": False})
+        config: dict[str, str | bool | int | float | list[str]] = {
+            "autoinstall_known_extensions": False
+        }
+        if threads is not None:
+            config["threads"] = threads
+        self._con = duckdb.connect(config=config)
         self._con.execute("SET TimeZone = 'UTC'")
         self._sql = {t: extraction_sql(t) for t in TYPES}
 

@@ -10,9 +10,10 @@ run rewrites their rows and removes what the crashed attempt published (lake/wri
 so the lake never holds an event twice. A crash after the commit loses nothing: the
 files were durable first.
 
-Memory is bounded by the chunk (two in flight: one being built, one being encoded), so a
-backlog of any size drains in the same footprint; measured peak RSS is under 1 GiB with
-the default 128k-row chunks and ~360 MB with 32k (docs/ARCHITECTURE.md).
+Memory is bounded by the batch's compressed entries plus the chunk (two in flight: one
+being built by DuckDB on ``writer.duckdb_threads``, one being encoded), so a backlog of
+any size drains in the same footprint; the measured peak RSS per setting is in
+docs/BENCHMARKS.md.
 
 Guarantees beyond that:
 - One DataWriter per key prefix, whichever way it runs (``write --once``, ``write
@@ -61,6 +62,7 @@ from skybuffer.errors import (
     LeaseLost,
 )
 from skybuffer.lake.ledger import Ledger
+from skybuffer.lake.schema import RowBuilder
 from skybuffer.lake.writer import LakeWriter, PartFile, WrittenFile
 from skybuffer.observability import metrics, writer_stats
 from skybuffer.pipeline.conversion import Converter
@@ -189,7 +191,7 @@ class DataWriter:
             self.ledger,
             writer.replay_guard_seconds,
         )
-        self.converter = Converter(keys.stream)
+        self.converter = Converter(keys.stream, RowBuilder(writer.duckdb_threads))
         self.chunk_events = lake.row_group_rows
 
     @classmethod
