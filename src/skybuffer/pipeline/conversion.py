@@ -124,14 +124,14 @@ class Converter:
             if not entry.fields:
                 continue  # deleted while pending: only acknowledged
             try:
-                events = self.decoder.decode(entry.fields)
+                payload = self.decoder.payload(entry.fields)
             except CodecError as exc:
                 converted.dead[entry.id] = [self._undecodable(type_, entry, exc)]
                 continue
-            if events:
+            if payload:
                 ids.append(entry.id)
-                payloads.append(b"\n".join(events))
-                self._events[entry.id] = len(events)
+                payloads.append(payload)
+                self._events[entry.id] = entry.events
         return ids, payloads
 
     def _undecodable(self, type_: str, entry: Entry, exc: Exception) -> DeadLetter:
