@@ -88,12 +88,15 @@ def _watch_children(
     completed (so flow-run subprocesses had their chance to be seen too)."""
     api_url = f"http://127.0.0.1:{settings.prefect.port}/api"
     deadline = time.monotonic() + 300
+    run_cmdline = psutil.Process(run.pid).cmdline()
     while _completed_runs(api_url) < 1 or len(set(seen.values())) < len(THIRD_PARTY) + 1:
         assert run.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, f"children seen: {seen}; {log.read_text()[-2000:]}"
         for child in psutil.Process(run.pid).children(recursive=True):
             if child.pid not in seen:
                 try:
+                    if child.cmdline() in ([], run_cmdline):
+                        continue  # forked, not yet exec'd: look again at the next poll
                     seen[child.pid] = _check(child, run.pid)
                 except (psutil.NoSuchProcess, ProcessLookupError, FileNotFoundError):
                     continue  # gone before we could read it (a short flow-run helper)
