@@ -11,7 +11,7 @@ PARENT = {
     "skybuffer_stack__slack_webhook_url": "https://hooks.slack.com/services/T/B/nested",
     "SKYBUFFER_REDIS__PASSWORD": "pipeline-password",
     "SKYBUFFER_DATA_DIR": "/srv/skybuffer",
-    "PREFECT_API_URL": "http://127.0.0.1:4200/api",
+    "PREFECT_API_URL": "http://127.0.0.1:24999/api",
 }
 
 
@@ -29,5 +29,5 @@ def test_third_party_programs_get_no_skybuffer_variable_at_all() -> None:
     assert env == {
         "PATH": "/usr/bin",
         "HOME": "/home/op",
-        "PREFECT_API_URL": "http://127.0.0.1:4200/api",
+        "PREFECT_API_URL": "http://127.0.0.1:24999/api",
     }

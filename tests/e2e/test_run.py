@@ -81,7 +81,9 @@ def test_run_schedules_the_datawriter_and_shuts_down_cleanly(tmp_path: Path) -> 
             assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "fewer than 3 scheduled runs completed in 5 min"
             time.sleep(0.5)
-        assert _ui_api_url(settings.prefect.port) == api_url  # not 4200's
+        assert (
+            _ui_api_url(settings.prefect.port) == api_url
+        )  # this server's, not Prefect's default port
         run.send_signal(signal.SIGINT)
         assert run.wait(timeout=300) == 0, (tmp_path / "run.log").read_text()[-3000:]
     finally:

@@ -30,6 +30,21 @@ import zstandard
 from skybuffer.constants import FIELD_COUNT, FIELD_DATA, FIELD_VERSION
 from skybuffer.errors import CodecError
 
+# Pasted into the scripts that append encoded entries (the ingester's batch, a dead-letter
+# replay): from argv[i], n entries of type, events, field count k and k name/value pairs,
+# each XADDed to keys[first + e] with its type's event count; returns the next index.
+ADD_ENTRIES_LUA = """
+local function add_entries(keys, first, counts, argv, i, n)
+  for e = 1, n do
+    local type_, events, k = argv[i], argv[i + 1], tonumber(argv[i + 2])
+    redis.call('XADD', keys[first + e], '*', unpack(argv, i + 3, i + 2 + 2 * k))
+    redis.call('HINCRBY', counts, type_, events)
+    i = i + 3 + 2 * k
+  end
+  return i
+end
+"""
+
 CURRENT_VERSION = 1
 DEFAULT_LEVEL = 2
 """The zstd level of buffered entries, the one default (IngestSettings.codec_level, the

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 import redis
 
-from skybuffer.buffer.codec import Codec, Decoder
+from skybuffer.buffer.codec import ADD_ENTRIES_LUA, Codec, Decoder
 from skybuffer.buffer.lease import redis_call
 from skybuffer.constants import (
     DL_CODEC,
@@ -71,18 +71,13 @@ for _token, _field in (
 # No allow-oom flag: requeueing adds to the buffer, so at maxmemory Redis refuses it whole.
 REQUEUE_SCRIPT = (
     "#!lua\n"
+    + ADD_ENTRIES_LUA
     + ADD_LETTER_LUA
     + """
 local deadletter, letter_counts, counts = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('XDEL', deadletter, ARGV[1]) == 0 then return 0 end
 redis.call('HINCRBY', letter_counts, ARGV[2], -tonumber(ARGV[3]))
-local i = 5
-for e = 1, tonumber(ARGV[4]) do
-  local type_, events, k = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  redis.call('XADD', KEYS[3 + e], '*', unpack(ARGV, i + 3, i + 2 + 2 * k))
-  redis.call('HINCRBY', counts, type_, events)
-  i = i + 3 + 2 * k
-end
+local i = add_entries(KEYS, 3, counts, ARGV, 5, tonumber(ARGV[4]))
 if i <= #ARGV then add_letter(deadletter, letter_counts, ARGV, i) end
 return 1
 """

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from skybuffer.buffer.codec import Codec
+from skybuffer.buffer.codec import ADD_ENTRIES_LUA, Codec
 from skybuffer.buffer.deadletter import ADD_LETTER_LUA, LETTER_FIELDS, DeadLetter
 from skybuffer.buffer.lease import CONNECTION_ERRORS, FENCE_LUA, Lease
 from skybuffer.constants import CURSOR_EVENTS, CURSOR_POSITION, CURSOR_SEQ, TYPES, Keys
@@ -126,6 +126,7 @@ class Encoder:
 WRITE_SCRIPT = (
     "#!lua\n"
     + FENCE_LUA
+    + ADD_ENTRIES_LUA
     + ADD_LETTER_LUA
     + """
 local cursor, counts, deadletter, lease, letter_counts = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -138,13 +139,7 @@ if seq == new then return 0 end
 if seq ~= expected then
   return redis.error_reply('FORGOT ' .. seq)
 end
-local i = 9
-for e = 1, tonumber(ARGV[7]) do
-  local type_, events, k = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  redis.call('XADD', KEYS[5 + e], '*', unpack(ARGV, i + 3, i + 2 + 2 * k))
-  redis.call('HINCRBY', counts, type_, events)
-  i = i + 3 + 2 * k
-end
+local i = add_entries(KEYS, 5, counts, ARGV, 9, tonumber(ARGV[7]))
 for _ = 1, tonumber(ARGV[8]) do
   add_letter(deadletter, letter_counts, ARGV, i)
   i = i + @letter_fields
