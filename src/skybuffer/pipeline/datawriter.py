@@ -313,8 +313,7 @@ class DataWriter:
                     dead.setdefault(entry_id, []).extend(letters)
                 rows = converted.rows
                 if rows is not None and rows.table.num_rows:
-                    table, hours, replayed = self.forgetting.unreplayed(batch.type, rows)
-                    result.replayed += replayed
+                    table, hours, _ = self.forgetting.unreplayed(batch.type, rows)
                     staged.append(table, hours)
                 del rows, converted
             parts = staged.finish()
@@ -328,6 +327,7 @@ class DataWriter:
             raise
         with self.lake.publishing():
             commit, files = self._publish_and_commit(batch, parts, dead)
+        result.replayed += self.forgetting.save(batch.type)
         self._fault("before_trim")
         result.add(files, commit, self.consumer.trim(batch.type))
         _record_batch(batch, files, dead, commit.deadletters, time.monotonic() - began)
@@ -357,7 +357,6 @@ class DataWriter:
             self.lake.retract(files)
             raise
         self._ledger_record(batch.type, "committed", last)
-        self.forgetting.save(batch.type)
         return commit, files
 
     def _ledger_record(self, type_: str, what: str, entry_id: str) -> None:

@@ -45,6 +45,9 @@ class Forgetting:
         self.client, self.keys, self.consumer = client, keys, consumer
         self.lake, self.ledger, self.guard_seconds = lake, ledger, guard_seconds
         self.guards: dict[str, ReplayGuard | None] = {}
+        self._dropped: dict[str, int] = {}
+        """Replayed copies dropped from the batch being written, per type (counted once it
+        commits: a batch that fails drops them again on its retry)."""
 
     def notice(self, type_: str) -> None:
         """Compare Redis's last commit of ``type_`` with the lake's; guard if behind."""
@@ -70,24 +73,30 @@ class Forgetting:
         with_hours = rows.table.append_column("_hour", rows.hours)
         table, dropped = guard.drop_replayed(with_hours, mask)
         if dropped:
-            writer_stats.remember(
-                self.client, self.keys, writer_stats.record_replayed, type_, dropped
-            )
+            self._dropped[type_] = self._dropped.get(type_, 0) + dropped
             log.warning("%s: dropped %d replayed events the lake already holds.", type_, dropped)
         return table.drop_columns(["_hour"]), table["_hour"].combine_chunks(), dropped
 
-    def save(self, type_: str) -> None:
-        """After a commit: what the batch dropped leaves the guard, durably."""
+    def save(self, type_: str) -> int:
+        """After a commit: what the batch dropped leaves the guard, durably; returns how
+        many replayed copies the committed batch left out."""
+        dropped = self._dropped.pop(type_, 0)
+        if dropped:
+            writer_stats.remember(
+                self.client, self.keys, writer_stats.record_replayed, type_, dropped
+            )
         guard = self.guards.get(type_)
         if guard is None:
-            return
+            return dropped
         guard.settle()
         if guard.changed and self.ledger is not None:
             self.ledger.save_guard(guard)
             guard.changed = False
+        return dropped
 
     def abandon(self, type_: str) -> None:
         """A batch that did not commit gives back what it dropped (its retry drops it)."""
+        self._dropped.pop(type_, None)
         guard = self.guards.get(type_)
         if guard is not None:
             guard.abandon()

@@ -36,6 +36,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from skybuffer.buffer.lease import Lease
 from skybuffer.buffer.producer import Batch, Checkpoint, Classified, Encoder, Producer
@@ -47,6 +48,7 @@ from skybuffer.pipeline.prefetch import Prefetcher
 from skybuffer.settings import IngestSettings
 from skybuffer.sources.base import Source
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 MEMORY_CHECK_SECONDS = 0.5
@@ -132,10 +134,14 @@ class Ingester:
     def _acquire(self, lease: Lease, stop: threading.Event) -> None:
         """Take the source's lease, waiting out a Redis that is unreachable or cannot
         write its AOF (an outage, logged as one); another owner is the lease's business."""
+        self._through_outage(stop, lambda: lease.acquire(self.wait_for_lease, stop))
+
+    def _through_outage(self, stop: threading.Event, call: Callable[[], T]) -> T:
+        """``call()``, retried while Redis is unreachable or cannot persist (logged as an
+        outage) until it answers or ``stop``."""
         while True:
             try:
-                lease.acquire(self.wait_for_lease, stop)
-                return
+                return call()
             except (RedisUnavailable, BufferFull) as exc:
                 self._outage.failed(exc, self._held(None))
                 self._wait(stop)
@@ -173,15 +179,7 @@ class Ingester:
     # --- start and stop ------------------------------------------------------------------
     def _recover(self, stop: threading.Event) -> None:
         """Wait for Redis, replay the spool, and point the source at the cursor."""
-        while True:
-            try:
-                checkpoint = self.producer.checkpoint()
-                break
-            except (RedisUnavailable, BufferFull) as exc:
-                self._outage.failed(exc, self._held(None))
-                self._wait(stop)
-                if stop.is_set():
-                    raise
+        checkpoint = self._through_outage(stop, self.producer.checkpoint)
         self._landed_seq = checkpoint.seq
         self._landed_events = checkpoint.events
         self._next_seq = checkpoint.seq + 1
