@@ -2,7 +2,9 @@
 
 SkybufferError
 ├── ConfigError          (terminal)  bad settings or files; the message names the fix
+│   └── PortInUse        (terminal)  another program holds a port; names the setting
 ├── MissingBinaryError   (terminal)  a system program is not installed; names the package
+├── NoPipeline           (terminal)  no pipeline lives in the data dir a command reads
 ├── RedisUnavailable     (transient) cannot reach or talk to Redis
 ├── BufferFull           (transient) Redis refuses writes (OOM / high-water mark)
 │   └── BufferCannotPersist (transient) Redis cannot write its AOF (disk full): MISCONF
@@ -15,17 +17,38 @@ SkybufferError
 
 from __future__ import annotations
 
+EXIT_CODES = {
+    0: "done",
+    1: "a check found a problem (audit FAIL, a type that failed to write, Redis not running)",
+    2: "usage or configuration: a bad option, setting or file, a port taken, a missing program",
+    3: "unavailable: Redis cannot be reached or refuses, no pipeline in the data dir, "
+    "another process holds the role",
+    4: "a disk is full or not writable (Redis's AOF, the lake, the spool)",
+    5: "data: an entry or file that cannot be read as written",
+}
+"""What every command's exit code means (printed by `skybuffer --help`)."""
+
 
 class SkybufferError(Exception):
     """Base of every error skybuffer raises on purpose."""
 
     retryable: bool = False
     exit_code: int = 2
-    """What the CLI exits with when this error ends a command."""
+    """What the CLI exits with when this error ends a command (EXIT_CODES)."""
 
 
 class ConfigError(SkybufferError):
     """Settings or config files are wrong; the message says how to fix them."""
+
+
+class PortInUse(ConfigError):
+    """A port of this data dir (set or recorded) is held by another program."""
+
+
+class NoPipeline(SkybufferError):
+    """A read-only command was pointed at a data dir where no pipeline has started."""
+
+    exit_code = 3
 
 
 class MissingBinaryError(SkybufferError):
@@ -44,12 +67,14 @@ class RedisUnavailable(SkybufferError):
     """Redis cannot be reached or answered with a connection error."""
 
     retryable = True
+    exit_code = 3
 
 
 class BufferFull(SkybufferError):
     """Redis is at its memory limit or past the high-water mark: back off and retry."""
 
     retryable = True
+    exit_code = 3
 
 
 class BufferCannotPersist(BufferFull):
@@ -85,15 +110,20 @@ def persist_error(message: str) -> BufferCannotPersist | None:
 class CodecError(SkybufferError):
     """A stream entry cannot be decoded by any known codec version."""
 
+    exit_code = 5
+
 
 class LakeWriteError(SkybufferError):
     """A lake file could not be written durably; nothing of its batch was acknowledged."""
 
     retryable = True
+    exit_code = 4
 
 
 class LeaseHeld(SkybufferError):
     """Another process owns the role (an ingester of this source, the DataWriter)."""
+
+    exit_code = 3
 
     def __init__(self, owner: object, hint: str = "", key: str = "the lease") -> None:
         describe = getattr(owner, "describe", None)
@@ -105,6 +135,8 @@ class LeaseHeld(SkybufferError):
 class LeaseLost(SkybufferError):
     """This process's lease expired and another owner took it: it must stop committing."""
 
+    exit_code = 3
+
 
 class BufferForgot(SkybufferError):
     """Redis no longer holds writes it had confirmed (a restart that lost its last
@@ -112,6 +144,7 @@ class BufferForgot(SkybufferError):
     snapshot). The source is rewound to the durable checkpoint."""
 
     retryable = True
+    exit_code = 5
 
     def __init__(self, message: str, durable: object = None) -> None:
         super().__init__(message)

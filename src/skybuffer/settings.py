@@ -8,6 +8,7 @@ file (``SKYBUFFER_CONFIG`` or ``--config``), then the defaults here. Only ``cli.
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from pydantic_settings import (
 
 from skybuffer.buffer.codec import DEFAULT_LEVEL
 from skybuffer.constants import DEFAULT_PREFIX
+from skybuffer.datadir import apply_recorded, default_data_dir
 from skybuffer.observability.stack import StackSettings
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -55,8 +57,9 @@ class RedisSettings(Section):
     """The redis.conf the managed server starts with."""
     host: str = "127.0.0.1"
     """Address of the managed server (loopback only)."""
-    port: int = 6390
-    """Port of the managed server (loopback only)."""
+    port: int | None = None
+    """Port of the managed server (loopback only); unset: chosen free per data dir (its
+    pipeline.json)."""
     maxmemory: str | None = None
     """Overrides maxmemory of the conf for the managed server (e.g. '30mb' in tests)."""
     password: SecretStr | None = None
@@ -226,8 +229,8 @@ class PrefectSettings(Section):
     """An existing Prefect API (http://host:4200/api); default: PREFECT_API_URL, else local."""
     host: str = "127.0.0.1"
     """Address of the local Prefect server's API and UI."""
-    port: int = 4200
-    """Port of the local Prefect server."""
+    port: int | None = None
+    """Port of the local Prefect server; unset: chosen free per data dir (its pipeline.json)."""
     start_timeout_seconds: float = 180.0
     """The first start migrates a new SQLite database, which can take a minute."""
     deployment: str = "datawriter"
@@ -256,10 +259,12 @@ class MetricsSettings(Section):
 
     host: str = "127.0.0.1"
     """Address the /metrics endpoints listen on."""
-    ingest_port: int = 9464
-    """The ingester's /metrics port."""
-    writer_port: int = 9465
-    """The DataWriter-serving process's /metrics port."""
+    ingest_port: int | None = None
+    """The ingester's /metrics port (0 disables); unset: chosen free per data dir (its
+    pipeline.json)."""
+    writer_port: int | None = None
+    """The DataWriter-serving process's /metrics port (0 disables); unset: chosen free per
+    data dir (its pipeline.json)."""
 
 
 class Settings(BaseSettings):
@@ -273,8 +278,9 @@ class Settings(BaseSettings):
         use_attribute_docstrings=True,
     )
 
-    data_dir: Path = Path("./var")
-    """Holds redis, prefect, lake, spool and reports unless each is set on its own."""
+    data_dir: Path = Field(default_factory=default_data_dir)
+    """Holds redis, prefect, lake, spool and reports unless each is set on its own; default:
+    the nearest var/ holding a pipeline in the current directory or a parent, else ./var."""
     config: Path | None = None
     """A TOML file with any of these settings (sections [redis], [ingest], ...)."""
     redis: RedisSettings = Field(default_factory=RedisSettings)
@@ -297,6 +303,7 @@ class Settings(BaseSettings):
             self.ingest.spool_dir = self.data_dir / "spool"
         if self.lake.root is None:
             self.lake.root = str(self.data_dir / "lake")
+        apply_recorded(self)
         return self
 
     @property
@@ -347,6 +354,8 @@ def load_settings(**overrides: Any) -> Settings:
 
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the config file is not valid TOML: {exc}") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"

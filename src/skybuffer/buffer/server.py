@@ -28,6 +28,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from skybuffer.buffer.aof import AofLoad, AofWatch
+from skybuffer.datadir import ensure_free, port_of
 from skybuffer.errors import ConfigError, MissingBinaryError, RedisUnavailable, persist_error
 from skybuffer.privilege import PRIVATE_UMASK, make_private, program_env, write_private
 from skybuffer.settings import RedisSettings
@@ -97,11 +98,19 @@ class ManagedRedis:
         return acl
 
     # --- lifecycle ---------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        return port_of(self.settings.port, "redis")
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.host}:{self.port}"
+
     def client(self, user: str = "skybuffer", **kwargs: object) -> redis.Redis:
         creds = self.credentials(user)
         return redis.Redis(
             host=self.settings.host,
-            port=self.settings.port,
+            port=self.port,
             username=creds.username,
             password=creds.password,
             socket_timeout=self.settings.socket_timeout_seconds,
@@ -142,6 +151,7 @@ class ManagedRedis:
             raise MissingBinaryError("redis-server", "redis-server")
         if not self.settings.conf.exists():
             raise ConfigError(f"redis.conf not found at {self.settings.conf} (set redis.conf)")
+        ensure_free(self.settings.host, self.port, "redis", self.directory.parent)
         make_private(self.directory)  # the AOF and RDB hold every buffered event
         watch = AofWatch.before_start(self.directory, self.logfile)
         self._spawn(binary, self.render_acl())
@@ -160,7 +170,7 @@ class ManagedRedis:
         if pid is not None:
             raise ConfigError(
                 f"a redis-server of {self.directory} already runs (pid {pid}) at "
-                f"{self.recorded_endpoint()}, not at {self.settings.host}:{self.settings.port}: "
+                f"{self.recorded_endpoint()}, not at {self.address}: "
                 "set SKYBUFFER_REDIS__PORT to its port, or `skybuffer redis stop` it first"
             )
 
@@ -174,7 +184,7 @@ class ManagedRedis:
     def _spawn(self, binary: str, acl: Path) -> None:
         args = [
             binary, str(self.settings.conf),
-            "--port", str(self.settings.port),
+            "--port", str(self.port),
             "--bind", self.settings.host,
             "--dir", str(self.directory),
             "--aclfile", str(acl),
@@ -195,7 +205,7 @@ class ManagedRedis:
             restore_signals=False, env=program_env(),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
-        write_private(self.endpoint_file, f"{self.settings.host}:{self.settings.port}\n")
+        write_private(self.endpoint_file, f"{self.address}\n")
         self._process = proc
 
     def _exited_at_start(self) -> str | None:
@@ -216,8 +226,8 @@ class ManagedRedis:
                 raise ConfigError(f"redis-server exited at start: {exited}")
             time.sleep(0.05)
         raise RedisUnavailable(
-            f"redis-server did not serve within {timeout:.0f}s on port "
-            f"{self.settings.port}; see {self.logfile}: {self._log_tail()}"
+            f"redis-server did not serve within {timeout:.0f}s on {self.address}; "
+            f"see {self.logfile}: {self._log_tail()}"
         )
 
     def stop(self, timeout: float = 60.0) -> bool:
@@ -285,9 +295,10 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def connect(settings: RedisSettings, redis_dir: Path, start: bool = True) -> redis.Redis:
+def connect(settings: RedisSettings, redis_dir: Path) -> redis.Redis:
     """A client for the pipeline user: the external Redis of ``url``, or the managed one
-    of this data dir (started when needed)."""
+    of this data dir (which the caller started, or which runs already: see
+    ``ManagedRedis.start``, and the CLI's ``redis_for_command``)."""
     if settings.url:
         return redis.Redis.from_url(
             settings.url,
@@ -295,7 +306,4 @@ def connect(settings: RedisSettings, redis_dir: Path, start: bool = True) -> red
             socket_connect_timeout=2,
             retry=no_retry(),
         )
-    server = ManagedRedis(settings, redis_dir)
-    if start:
-        server.start()
-    return server.client()
+    return ManagedRedis(settings, redis_dir).client()

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import typer
 
+from skybuffer.errors import EXIT_CODES
+
+EXIT_CODES_HELP = "Exit codes: " + "; ".join(f"{code} {what}" for code, what in EXIT_CODES.items())
+
 app = typer.Typer(
     help="Bluesky Jetstream -> Redis Streams buffer -> hive-partitioned Parquet lake.",
+    epilog=EXIT_CODES_HELP + ".",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},

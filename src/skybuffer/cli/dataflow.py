@@ -22,7 +22,11 @@ from skybuffer.cli.options import (
     SourceOpt,
     UrlOpt,
     emit_json,
+    redis_for_command,
+    require_redis,
     settings_for,
+    settings_to_read,
+    settings_to_start,
     split_collections,
 )
 
@@ -34,11 +38,11 @@ def redis_start(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     loaded it truncated, with the bytes it dropped)."""
     from skybuffer.buffer.server import ManagedRedis
 
-    s = settings_for(data_dir, config)
+    s = settings_to_start(data_dir, config)
     server = ManagedRedis(s.redis, s.redis_dir)
     started = server.start()
     word = "started" if started else "already running"
-    typer.echo(f"redis-server {word} on {s.redis.host}:{s.redis.port} (data in {s.redis_dir})")
+    typer.echo(f"redis-server {word} on {server.address} (data in {s.redis_dir})")
 
 
 @redis_app.command("stop")
@@ -47,7 +51,7 @@ def redis_stop(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     from skybuffer.buffer.aof import aof_health
     from skybuffer.buffer.server import ManagedRedis
 
-    s = settings_for(data_dir, config)
+    s = settings_to_read(data_dir, config)
     server = ManagedRedis(s.redis, s.redis_dir)
     health = aof_health(server.client("admin")) if server.is_serving() else None
     if health is not None and not health.writing:
@@ -68,7 +72,7 @@ def redis_status(
     from skybuffer.buffer.aof import aof_health, last_load
     from skybuffer.buffer.server import ManagedRedis
 
-    s = settings_for(data_dir, config)
+    s = settings_to_read(data_dir, config)
     server = ManagedRedis(s.redis, s.redis_dir)
     running = server.is_serving()
     health = aof_health(server.client("admin")) if running else None
@@ -130,20 +134,23 @@ def ingest(
 ) -> None:
     """Ingest events into the Redis buffer (until --count, the end of --file, or Ctrl-C)."""
     from skybuffer.pipeline.runner import run_ingest
+    from skybuffer.sources import check_source
 
-    s = settings_for(data_dir, config)
-    run_ingest(
-        s,
-        source,
-        count=count,
-        rate=rate,
-        seed=seed,
-        file=file,
-        stop=threading.Event(),
-        url=url,
-        collections=split_collections(collections),
-        wait_for_lease=wait,
-    )
+    check_source(source, file)
+    s = settings_to_start(data_dir, config)
+    with redis_for_command(s):
+        run_ingest(
+            s,
+            source,
+            count=count,
+            rate=rate,
+            seed=seed,
+            file=file,
+            stop=threading.Event(),
+            url=url,
+            collections=split_collections(collections),
+            wait_for_lease=wait,
+        )
 
 
 @app.command()
@@ -151,7 +158,8 @@ def status(data_dir: DataDir = None, config: ConfigFile = None, as_json: JsonOut
     """Buffered events and oldest age per type, Redis memory, dead letters, spool."""
     from skybuffer.pipeline.status import collect_status
 
-    s = settings_for(data_dir, config)
+    s = settings_to_read(data_dir, config)
+    require_redis(s)
     figures = collect_status(s)
     if as_json:
         emit_json(figures.as_dict())
@@ -187,8 +195,10 @@ def run(
     the monitoring stack (when installed) and the ingester.
     """
     from skybuffer.pipeline.runner import run_pipeline
+    from skybuffer.sources import check_source
 
-    s = settings_for(data_dir, config)
+    check_source(source, file)
+    s = settings_to_start(data_dir, config)
     run_pipeline(
         s, source, rate=rate, seed=seed, file=file, url=url,
         collections=split_collections(collections), stack=stack, writer=writer,
@@ -293,13 +303,15 @@ def write(
 
     if once and loop:
         raise typer.BadParameter("choose one of --once and --loop")
-    s = settings_for(data_dir, config)
+    s = settings_to_start(data_dir, config)
     if loop:
         stop = threading.Event()
         install_stop_handlers(stop)
-        run_loop(s, interval, stop, on_result=lambda result: show_drain(result, as_json))
+        with redis_for_command(s):
+            run_loop(s, interval, stop, on_result=lambda result: show_drain(result, as_json))
         return
-    result = drain_once(s, types, wait=wait)
+    with redis_for_command(s):
+        result = drain_once(s, types, wait=wait)
     show_drain(result, as_json)
     if not result.ok:
         raise typer.Exit(1)

@@ -16,7 +16,16 @@ import typer
 
 from skybuffer.buffer.deadletter import DeadLetterStore, Selection
 from skybuffer.cli.apps import deadletter_app
-from skybuffer.cli.options import ConfigFile, DataDir, JsonOut, emit_json, settings_for
+from skybuffer.cli.options import (
+    ConfigFile,
+    DataDir,
+    JsonOut,
+    emit_json,
+    redis_for_command,
+    require_redis,
+    settings_to_read,
+    settings_to_start,
+)
 from skybuffer.constants import Keys
 from skybuffer.errors import ConfigError, RedisUnavailable
 from skybuffer.settings import Settings
@@ -80,18 +89,25 @@ def selection(
     )
 
 
+def readable(data_dir: Path | None, config: Path | None) -> Settings:
+    """The settings of a data dir whose Redis serves (list, show, export start nothing)."""
+    settings = settings_to_read(data_dir, config)
+    require_redis(settings)
+    return settings
+
+
 @contextmanager
 def dead_letters(settings: Settings) -> Iterator[DeadLetterStore]:
     """The dead-letter store of a data dir's Redis; never starts a server."""
     from skybuffer.buffer.server import connect
 
-    client = connect(settings.redis, settings.redis_dir, start=False)
+    client = connect(settings.redis, settings.redis_dir)
     try:
         yield DeadLetterStore(client, Keys(settings.redis.prefix))
     except RedisUnavailable as exc:
         where = (
             settings.redis.url
-            and "the Redis of SKYBUFFER_REDIS_URL"
+            and "the Redis of SKYBUFFER_REDIS__URL"
             or (f"the managed Redis of {settings.data_dir}")
         )
         raise RedisUnavailable(
@@ -115,7 +131,7 @@ def list_letters(
     from skybuffer.pipeline.deadletters import Summary
 
     chosen = selection(reason, since, until)
-    with dead_letters(settings_for(data_dir, config)) as store:
+    with dead_letters(readable(data_dir, config)) as store:
         summary, shown = Summary(), list[dict[str, Any]]()
         for letter in store.scan(chosen):
             summary.add(letter)
@@ -166,7 +182,7 @@ def show(
     from skybuffer.buffer.codec import Decoder
     from skybuffer.pipeline.deadletters import letter_records
 
-    with dead_letters(settings_for(data_dir, config)) as store:
+    with dead_letters(readable(data_dir, config)) as store:
         letter = store.get(letter_id)
     if letter is None:
         raise ConfigError(f"no dead letter {letter_id!r}: `skybuffer deadletter list` shows them")
@@ -199,7 +215,7 @@ def export(
     from skybuffer.pipeline.deadletters import export_records
 
     chosen = selection(reason, since, until)
-    with dead_letters(settings_for(data_dir, config)) as store:
+    with dead_letters(readable(data_dir, config)) as store:
         handle = open(output, "w") if output else sys.stdout  # noqa: SIM115
         written = 0
         try:
@@ -232,9 +248,9 @@ def replay(
     """Put the events this version accepts back into the buffer, exactly once."""
     from skybuffer.pipeline.deadletters import Replayer
 
-    s = settings_for(data_dir, config)
+    s = settings_to_start(data_dir, config)
     chosen = selection(reason, since, until, letter_ids)
-    with dead_letters(s) as store:
+    with redis_for_command(s), dead_letters(s) as store:
         replayer = Replayer(store, s.ingest)
         try:
             result = replayer.replay(chosen, dry_run)

@@ -13,7 +13,11 @@ from skybuffer.cli.options import (
     DataDir,
     JsonOut,
     emit_json,
+    redis_for_command,
+    require_redis,
     settings_for,
+    settings_to_read,
+    settings_to_start,
 )
 
 
@@ -24,7 +28,7 @@ def stack_up_cmd(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     from skybuffer.observability.pages import pages_to_open
     from skybuffer.observability.stack import stack_up
 
-    for name, url in pages_to_open(stack_up(settings_for(data_dir, config))).items():
+    for name, url in pages_to_open(stack_up(settings_to_start(data_dir, config))).items():
         typer.echo(f"{name:<14} {url}")
 
 
@@ -33,7 +37,7 @@ def stack_down_cmd(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     """Stop the stack processes this data dir started (by their pids)."""
     from skybuffer.observability.stack import stack_down
 
-    for name, state in stack_down(settings_for(data_dir, config)).items():
+    for name, state in stack_down(settings_to_read(data_dir, config)).items():
         typer.echo(f"{name:<14} {state}")
 
 
@@ -44,7 +48,7 @@ def stack_status_cmd(
     """Which stack processes run, where, and whether Slack is configured."""
     from skybuffer.observability.stack import stack_status
 
-    info = stack_status(settings_for(data_dir, config))
+    info = stack_status(settings_to_read(data_dir, config))
     if as_json:
         emit_json(info)
     else:
@@ -80,7 +84,9 @@ def audit(
 
     if profile not in PROFILES:
         raise typer.BadParameter(f"--profile must be one of {', '.join(PROFILES)}")
-    show_report(run_audit(settings_for(data_dir, config), profile), as_json)
+    s = settings_to_read(data_dir, config)
+    require_redis(s)
+    show_report(run_audit(s, profile), as_json)
 
 
 @app.command()
@@ -96,8 +102,10 @@ def capacity(
     and the seed's 2.7M; the default load is the seed's 2.7M."""
     from skybuffer.ops.capacity import run_capacity
 
-    s = settings_for(data_dir, config)
-    show_report(run_capacity(s, events, show_progress=not as_json), as_json)
+    s = settings_to_start(data_dir, config)
+    with redis_for_command(s):
+        report = run_capacity(s, events, show_progress=not as_json)
+    show_report(report, as_json)
 
 
 @chaos_app.command("memory")
@@ -182,8 +190,10 @@ def chaos_sustained(
     """Concurrent ingest and drain at a steady rate: latency, memory, throughput over time."""
     from skybuffer.ops.sustained import run_sustained
 
-    s = settings_for(data_dir, config)
-    show_report(run_sustained(s, minutes, rate, window, show_progress=not as_json), as_json)
+    s = settings_to_start(data_dir, config)
+    with redis_for_command(s):
+        report = run_sustained(s, minutes, rate, window, show_progress=not as_json)
+    show_report(report, as_json)
 
 
 # --- benchmarks -------------------------------------------------------------------------------
@@ -267,4 +277,7 @@ def bench_redis_cmd(
     """The seed's baseline on the live Redis: SET/GET, XADD/XREADGROUP ops/s and latency."""
     from skybuffer.ops.baseline import run_bench_redis
 
-    show_report(run_bench_redis(settings_for(data_dir, config), ops, clients), as_json)
+    s = settings_to_start(data_dir, config)
+    with redis_for_command(s):
+        report = run_bench_redis(s, ops, clients)
+    show_report(report, as_json)

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from skybuffer.datadir import claim_ports, require_pipeline
+from skybuffer.errors import RedisUnavailable
 from skybuffer.settings import Settings, load_settings
 
 DataDir = Annotated[
     Path | None,
     typer.Option("--data-dir", envvar="SKYBUFFER_DATA_DIR", help="Holds redis, lake, spool, "
-                 "reports (default ./var).", show_default=False),
+                 "reports (default: the nearest var/ holding a pipeline, here or in a parent "
+                 "directory, else ./var).", show_default=False),
 ]  # fmt: skip
 ConfigFile = Annotated[
     Path | None,
@@ -55,6 +60,62 @@ def split_collections(value: str | None) -> list[str] | None:
 
 def settings_for(data_dir: Path | None, config: Path | None, **overrides: Any) -> Settings:
     return load_settings(data_dir=data_dir, config=config, **overrides)
+
+
+def settings_to_read(data_dir: Path | None, config: Path | None) -> Settings:
+    """For read-only commands: the settings of a data dir a pipeline has started in;
+    NoPipeline otherwise. Nothing is created, nothing started."""
+    settings = settings_for(data_dir, config)
+    require_pipeline(settings)
+    return settings
+
+
+def settings_to_start(data_dir: Path | None, config: Path | None) -> Settings:
+    """For commands that start a service: the data dir's ports claimed (the data dir and
+    its record created at the first start)."""
+    settings = settings_for(data_dir, config)
+    claim_ports(settings)
+    return settings
+
+
+def require_redis(settings: Settings) -> None:
+    """For read-only commands: RedisUnavailable, naming the fix, unless the managed Redis
+    of the data dir serves (an external one is reached, or not, by the command itself)."""
+    from skybuffer.buffer.server import ManagedRedis
+
+    if settings.redis.url or ManagedRedis(settings.redis, settings.redis_dir).is_serving():
+        return
+    raise RedisUnavailable(
+        f"the Redis of {settings.data_dir} is not running: start it with `skybuffer redis "
+        "start` (its buffer is kept on disk) or `skybuffer run`"
+    )
+
+
+@contextmanager
+def redis_for_command(settings: Settings) -> Iterator[None]:
+    """For commands that need the buffer: the managed Redis of the data dir if it serves;
+    else started now, said on stderr, and stopped (SHUTDOWN, the AOF fsync'd) when the
+    command ends. An external Redis (redis.url) is used as it is."""
+    from skybuffer.buffer.server import ManagedRedis
+    from skybuffer.console import err_console
+
+    if settings.redis.url:
+        yield
+        return
+    server = ManagedRedis(settings.redis, settings.redis_dir)
+    if not server.start():
+        yield
+        return
+    err_console.print(
+        f"Started redis-server of {settings.data_dir} on {server.address} for this command; "
+        "it stops when the command ends (`skybuffer redis start` keeps one running).",
+        highlight=False,
+    )
+    try:
+        yield
+    finally:
+        server.stop()
+        err_console.print("Stopped the redis-server this command started.", highlight=False)
 
 
 def emit_json(value: Any) -> None:

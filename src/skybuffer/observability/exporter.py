@@ -20,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from skybuffer.constants import TYPES, Keys
+from skybuffer.datadir import claim_ports
 from skybuffer.events import Reason
 from skybuffer.observability import metrics
 from skybuffer.observability.writer_stats import WriterStatsCollector
@@ -118,14 +119,15 @@ _serving: set[int] = set()
 def serve_writer_metrics(settings: Settings) -> None:
     """Register the collector and serve /metrics on ``metrics.writer_port`` (once per
     process: a second call is a no-op)."""
+    claim_ports(settings)
     port = settings.metrics.writer_port
     if not port or port in _serving:
         return
     from skybuffer.buffer.server import connect
 
-    client = connect(settings.redis, settings.redis_dir, start=False)
+    client = connect(settings.redis, settings.redis_dir)
     collector = PipelineCollector(client, Keys(settings.redis.prefix), settings.lake.root)
     metrics.REGISTRY.register(collector)
-    metrics.serve(settings.metrics.host, port)
-    metrics.WRITER_UP.set(1)
+    if metrics.serve(settings.metrics.host, port, "writer_metrics", settings.data_dir):
+        metrics.WRITER_UP.set(1)
     _serving.add(port)

@@ -7,6 +7,9 @@ docs/METRICS.md lists each metric with the alert that uses it.
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -15,6 +18,11 @@ from prometheus_client import (
     ProcessCollector,
     start_http_server,
 )
+
+from skybuffer.datadir import ensure_free, port_of, recorded_ports
+from skybuffer.errors import PortInUse
+
+log = logging.getLogger(__name__)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 # process_start_time_seconds & co: the alert rules give a just-started process a grace period.
@@ -134,7 +142,20 @@ WRITER_UP = Gauge(
 # serves the DataWriter: flow runs are subprocesses whose own counters would die with them.
 
 
-def serve(host: str, port: int) -> None:
-    """Expose the registry on http://host:port/metrics (port 0: do nothing)."""
-    if port:
-        start_http_server(port, addr=host, registry=REGISTRY)
+def serve(host: str, port: int | None, service: str, data_dir: Path) -> bool:
+    """Expose the registry on http://host:port/metrics (port 0: do nothing); True when
+    served. A port the data dir recorded that is held (most likely by a second process of
+    the same role in this data dir, such as an ingester of another source) costs this
+    process its /metrics, with a warning; a port set explicitly that is held is an error."""
+    port = port_of(port, service)
+    if not port:
+        return False
+    try:
+        ensure_free(host, port, service, data_dir)
+    except PortInUse as exc:
+        if recorded_ports(data_dir).get(service) != port:
+            raise
+        log.warning("%s. This process serves no /metrics.", exc)
+        return False
+    start_http_server(port, addr=host, registry=REGISTRY)
+    return True

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -31,6 +30,7 @@ from urllib.parse import urlsplit
 import psutil
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from skybuffer.datadir import claim_ports, ensure_free, port_of
 from skybuffer.errors import ConfigError, MissingBinaryError
 from skybuffer.privilege import SLACK_WEBHOOK_ENV, private_dir, program_env, write_private
 
@@ -57,20 +57,20 @@ def _slack_from_env() -> SecretStr | None:
 class StackSettings(BaseModel):
     """Ports, files and secrets of the local monitoring stack.
 
-    The ports are not the upstream defaults (9090, 9093, 9121) because the Debian
-    packages start system services on those.
+    Ports left unset are chosen per data dir (datadir.py), never the upstream defaults
+    (9090, 9093, 9121), where the Debian packages start system services.
     """
 
     model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
 
     host: str = "127.0.0.1"
     """Loopback address the stack listens on."""
-    prometheus_port: int = 19090
-    """Prometheus web/API port."""
-    alertmanager_port: int = 19093
-    """Alertmanager web/API port."""
-    exporter_port: int = 19121
-    """redis_exporter /metrics port."""
+    prometheus_port: int | None = None
+    """Prometheus web/API port; unset: chosen free per data dir (its pipeline.json)."""
+    alertmanager_port: int | None = None
+    """Alertmanager web/API port; unset: chosen free per data dir (its pipeline.json)."""
+    exporter_port: int | None = None
+    """redis_exporter /metrics port; unset: chosen free per data dir (its pipeline.json)."""
     config_dir: Path = Field(default_factory=_default_config_dir)
     """Holds prometheus/ and alertmanager/ (the committed config/ of the checkout)."""
     slack_webhook_url: SecretStr | None = Field(default_factory=_slack_from_env)
@@ -161,6 +161,7 @@ class Stack:
 
     def up(self) -> dict[str, str]:
         self._check_binaries()
+        claim_ports(self.settings)
         self.lay_out()
         started: list[Component] = []
         try:
@@ -289,12 +290,7 @@ class Stack:
         return ChildProcess(component, self.dir)
 
     def _start(self, component: Component) -> None:
-        port = self._port(component)
-        if not _port_free(self.conf.host, port):
-            raise ConfigError(
-                f"{component.name}: {self.conf.host}:{port} is in use by another program; "
-                f"set stack.{component.name.split('_')[-1]}_port to a free port"
-            )
+        ensure_free(self.conf.host, self._port(component), component.name, self.settings.data_dir)
         binary = component.which()
         assert binary is not None  # _check_binaries ran
         args, cwd = self._command(component, binary)
@@ -339,13 +335,15 @@ class Stack:
         return f"redis://{redis_settings.host}:{redis_settings.port}"
 
     def _port(self, component: Component) -> int:
-        return {
+        port = {
             EXPORTER.name: self.conf.exporter_port,
             ALERTMANAGER.name: self.conf.alertmanager_port,
             PROMETHEUS.name: self.conf.prometheus_port,
         }[component.name]
+        return port_of(port, component.name)
 
-    def _address(self, port: int) -> str:
+    def _address(self, port: int | None) -> str:
+        port = port_of(port, "the monitoring stack")
         host = f"[{self.conf.host}]" if ":" in self.conf.host else self.conf.host
         return f"{host}:{port}"
 
@@ -469,17 +467,6 @@ def _ready(url: str) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
-
-
-def _port_free(host: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _symlink(link: Path, target: Path) -> None:

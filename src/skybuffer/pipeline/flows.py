@@ -96,7 +96,7 @@ def datawriter_flow() -> dict[str, Any] | State:
     """Drain every type into the lake once, within the budget, never concurrently."""
     settings = _settings()
     log = get_run_logger()
-    client = connect(settings.redis, settings.redis_dir, start=False)
+    client = connect(settings.redis, settings.redis_dir)
     keys = Keys(settings.redis.prefix)
     budget = settings.writer.budget_seconds
     lease = Lease(client, keys.writer_lease, settings.writer.lease_seconds, "DataWriter flow run")

@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from skybuffer.datadir import ensure_free, port_of
 from skybuffer.errors import ConfigError
 from skybuffer.privilege import program_env
 from skybuffer.settings import PrefectSettings
@@ -50,12 +51,16 @@ class PrefectServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
+    def port(self) -> int:
+        return port_of(self.settings.port, "prefect")
+
+    @property
     def api_url(self) -> str:
-        return f"http://{self.settings.host}:{self.settings.port}/api"
+        return f"http://{self.settings.host}:{self.port}/api"
 
     @property
     def ui_url(self) -> str:
-        return f"http://{self.settings.host}:{self.settings.port}"
+        return f"http://{self.settings.host}:{self.port}"
 
     def healthy(self) -> bool:
         try:
@@ -70,11 +75,12 @@ class PrefectServer:
                 f"something already serves {self.api_url}: set PREFECT_API_URL to use it, or "
                 "SKYBUFFER_PREFECT__PORT to start skybuffer's own server on another port"
             )
+        ensure_free(self.settings.host, self.port, "prefect", self.home.parent)
         self.home.mkdir(parents=True, exist_ok=True)
         with open(self.logfile, "ab") as log:
             self.process = subprocess.Popen(
                 [_prefect_executable(), "server", "start",
-                 "--host", self.settings.host, "--port", str(self.settings.port)],
+                 "--host", self.settings.host, "--port", str(self.port)],
                 env=self._env(), stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip

@@ -21,6 +21,7 @@ from skybuffer.buffer.server import connect
 from skybuffer.buffer.spool import Spool
 from skybuffer.console import err_console, human_bytes, live_line
 from skybuffer.constants import Keys
+from skybuffer.datadir import claim_ports
 from skybuffer.observability import metrics
 from skybuffer.observability.writer_stats import read_stats
 from skybuffer.pipeline.ingest import Ingester, IngestStats
@@ -130,6 +131,14 @@ def build_ingester(
     )
 
 
+def serve_ingest_metrics(settings: Settings) -> None:
+    """The ingester's /metrics, on the data dir's port (chosen at its first start)."""
+    claim_ports(settings)
+    metrics.serve(
+        settings.metrics.host, settings.metrics.ingest_port, "ingest_metrics", settings.data_dir
+    )
+
+
 def run_ingest(
     settings: Settings,
     source_kind: str,
@@ -146,7 +155,7 @@ def run_ingest(
     """`skybuffer ingest`: a progress bar for counted runs, a summary at the end."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    metrics.serve(settings.metrics.host, settings.metrics.ingest_port)
+    serve_ingest_metrics(settings)
     install_stop_handlers(stop)
     with Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -195,12 +204,12 @@ def run_pipeline(
     stop = threading.Event()
     install_stop_handlers(stop)
     with Services(settings, stack=stack, writer=writer) as services:
-        metrics.serve(settings.metrics.host, settings.metrics.ingest_port)
+        serve_ingest_metrics(settings)
         ingester = build_ingester(
             settings, source_kind, rate=rate, seed=seed, file=file, url=url,
             collections=collections,
         )  # fmt: skip
-        client = connect(settings.redis, settings.redis_dir, start=False)
+        client = connect(settings.redis, settings.redis_dir)
         keys = Keys(settings.redis.prefix)
         _announce(settings, services.urls)
         meter = RateMeter(ingester.stats)

@@ -21,7 +21,8 @@ from types import TracebackType
 from skybuffer.buffer.server import ManagedRedis, connect
 from skybuffer.console import err_console
 from skybuffer.constants import Keys
-from skybuffer.errors import ConfigError
+from skybuffer.datadir import claim_ports
+from skybuffer.errors import LeaseHeld
 from skybuffer.pipeline.prefect_server import PrefectServer, prefect_env, stop_process_group
 from skybuffer.privilege import skybuffer_env
 from skybuffer.settings import Settings
@@ -46,6 +47,7 @@ class Services(AbstractContextManager["Services"]):
         self._lock_fd: int | None = None
 
     def __enter__(self) -> Services:
+        claim_ports(self.settings)
         self._own_data_dir()
         try:
             self._start_redis()
@@ -76,9 +78,10 @@ class Services(AbstractContextManager["Services"]):
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise ConfigError(
-                f"{self.settings.data_dir} is already run by {holder}: stop that `skybuffer "
-                "run` first (Ctrl-C), or give this one another --data-dir"
+            raise LeaseHeld(
+                holder,
+                "stop that `skybuffer run` first (Ctrl-C), or give this one another --data-dir",
+                key=f"the data dir {self.settings.data_dir}",
             ) from None
         since = time.strftime("%Y-%m-%d %H:%M:%S")
         os.ftruncate(fd, 0)
@@ -160,7 +163,7 @@ class Services(AbstractContextManager["Services"]):
     def _wait_for_running_drain(self) -> None:
         """A DataWriter run holds the writer lease: let it finish (within its budget)."""
         try:
-            client = connect(self.settings.redis, self.settings.redis_dir, start=False)
+            client = connect(self.settings.redis, self.settings.redis_dir)
             key = Keys(self.settings.redis.prefix).writer_lease
             deadline = time.monotonic() + self.settings.writer.budget_seconds
             announced = False

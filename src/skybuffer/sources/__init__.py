@@ -13,7 +13,17 @@ if TYPE_CHECKING:
 
 SOURCE_KINDS = ("jetstream", "synthetic", "replay")
 
-__all__ = ["SOURCE_KINDS", "Source", "SourceBatch", "open_source"]
+__all__ = ["SOURCE_KINDS", "Source", "SourceBatch", "check_source", "open_source"]
+
+
+def check_source(kind: str, file: Path | None) -> None:
+    """ConfigError for a source that cannot be opened as asked, before anything starts."""
+    if kind not in SOURCE_KINDS:
+        raise ConfigError(f"unknown source {kind!r}; choose one of {', '.join(SOURCE_KINDS)}")
+    if kind == "replay" and file is None:
+        raise ConfigError("--source replay needs --file PATH (a .jsonl or .jsonl.zst file)")
+    if kind == "replay" and file is not None and not file.is_file():
+        raise ConfigError(f"--file {file} does not exist (a .jsonl or .jsonl.zst file)")
 
 
 def open_source(
@@ -30,6 +40,7 @@ def open_source(
     jetstream: JetstreamSettings | None = None,
 ) -> Source:
     """Build the source a command asked for; a bad combination gets one clear message."""
+    check_source(kind, file)
     if kind == "jetstream":
         from skybuffer.sources.jetstream import JetstreamSource
 
@@ -44,10 +55,7 @@ def open_source(
         from skybuffer.sources.synthetic import SyntheticSource
 
         return SyntheticSource(seed=seed, rate=rate, count=count)
-    if kind == "replay":
-        if file is None:
-            raise ConfigError("--source replay needs --file PATH (a .jsonl or .jsonl.zst file)")
-        from skybuffer.sources.replay import ReplaySource
+    from skybuffer.sources.replay import ReplaySource
 
-        return ReplaySource(file, rate=rate, count=count)
-    raise ConfigError(f"unknown source {kind!r}; choose one of {', '.join(SOURCE_KINDS)}")
+    assert file is not None  # check_source
+    return ReplaySource(file, rate=rate, count=count)

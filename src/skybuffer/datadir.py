@@ -1,0 +1,231 @@
+"""The data dir: which one a command uses, whether a pipeline lives there, and its ports.
+
+A pipeline's data dir holds everything it keeps (Redis's AOF, the spool, the lake,
+Prefect's database, the stack's files) and ``pipeline.json``, written by the first
+command that starts a service there. That record holds the ports chosen for the services
+whose port setting is left unset: free loopback ports, chosen once, so that any number of
+pipelines (other data dirs, tests, colleagues) run side by side on one machine with no
+flags, and every later command of the data dir finds its services again. A port set
+explicitly (option, environment, TOML) wins over the record and is not recorded.
+
+Which data dir, unless ``--data-dir`` / ``SKYBUFFER_DATA_DIR`` / ``data_dir`` says: the
+nearest ``var/`` that holds a pipeline, in the current directory or one of its parents
+(as git finds ``.git``), else ``./var``, which only commands that start a pipeline create.
+Read-only commands never create one: they say there is no pipeline there (``NoPipeline``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import random
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from skybuffer.errors import ConfigError, NoPipeline, PortInUse
+from skybuffer.privilege import make_private, write_private
+
+if TYPE_CHECKING:
+    from skybuffer.settings import Settings
+
+RECORD = "pipeline.json"
+DEFAULT_NAME = "var"
+
+PORTS: dict[str, tuple[str, str]] = {
+    "redis": ("redis", "port"),
+    "ingest_metrics": ("metrics", "ingest_port"),
+    "writer_metrics": ("metrics", "writer_port"),
+    "prefect": ("prefect", "port"),
+    "prometheus": ("stack", "prometheus_port"),
+    "alertmanager": ("stack", "alertmanager_port"),
+    "redis_exporter": ("stack", "exporter_port"),
+}
+"""Each service's name in the record -> its setting (section, field)."""
+
+
+def default_data_dir(start: Path | None = None) -> Path:
+    """The nearest ``var/`` holding a pipeline from ``start`` (the current directory)
+    upwards, else ``start/var``."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / DEFAULT_NAME
+        if holds_pipeline(candidate):
+            return candidate
+    return here / DEFAULT_NAME
+
+
+def holds_pipeline(path: Path) -> bool:
+    """A data dir some command has started a pipeline in (or an older version's, which
+    has no record but a redis/ or lake/ directory)."""
+    with contextlib.suppress(OSError):
+        return (path / RECORD).is_file() or (path / "redis").is_dir() or (path / "lake").is_dir()
+    return False
+
+
+def setting_name(service: str) -> str:
+    section, field = PORTS[service]
+    return f"{section}.{field} (SKYBUFFER_{section.upper()}__{field.upper()})"
+
+
+# --- the record ---------------------------------------------------------------------------------
+def recorded_ports(data_dir: Path) -> dict[str, int]:
+    """The ports the data dir chose, by service ({} before its first start)."""
+    try:
+        record = json.loads((data_dir / RECORD).read_text())
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    except ValueError as exc:
+        raise ConfigError(
+            f"{data_dir / RECORD} cannot be read ({exc}): restore it, or delete it to have "
+            "new ports chosen at the next start"
+        ) from None
+    return {name: int(port) for name, port in record.get("ports", {}).items() if name in PORTS}
+
+
+def apply_recorded(settings: Settings) -> None:
+    """Fill each unset port from the record, if the data dir has one (no side effect)."""
+    recorded = recorded_ports(settings.data_dir)
+    if "redis" not in recorded:
+        with contextlib.suppress(ValueError):
+            recorded["redis"] = _running_redis_port(settings)
+    for service, (section, field) in PORTS.items():
+        part = getattr(settings, section)
+        if getattr(part, field) is None and service in recorded:
+            setattr(part, field, recorded[service])
+
+
+def claim_ports(settings: Settings) -> None:
+    """Give every unset port of ``settings`` its recorded value, choosing (and recording)
+    a free one for each service that has none yet. Creates the data dir. Safe when several
+    commands start at once on a new data dir: the record is read and written under a lock,
+    so they all get the same ports."""
+    unset = [s for s, (sec, f) in PORTS.items() if getattr(getattr(settings, sec), f) is None]
+    if not unset:
+        return
+    make_private(settings.data_dir)
+    with _locked(settings.data_dir):
+        recorded = recorded_ports(settings.data_dir)
+        chosen: dict[str, int] = {}
+        for service in unset:
+            taken = {*recorded.values(), *chosen.values()}
+            chosen[service] = recorded.get(service) or _first_port(settings, service, taken)
+        if any(s not in recorded for s in unset):
+            _write(settings.data_dir, {**recorded, **chosen})
+    for service, port in chosen.items():
+        section, field = PORTS[service]
+        setattr(getattr(settings, section), field, port)
+
+
+def _first_port(settings: Settings, service: str, taken: set[int]) -> int:
+    """A new record adopts the port its running Redis already has (a data dir from a
+    version before the record), else a free one."""
+    if service == "redis":
+        with contextlib.suppress(ValueError):
+            return _running_redis_port(settings)
+    return choose_port(taken)
+
+
+def _running_redis_port(settings: Settings) -> int:
+    """The port in the managed Redis's endpoint file (ValueError when there is none)."""
+    try:
+        return int((settings.redis_dir / "endpoint").read_text().strip().rsplit(":", 1)[1])
+    except (OSError, IndexError):
+        raise ValueError("no endpoint") from None
+
+
+CHOSEN_RANGE = (20_000, 32_767)
+"""Where recorded ports are chosen: below Linux's ephemeral range (32768-60999), so the
+kernel never lends a recorded port to an outgoing connection while its service is down."""
+
+
+def choose_port(taken: set[int], host: str = "127.0.0.1") -> int:
+    """A port of CHOSEN_RANGE that is free now and not in ``taken``."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randint(*CHOSEN_RANGE)
+        if port in taken:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        return port
+    return free_port(host)
+
+
+def _write(data_dir: Path, ports: dict[str, int]) -> None:
+    record: dict[str, Any] = {
+        "about": "skybuffer data dir: the ports chosen for its services (delete a line to "
+        "have a new port chosen at the next start)",
+        "ports": dict(sorted(ports.items())),
+    }
+    write_private(data_dir / RECORD, json.dumps(record, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def _locked(data_dir: Path) -> Iterator[None]:
+    fd = os.open(data_dir / ".pipeline.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+# --- ports ----------------------------------------------------------------------------------------
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the kernel says is free now on ``host``."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def ensure_free(host: str, port: int, service: str, data_dir: Path) -> None:
+    """Raise PortInUse, naming the setting to change, when another program holds ``port``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise PortInUse(port_in_use(host, port, service, data_dir)) from None
+
+
+def port_in_use(host: str, port: int, service: str, data_dir: Path) -> str:
+    """The sentence for a port another program holds: which setting, and where it came from."""
+    recorded = recorded_ports(data_dir).get(service) == port
+    origin = f"recorded in {data_dir / RECORD}" if recorded else "set explicitly"
+    return (
+        f"{service} cannot listen on {host}:{port} ({origin}): another program holds it; set "
+        f"{setting_name(service)} to a free port"
+        + (", or delete its line from the record to have one chosen" if recorded else "")
+    )
+
+
+def require_pipeline(settings: Settings) -> None:
+    """For read-only commands: NoPipeline unless a pipeline lives in the data dir (an
+    external Redis needs none)."""
+    if settings.redis.url or holds_pipeline(settings.data_dir):
+        return
+    raise NoPipeline(
+        f"no skybuffer pipeline at {settings.data_dir}: start one there with `skybuffer run` "
+        "(or `skybuffer redis start`), or name yours with --data-dir / SKYBUFFER_DATA_DIR"
+    )
+
+
+def port_of(value: int | None, service: str) -> int:
+    """A port that must be known by now (claimed or recorded)."""
+    if value is None:
+        raise NoPipeline(
+            f"no port is recorded for {service}: no pipeline has started in this data dir; "
+            "start one with `skybuffer run` or `skybuffer redis start`"
+        )
+    return value
