@@ -8,15 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from skybuffer.datadir import CHOSEN_RANGE, PORTS, RECORD, claim_ports, default_data_dir
+from skybuffer.datadir import CHOSEN_RANGE, PORTS, RECORD, default_data_dir
 from skybuffer.settings import load_settings
 
 CLAIM = """
 import sys
-from skybuffer.datadir import claim_ports
 from skybuffer.settings import load_settings
 s = load_settings(data_dir=sys.argv[1])
-claim_ports(s)
+s.claim_ports()
 print(s.redis.port, s.prefect.port, s.stack.prometheus_port)
 """
 
@@ -37,14 +36,14 @@ def test_commands_starting_at_once_on_a_new_data_dir_get_the_same_ports(tmp_path
 
 def test_later_commands_read_the_record_and_a_set_port_wins_unrecorded(tmp_path: Path) -> None:
     first = load_settings(data_dir=tmp_path / "var")
-    claim_ports(first)
+    first.claim_ports()
     again = load_settings(data_dir=tmp_path / "var")
     assert again.redis.port == first.redis.port
     assert again.metrics.ingest_port == first.metrics.ingest_port
     explicit = load_settings(
         data_dir=tmp_path / "var", redis={"port": 7}, metrics={"ingest_port": 0}
     )
-    claim_ports(explicit)
+    explicit.claim_ports()
     assert (explicit.redis.port, explicit.metrics.ingest_port) == (7, 0)
     recorded = json.loads((tmp_path / "var" / RECORD).read_text())["ports"]
     assert recorded["redis"] == first.redis.port
@@ -55,7 +54,7 @@ def test_a_data_dir_from_before_the_record_keeps_its_redis_port(tmp_path: Path) 
     (tmp_path / "var" / "redis" / "endpoint").write_text("127.0.0.1:27001\n")
     settings = load_settings(data_dir=tmp_path / "var")
     assert settings.redis.port == 27001  # read-only commands find it without a record
-    claim_ports(settings)
+    settings.claim_ports()
     assert settings.redis.port == load_settings(data_dir=tmp_path / "var").redis.port == 27001
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from skybuffer.errors import ConfigError
-from skybuffer.settings import load_settings, reference_markdown
+from skybuffer.settings import load_settings
+from skybuffer.settings.reference import reference_markdown
 
 REPO = Path(__file__).resolve().parent.parent
 

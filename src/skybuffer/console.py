@@ -9,7 +9,7 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
-from skybuffer.pipeline.status import BufferStatus
+from skybuffer.observability.status import BufferStatus
 
 console = Console()
 err_console = Console(stderr=True)

@@ -23,6 +23,11 @@ COLLECTION_TYPES: dict[str, str] = {
 
 DEFAULT_PREFIX = "skybuffer:"
 
+CODEC_LEVEL = 2
+"""The zstd level of buffered entries, the one default (IngestSettings.codec_level, the
+Encoder and `skybuffer bench codec` take it from here): about the bytes of level 3 in
+two thirds of its time (docs/BENCHMARKS.md, "codec")."""
+
 # Stream entry fields. Every entry carries exactly these names, in this order, so that
 # Redis stores them once per listpack node (the SAMEFIELDS flag) and they cost nothing.
 FIELD_VERSION = b"v"  # codec version

@@ -25,13 +25,10 @@ import random
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from skybuffer.errors import ConfigError, NoPipeline, PortInUse
 from skybuffer.privilege import make_private, write_private
-
-if TYPE_CHECKING:
-    from skybuffer.settings import Settings
 
 RECORD = "pipeline.json"
 DEFAULT_NAME = "var"
@@ -87,53 +84,35 @@ def recorded_ports(data_dir: Path) -> dict[str, int]:
     return {name: int(port) for name, port in record.get("ports", {}).items() if name in PORTS}
 
 
-def apply_recorded(settings: Settings) -> None:
-    """Fill each unset port from the record, if the data dir has one (no side effect)."""
-    recorded = recorded_ports(settings.data_dir)
-    if "redis" not in recorded:
-        with contextlib.suppress(ValueError):
-            recorded["redis"] = _running_redis_port(settings)
-    for service, (section, field) in PORTS.items():
-        part = getattr(settings, section)
-        if getattr(part, field) is None and service in recorded:
-            setattr(part, field, recorded[service])
-
-
-def claim_ports(settings: Settings) -> None:
-    """Give every unset port of ``settings`` its recorded value, choosing (and recording)
-    a free one for each service that has none yet. Creates the data dir. Safe when several
-    commands start at once on a new data dir: the record is read and written under a lock,
-    so they all get the same ports."""
-    unset = [s for s, (sec, f) in PORTS.items() if getattr(getattr(settings, sec), f) is None]
-    if not unset:
-        return
-    make_private(settings.data_dir)
-    with _locked(settings.data_dir):
-        recorded = recorded_ports(settings.data_dir)
+def claim(data_dir: Path, services: list[str], redis_dir: Path) -> dict[str, int]:
+    """The recorded port of each of ``services``, choosing (and recording) a free one for
+    each that has none yet. Creates the data dir. Safe when several commands start at once
+    on a new data dir: the record is read and written under a lock, so all get the same."""
+    make_private(data_dir)
+    with _locked(data_dir):
+        recorded = recorded_ports(data_dir)
         chosen: dict[str, int] = {}
-        for service in unset:
+        for service in services:
             taken = {*recorded.values(), *chosen.values()}
-            chosen[service] = recorded.get(service) or _first_port(settings, service, taken)
-        if any(s not in recorded for s in unset):
-            _write(settings.data_dir, {**recorded, **chosen})
-    for service, port in chosen.items():
-        section, field = PORTS[service]
-        setattr(getattr(settings, section), field, port)
+            chosen[service] = recorded.get(service) or _first_port(service, taken, redis_dir)
+        if any(s not in recorded for s in services):
+            _write(data_dir, {**recorded, **chosen})
+    return chosen
 
 
-def _first_port(settings: Settings, service: str, taken: set[int]) -> int:
+def _first_port(service: str, taken: set[int], redis_dir: Path) -> int:
     """A new record adopts the port its running Redis already has (a data dir from a
     version before the record), else a free one."""
     if service == "redis":
         with contextlib.suppress(ValueError):
-            return _running_redis_port(settings)
+            return running_redis_port(redis_dir)
     return choose_port(taken)
 
 
-def _running_redis_port(settings: Settings) -> int:
+def running_redis_port(redis_dir: Path) -> int:
     """The port in the managed Redis's endpoint file (ValueError when there is none)."""
     try:
-        return int((settings.redis_dir / "endpoint").read_text().strip().rsplit(":", 1)[1])
+        return int((redis_dir / "endpoint").read_text().strip().rsplit(":", 1)[1])
     except (OSError, IndexError):
         raise ValueError("no endpoint") from None
 
@@ -210,13 +189,13 @@ def port_in_use(host: str, port: int, service: str, data_dir: Path) -> str:
     )
 
 
-def require_pipeline(settings: Settings) -> None:
+def require_pipeline(data_dir: Path, external_redis: bool) -> None:
     """For read-only commands: NoPipeline unless a pipeline lives in the data dir (an
     external Redis needs none)."""
-    if settings.redis.url or holds_pipeline(settings.data_dir):
+    if external_redis or holds_pipeline(data_dir):
         return
     raise NoPipeline(
-        f"no skybuffer pipeline at {settings.data_dir}: start one there with `skybuffer run` "
+        f"no skybuffer pipeline at {data_dir}: start one there with `skybuffer run` "
         "(or `skybuffer redis start`), or name yours with --data-dir / SKYBUFFER_DATA_DIR"
     )
 

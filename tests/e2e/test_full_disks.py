@@ -29,7 +29,7 @@ from skybuffer.buffer.server import ManagedRedis
 from skybuffer.constants import TYPES, Keys
 from skybuffer.errors import persist_error
 from skybuffer.events import identity
-from skybuffer.observability.metrics import REGISTRY
+from skybuffer.metrics import REGISTRY
 from skybuffer.ops.forget import lake_identities
 from skybuffer.pipeline.datawriter import drain_once
 from skybuffer.pipeline.ingest import Ingester

@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from skybuffer.buffer.server import ManagedRedis
-from skybuffer.observability.stack import StackSettings, stack_down, stack_up
-from skybuffer.settings import Settings
+from skybuffer.observability.stack import stack_down, stack_up
+from skybuffer.settings import Settings, StackSettings
 
 from .harness import FakeSlack, require, stop_redis
 

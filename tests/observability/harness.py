@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from skybuffer.buffer.server import ManagedRedis, free_port
-from skybuffer.observability.stack import StackSettings
+from skybuffer.settings import StackSettings
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "config"
@@ -181,8 +181,8 @@ def alert_rules() -> list[dict[str, Any]]:
 def declared_families() -> list[Any]:
     """Every metric family skybuffer exposes: the in-process REGISTRY, and the families
     the DataWriter-serving process computes at scrape time (PipelineCollector)."""
+    from skybuffer import metrics
     from skybuffer.constants import Keys
-    from skybuffer.observability import metrics
     from skybuffer.observability.exporter import PipelineCollector
 
     scrape_time = PipelineCollector(None, Keys(), None).describe()  # type: ignore[arg-type]

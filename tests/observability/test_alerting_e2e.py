@@ -20,9 +20,8 @@ from pydantic import SecretStr
 
 from skybuffer.buffer.server import ManagedRedis
 from skybuffer.constants import Keys
-from skybuffer.observability.stack import StackSettings
 from skybuffer.observability.writer_stats import WriterStatsCollector, record_run
-from skybuffer.settings import Settings
+from skybuffer.settings import Settings, StackSettings
 
 from .harness import (
     FakeSlack,

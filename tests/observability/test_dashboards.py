@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 from prometheus_client import start_http_server
 
+from skybuffer import metrics
 from skybuffer.buffer.server import ManagedRedis
 from skybuffer.constants import TYPES, WRITER_GROUP, Keys
-from skybuffer.observability import metrics, writer_stats
+from skybuffer.observability import writer_stats
 from skybuffer.observability.exporter import PipelineCollector
 from skybuffer.observability.stack import stack_down, stack_up
 from skybuffer.settings import Settings, load_settings

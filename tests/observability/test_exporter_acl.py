@@ -17,8 +17,7 @@ import pytest
 import redis
 
 from skybuffer.buffer.server import ManagedRedis
-from skybuffer.observability.stack import StackSettings
-from skybuffer.settings import Settings
+from skybuffer.settings import Settings, StackSettings
 
 from .harness import CONFIG, alert_rules, stack_settings, wait_for
 

@@ -17,14 +17,13 @@ from skybuffer.errors import ConfigError, MissingBinaryError
 from skybuffer.observability.stack import (
     SLACK_PLACEHOLDER,
     Stack,
-    StackSettings,
     missing_binaries,
     stack_available,
     stack_down,
     stack_status,
     stack_up,
 )
-from skybuffer.settings import Settings
+from skybuffer.settings import Settings, StackSettings
 
 from .harness import CONFIG, require, stack_settings
 

@@ -8,8 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from skybuffer.observability.pages import ALERTMANAGER_UI_SCRIPT, opens, pages_to_open
-from skybuffer.observability.stack import StackSettings
-from skybuffer.settings import Settings
+from skybuffer.settings import Settings, StackSettings
 
 from .harness import CONFIG, stack_settings
 

@@ -21,10 +21,10 @@ import orjson
 import pytest
 import redis
 
+from skybuffer import metrics
 from skybuffer.buffer.server import ManagedRedis
 from skybuffer.constants import Keys
 from skybuffer.errors import ConfigError
-from skybuffer.observability import metrics
 from skybuffer.pipeline.runner import build_ingester
 from skybuffer.settings import JetstreamSettings, Settings
 from skybuffer.sources.jetstream import JetstreamSource

@@ -27,7 +27,7 @@ from importlib import resources
 
 import zstandard
 
-from skybuffer.constants import FIELD_COUNT, FIELD_DATA, FIELD_VERSION
+from skybuffer.constants import CODEC_LEVEL, FIELD_COUNT, FIELD_DATA, FIELD_VERSION
 from skybuffer.errors import CodecError
 
 # Pasted into the scripts that append encoded entries (the ingester's batch, a dead-letter
@@ -46,11 +46,6 @@ end
 """
 
 CURRENT_VERSION = 1
-DEFAULT_LEVEL = 2
-"""The zstd level of buffered entries, the one default (IngestSettings.codec_level, the
-Encoder and `skybuffer bench codec` take it from here): 2 measured 127 B/event of payload
-at 0.34 s per 300k events on the reference machine, 3 gives 126 B at 0.52 s
-(docs/BENCHMARKS.md)."""
 
 
 @cache
@@ -64,9 +59,9 @@ class Codec:
     """Encodes lists of raw events into stream entry fields (not thread-safe: one each)."""
 
     version = CURRENT_VERSION
-    default_level = DEFAULT_LEVEL
+    default_level = CODEC_LEVEL
 
-    def __init__(self, level: int = DEFAULT_LEVEL) -> None:
+    def __init__(self, level: int = CODEC_LEVEL) -> None:
         self._compressor = zstandard.ZstdCompressor(
             level=level, dict_data=jetstream_dictionary(), write_checksum=True
         )

@@ -156,7 +156,7 @@ def ingest(
 @app.command()
 def status(data_dir: DataDir = None, config: ConfigFile = None, as_json: JsonOut = False) -> None:
     """Buffered events and oldest age per type, Redis memory, dead letters, spool."""
-    from skybuffer.pipeline.status import collect_status
+    from skybuffer.observability.status import collect_status
 
     s = settings_to_read(data_dir, config)
     require_redis(s)

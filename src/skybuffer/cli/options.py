@@ -11,7 +11,6 @@ from typing import Annotated, Any
 
 import typer
 
-from skybuffer.datadir import claim_ports, require_pipeline
 from skybuffer.errors import RedisUnavailable
 from skybuffer.settings import Settings, load_settings
 
@@ -66,7 +65,7 @@ def settings_to_read(data_dir: Path | None, config: Path | None) -> Settings:
     """For read-only commands: the settings of a data dir a pipeline has started in;
     NoPipeline otherwise. Nothing is created, nothing started."""
     settings = settings_for(data_dir, config)
-    require_pipeline(settings)
+    settings.require_pipeline()
     return settings
 
 
@@ -74,7 +73,7 @@ def settings_to_start(data_dir: Path | None, config: Path | None) -> Settings:
     """For commands that start a service: the data dir's ports claimed (the data dir and
     its record created at the first start)."""
     settings = settings_for(data_dir, config)
-    claim_ports(settings)
+    settings.claim_ports()
     return settings
 
 

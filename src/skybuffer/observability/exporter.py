@@ -2,7 +2,7 @@
 
 One collector for what no single short-lived process can keep: the DataWriter's
 cumulative figures (from Redis, observability/writer_stats.py), the buffer (events and
-oldest age per type, dead letters: pipeline/status.py), and the lake (bytes per type and
+oldest age per type, dead letters: observability/status.py), and the lake (bytes per type and
 free disk, local lakes only, refreshed at most once a minute because it walks files).
 `skybuffer serve` and `skybuffer write --loop` register it; an unreachable Redis makes
 its Redis-side series disappear (RedisDown says why) instead of failing the scrape.
@@ -19,12 +19,11 @@ import redis
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from skybuffer import metrics
 from skybuffer.constants import TYPES, Keys
-from skybuffer.datadir import claim_ports
 from skybuffer.events import Reason
-from skybuffer.observability import metrics
+from skybuffer.observability.status import BufferStatus, buffer_status
 from skybuffer.observability.writer_stats import WriterStatsCollector
-from skybuffer.pipeline.status import BufferStatus, buffer_status
 from skybuffer.settings import Settings
 
 LAKE_REFRESH_SECONDS = 60.0
@@ -119,7 +118,7 @@ _serving: set[int] = set()
 def serve_writer_metrics(settings: Settings) -> None:
     """Register the collector and serve /metrics on ``metrics.writer_port`` (once per
     process: a second call is a no-op)."""
-    claim_ports(settings)
+    settings.claim_ports()
     port = settings.metrics.writer_port
     if not port or port in _serving:
         return

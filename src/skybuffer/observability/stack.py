@@ -24,74 +24,20 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from skybuffer.datadir import claim_ports, ensure_free, port_of
+from skybuffer.datadir import ensure_free, port_of
 from skybuffer.errors import ConfigError, MissingBinaryError
 from skybuffer.privilege import SLACK_WEBHOOK_ENV, private_dir, program_env, write_private
-
-if TYPE_CHECKING:  # settings.py may import StackSettings from here: no import cycle
-    from skybuffer.settings import Settings
+from skybuffer.settings import Settings, StackSettings
 
 SLACK_ENV = SLACK_WEBHOOK_ENV
 # Connection refused at once on loopback's discard port: notifications fail fast and
 # visibly (alertmanager_notifications_failed_total) instead of going anywhere.
 SLACK_PLACEHOLDER = "http://127.0.0.1:9/skybuffer-slack-webhook-not-configured"
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
-
-
-def _default_config_dir() -> Path:
-    """config/ of the checkout this package runs from (src/skybuffer/../../config)."""
-    return Path(__file__).resolve().parents[3] / "config"
-
-
-def _slack_from_env() -> SecretStr | None:
-    value = os.environ.get(SLACK_ENV, "").strip()
-    return SecretStr(value) if value else None
-
-
-class StackSettings(BaseModel):
-    """Ports, files and secrets of the local monitoring stack.
-
-    Ports left unset are chosen per data dir (datadir.py), never the upstream defaults
-    (9090, 9093, 9121), where the Debian packages start system services.
-    """
-
-    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
-
-    host: str = "127.0.0.1"
-    """Loopback address the stack listens on."""
-    prometheus_port: int | None = None
-    """Prometheus web/API port; unset: chosen free per data dir (its pipeline.json)."""
-    alertmanager_port: int | None = None
-    """Alertmanager web/API port; unset: chosen free per data dir (its pipeline.json)."""
-    exporter_port: int | None = None
-    """redis_exporter /metrics port; unset: chosen free per data dir (its pipeline.json)."""
-    config_dir: Path = Field(default_factory=_default_config_dir)
-    """Holds prometheus/ and alertmanager/ (the committed config/ of the checkout)."""
-    slack_webhook_url: SecretStr | None = Field(default_factory=_slack_from_env)
-    """Slack incoming-webhook URL; default from SKYBUFFER_SLACK_WEBHOOK_URL."""
-    slack_webhook_file: Path | None = None
-    """A file holding the webhook URL (used when slack_webhook_url is unset)."""
-    retention: str = "15d"
-    """How long Prometheus keeps samples."""
-    start_timeout_seconds: float = 30.0
-    """How long each program may take to become ready."""
-    stop_timeout_seconds: float = 10.0
-    """How long each program may take to exit after SIGTERM before SIGKILL."""
-    autostart: bool = True
-    """`skybuffer run` starts the stack when the binaries are installed."""
-
-    @field_validator("host")
-    @classmethod
-    def _loopback_only(cls, value: str) -> str:
-        if value not in LOOPBACK and not value.startswith("127."):
-            raise ValueError(f"stack.host must be a loopback address, not {value!r}")
-        return value
 
 
 @dataclass(frozen=True)
@@ -151,7 +97,7 @@ class Stack:
 
     def __init__(self, settings: Settings, stack: StackSettings | None = None) -> None:
         self.settings = settings
-        self.conf = stack or getattr(settings, "stack", None) or StackSettings()
+        self.conf = stack or settings.stack
         self.dir = settings.data_dir / "stack"
         self.secrets = self.dir / "secrets"
 
@@ -161,7 +107,7 @@ class Stack:
 
     def up(self) -> dict[str, str]:
         self._check_binaries()
-        claim_ports(self.settings)
+        self.settings.claim_ports()
         self.lay_out()
         started: list[Component] = []
         try:

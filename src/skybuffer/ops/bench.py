@@ -147,11 +147,11 @@ def _redis_benchmark(server: ManagedRedis, payload_bytes: int, requests: int = 2
 def bench_codec(path: Path, base: RedisSettings, batch_events: int = 5000) -> dict:
     """Redis bytes per event of a JSONL file's events through the codec (at the level
     that ships) vs plain JSON."""
-    from skybuffer.buffer.codec import DEFAULT_LEVEL
     from skybuffer.buffer.producer import Encoder
+    from skybuffer.constants import CODEC_LEVEL
 
     data = [line for line in path.read_bytes().splitlines() if line.strip()]
-    encoder = Encoder(max_event_bytes=10**7, level=DEFAULT_LEVEL)
+    encoder = Encoder(max_event_bytes=10**7, level=CODEC_LEVEL)
     keys = Keys("skybuffer:ops:codec:")
     with scratch_redis(base) as server:
         client = server.client("admin")
@@ -174,5 +174,5 @@ def bench_codec(path: Path, base: RedisSettings, batch_events: int = 5000) -> di
         "bytes_per_event": round(codec_bytes / max(len(data), 1), 1),
         "json_bytes_per_event": round(json_bytes / max(len(data), 1), 1),
         "batch_events": batch_events,
-        "codec_level": DEFAULT_LEVEL,
+        "codec_level": CODEC_LEVEL,
     }

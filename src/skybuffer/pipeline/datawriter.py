@@ -50,6 +50,7 @@ from typing import Any
 
 import redis
 
+from skybuffer import metrics
 from skybuffer.buffer.consumer import Batch, Commit, Entry, StreamConsumer, id_key
 from skybuffer.buffer.deadletter import DeadLetter
 from skybuffer.buffer.lease import Lease
@@ -64,7 +65,7 @@ from skybuffer.errors import (
 from skybuffer.lake.ledger import Ledger
 from skybuffer.lake.schema import RowBuilder
 from skybuffer.lake.writer import LakeWriter, PartFile, WrittenFile
-from skybuffer.observability import metrics, writer_stats
+from skybuffer.observability import writer_stats
 from skybuffer.pipeline.conversion import Converter
 from skybuffer.pipeline.forgetting import Forgetting
 from skybuffer.settings import LakeSettings, Settings, WriterSettings

@@ -38,11 +38,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from skybuffer import metrics
 from skybuffer.buffer.lease import Lease
 from skybuffer.buffer.producer import Batch, Checkpoint, Classified, Encoder, Producer
 from skybuffer.buffer.spool import Spool
 from skybuffer.errors import BufferCannotPersist, BufferForgot, BufferFull, RedisUnavailable
-from skybuffer.observability import metrics
 from skybuffer.pipeline.outage import PAUSE_REASONS, Held, Outage
 from skybuffer.pipeline.prefetch import Prefetcher
 from skybuffer.settings import IngestSettings

@@ -15,18 +15,17 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from skybuffer import metrics
 from skybuffer.buffer.lease import Lease
 from skybuffer.buffer.producer import Producer
 from skybuffer.buffer.server import connect
 from skybuffer.buffer.spool import Spool
 from skybuffer.console import err_console, human_bytes, live_line
 from skybuffer.constants import Keys
-from skybuffer.datadir import claim_ports
-from skybuffer.observability import metrics
+from skybuffer.observability.status import buffer_status
 from skybuffer.observability.writer_stats import read_stats
 from skybuffer.pipeline.ingest import Ingester, IngestStats
 from skybuffer.pipeline.services import Services
-from skybuffer.pipeline.status import buffer_status
 from skybuffer.settings import Settings
 from skybuffer.sources import open_source
 
@@ -133,7 +132,7 @@ def build_ingester(
 
 def serve_ingest_metrics(settings: Settings) -> None:
     """The ingester's /metrics, on the data dir's port (chosen at its first start)."""
-    claim_ports(settings)
+    settings.claim_ports()
     metrics.serve(
         settings.metrics.host, settings.metrics.ingest_port, "ingest_metrics", settings.data_dir
     )

@@ -21,7 +21,6 @@ from types import TracebackType
 from skybuffer.buffer.server import ManagedRedis, connect
 from skybuffer.console import err_console
 from skybuffer.constants import Keys
-from skybuffer.datadir import claim_ports
 from skybuffer.errors import LeaseHeld
 from skybuffer.pipeline.prefect_server import PrefectServer, prefect_env, stop_process_group
 from skybuffer.privilege import skybuffer_env
@@ -47,7 +46,7 @@ class Services(AbstractContextManager["Services"]):
         self._lock_fd: int | None = None
 
     def __enter__(self) -> Services:
-        claim_ports(self.settings)
+        self.settings.claim_ports()
         self._own_data_dir()
         try:
             self._start_redis()

@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from skybuffer import metrics
 from skybuffer.buffer.producer import Producer
 from skybuffer.buffer.server import ManagedRedis, free_port
 from skybuffer.buffer.spool import Spool
 from skybuffer.constants import Keys
-from skybuffer.observability import metrics
 from skybuffer.pipeline.ingest import Ingester
 from skybuffer.privilege import skybuffer_env
 from skybuffer.settings import IngestSettings, JetstreamSettings, Settings

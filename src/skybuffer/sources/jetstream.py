@@ -26,8 +26,8 @@ from pathlib import Path
 
 import zstandard
 
+from skybuffer import metrics
 from skybuffer.errors import ConfigError
-from skybuffer.observability import metrics
 from skybuffer.settings import JetstreamSettings
 from skybuffer.sources.base import SourceBatch
 from skybuffer.sources.overlap import Overlap

@@ -36,8 +36,8 @@ import zstandard
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from skybuffer import metrics
 from skybuffer.events import Reason
-from skybuffer.observability import metrics
 from skybuffer.settings import JetstreamSettings
 from skybuffer.sources.overlap import ResumePoint, host_tag
 

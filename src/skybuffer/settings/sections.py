@@ -1,31 +1,19 @@
-"""Every knob skybuffer has: one root ``Settings`` with a nested model per component.
-
-Values come, highest first, from: keyword arguments (the CLI), environment variables
-(``SKYBUFFER_`` prefix, ``__`` between levels: ``SKYBUFFER_REDIS__MAXMEMORY``), a TOML
-file (``SKYBUFFER_CONFIG`` or ``--config``), then the defaults here. Only ``cli.py`` and
-``flows.py`` build a ``Settings``; every component receives its own part.
-"""
+"""The settings sections: one model per component, each field documented by its docstring
+(docs/CONFIGURATION.md is built from them)."""
 
 from __future__ import annotations
 
-import tomllib
+import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
 
-from skybuffer.buffer.codec import DEFAULT_LEVEL
-from skybuffer.constants import DEFAULT_PREFIX
-from skybuffer.datadir import apply_recorded, default_data_dir
-from skybuffer.observability.stack import StackSettings
+from skybuffer.constants import CODEC_LEVEL, DEFAULT_PREFIX
+from skybuffer.privilege import SLACK_WEBHOOK_ENV
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+"""The skybuffer package's directory (src/skybuffer in a checkout)."""
 
 
 class Section(BaseModel):
@@ -79,7 +67,7 @@ class IngestSettings(Section):
     """Events per Redis transaction (at most)."""
     linger_seconds: float = Field(default=0.25, ge=0)
     """How long a partial batch may wait for more events before it is written."""
-    codec_level: int = Field(default=DEFAULT_LEVEL, ge=1, le=19)
+    codec_level: int = Field(default=CODEC_LEVEL, ge=1, le=19)
     """zstd level of buffered entries: 2 measured 127 B/event of payload at 0.34 s per
     300k events on the reference machine; 3 gives 126 B at 0.52 s (docs/BENCHMARKS.md)."""
     max_event_bytes: int = Field(default=1_000_000, ge=256)
@@ -222,6 +210,57 @@ class WriterSettings(Section):
     """Test-only fault injection: exit abruptly at a named step."""
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _default_config_dir() -> Path:
+    """config/ of the checkout this package runs from (src/skybuffer/../../config)."""
+    return PACKAGE_DIR.parent.parent / "config"
+
+
+def _slack_from_env() -> SecretStr | None:
+    value = os.environ.get(SLACK_WEBHOOK_ENV, "").strip()
+    return SecretStr(value) if value else None
+
+
+class StackSettings(Section):
+    """Ports, files and secrets of the local monitoring stack.
+
+    Ports left unset are chosen per data dir (datadir.py), never the upstream defaults
+    (9090, 9093, 9121), where the Debian packages start system services.
+    """
+
+    host: str = "127.0.0.1"
+    """Loopback address the stack listens on."""
+    prometheus_port: int | None = None
+    """Prometheus web/API port; unset: chosen free per data dir (its pipeline.json)."""
+    alertmanager_port: int | None = None
+    """Alertmanager web/API port; unset: chosen free per data dir (its pipeline.json)."""
+    exporter_port: int | None = None
+    """redis_exporter /metrics port; unset: chosen free per data dir (its pipeline.json)."""
+    config_dir: Path = Field(default_factory=_default_config_dir)
+    """Holds prometheus/ and alertmanager/ (the committed config/ of the checkout)."""
+    slack_webhook_url: SecretStr | None = Field(default_factory=_slack_from_env)
+    """Slack incoming-webhook URL; default from SKYBUFFER_SLACK_WEBHOOK_URL."""
+    slack_webhook_file: Path | None = None
+    """A file holding the webhook URL (used when slack_webhook_url is unset)."""
+    retention: str = "15d"
+    """How long Prometheus keeps samples."""
+    start_timeout_seconds: float = 30.0
+    """How long each program may take to become ready."""
+    stop_timeout_seconds: float = 10.0
+    """How long each program may take to exit after SIGTERM before SIGKILL."""
+    autostart: bool = True
+    """`skybuffer run` starts the stack when the binaries are installed."""
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_only(cls, value: str) -> str:
+        if value not in LOOPBACK and not value.startswith("127."):
+            raise ValueError(f"stack.host must be a loopback address, not {value!r}")
+        return value
+
+
 class PrefectSettings(Section):
     """The Prefect server `skybuffer run` starts (unless PREFECT_API_URL is set)."""
 
@@ -265,153 +304,3 @@ class MetricsSettings(Section):
     writer_port: int | None = None
     """The DataWriter-serving process's /metrics port (0 disables); unset: chosen free per
     data dir (its pipeline.json)."""
-
-
-class Settings(BaseSettings):
-    """The root of every setting."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="SKYBUFFER_",
-        env_nested_delimiter="__",
-        extra="forbid",
-        validate_default=True,
-        use_attribute_docstrings=True,
-    )
-
-    data_dir: Path = Field(default_factory=default_data_dir)
-    """Holds redis, prefect, lake, spool and reports unless each is set on its own; default:
-    the nearest var/ holding a pipeline in the current directory or a parent, else ./var."""
-    config: Path | None = None
-    """A TOML file with any of these settings (sections [redis], [ingest], ...)."""
-    redis: RedisSettings = Field(default_factory=RedisSettings)
-    ingest: IngestSettings = Field(default_factory=IngestSettings)
-    writer: WriterSettings = Field(default_factory=WriterSettings)
-    lake: LakeSettings = Field(default_factory=LakeSettings)
-    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
-    stack: StackSettings = Field(default_factory=StackSettings)
-    prefect: PrefectSettings = Field(default_factory=PrefectSettings)
-    jetstream: JetstreamSettings = Field(default_factory=JetstreamSettings)
-
-    @field_validator("data_dir")
-    @classmethod
-    def _absolute(cls, value: Path) -> Path:
-        return value.expanduser().resolve()
-
-    @model_validator(mode="after")
-    def _derive_paths(self) -> Settings:
-        if self.ingest.spool_dir is None:
-            self.ingest.spool_dir = self.data_dir / "spool"
-        if self.lake.root is None:
-            self.lake.root = str(self.data_dir / "lake")
-        apply_recorded(self)
-        return self
-
-    @property
-    def redis_dir(self) -> Path:
-        return self.data_dir / "redis"
-
-    @property
-    def reports_dir(self) -> Path:
-        return self.data_dir / "reports"
-
-    @property
-    def prefect_dir(self) -> Path:
-        return self.data_dir / "prefect"
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        toml_file = _toml_file(init_settings(), env_settings())
-        if toml_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
-        return tuple(sources)
-
-
-def _toml_file(init: dict[str, Any], env: dict[str, Any]) -> Path | None:
-    path = init.get("config") or env.get("config")
-    if not path:
-        return None
-    path = Path(path)
-    if not path.is_file():
-        from skybuffer.errors import ConfigError
-
-        raise ConfigError(f"config file {path} does not exist (set by --config/SKYBUFFER_CONFIG)")
-    return path
-
-
-def load_settings(**overrides: Any) -> Settings:
-    """Build the settings, turning validation errors into one readable ConfigError."""
-    from pydantic import ValidationError
-
-    from skybuffer.errors import ConfigError
-
-    try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"the config file is not valid TOML: {exc}") from None
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigError(f"invalid settings: {problems}") from None
-
-
-# --- the reference documentation ----------------------------------------------------------------
-DOC_HEADER = """# Configuration
-
-Every setting, with its environment variable and default. Values come, highest first,
-from command-line options, environment variables, a TOML file (`--config` /
-`SKYBUFFER_CONFIG`, with sections `[redis]`, `[ingest]`, ...), then these defaults.
-Paths left unset are derived from `data_dir`. Generated from `src/skybuffer/settings.py`
-by `python -m skybuffer.settings > docs/CONFIGURATION.md`; a test keeps it current.
-"""
-
-
-def reference_markdown() -> str:
-    """docs/CONFIGURATION.md: one table per section, built from the field docstrings."""
-    lines = [DOC_HEADER]
-    top = [(n, f) for n, f in Settings.model_fields.items() if not _is_section(f.annotation)]
-    lines += _table("Top level", "SKYBUFFER_", top)
-    for name, field in Settings.model_fields.items():
-        if _is_section(field.annotation):
-            section = field.annotation
-            assert isinstance(section, type)
-            prefix = f"SKYBUFFER_{name.upper()}__"
-            lines += _table(f"`[{name}]`", prefix, list(section.model_fields.items()))
-    return "\n".join(lines)
-
-
-def _is_section(annotation: object) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
-
-
-def _table(title: str, prefix: str, fields: list[tuple[str, Any]]) -> list[str]:
-    rows = [f"## {title}", "", "| environment variable | default | meaning |", "|---|---|---|"]
-    for name, field in fields:
-        default = "(secret)" if "password" in name or "webhook_url" in name else _default(field)
-        meaning = (field.description or "").replace("\n", " ").replace("|", "\\|")
-        rows.append(f"| `{prefix}{name.upper()}` | {default} | {meaning} |")
-    return rows + [""]
-
-
-def _default(field: Any) -> str:
-    if field.default_factory is not None:
-        return "(derived)"
-    value = field.default
-    if value is None:
-        return "unset"
-    if isinstance(value, Path) and value.is_absolute():
-        return "(derived)"
-    return f"`{value}`"
-
-
-if __name__ == "__main__":
-    print(reference_markdown())
