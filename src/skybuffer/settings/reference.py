@@ -18,7 +18,7 @@ DOC_HEADER = """# Configuration
 Every setting, with its environment variable and default. Values come, highest first,
 from command-line options, environment variables, a TOML file (`--config` /
 `SKYBUFFER_CONFIG`, with sections `[redis]`, `[ingest]`, ...), then these defaults.
-Paths left unset are derived from `data_dir`. Generated from `src/skybuffer/settings.py`
+Paths left unset are derived from `data_dir`. Generated from `src/skybuffer/settings/`
 by `python -m skybuffer.settings > docs/CONFIGURATION.md`; a test keeps it current.
 """
 
