@@ -12,7 +12,10 @@ SkybufferError
 ├── LakeWriteError       (transient) a Parquet file could not be made durable
 ├── LeaseHeld            (terminal)  another process owns the role; names it
 ├── LeaseLost            (terminal)  this process's lease passed to another (fenced)
-└── BufferForgot         (transient) Redis came back without writes this process made
+├── BufferForgot         (transient) Redis came back without writes this process made
+├── QueryError           (terminal)  the SQL given to `skybuffer query` failed
+├── DrainFailed          (transient) a type's scheduled drain failed (the task retries)
+└── RunOverBudget        (terminal)  a scheduled run's budget was spent before a type's turn
 """
 
 from __future__ import annotations
@@ -149,3 +152,17 @@ class BufferForgot(SkybufferError):
     def __init__(self, message: str, durable: object = None) -> None:
         super().__init__(message)
         self.durable = durable
+
+
+class QueryError(SkybufferError):
+    """The SQL given to `skybuffer query` failed; the message is DuckDB's."""
+
+
+class DrainFailed(SkybufferError):
+    """A type's drain failed; the task retries while the run's budget allows."""
+
+    retryable = True
+
+
+class RunOverBudget(SkybufferError):
+    """The run's deadline came before this task could start; retrying cannot help."""

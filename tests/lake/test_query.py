@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from skybuffer.constants import TYPES
-from skybuffer.lake.query import EMPTY_SQL, QueryError, lake_figures, run_query, to_csv, to_json
+from skybuffer.errors import QueryError
+from skybuffer.lake.query import EMPTY_SQL, lake_figures, run_query, to_csv, to_json
 from skybuffer.lake.schema import Rows
 from skybuffer.lake.writer import LakeWriter
 from skybuffer.settings import LakeSettings

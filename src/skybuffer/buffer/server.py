@@ -27,6 +27,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from skybuffer import processes
 from skybuffer.buffer.aof import AofLoad, AofWatch
 from skybuffer.datadir import ensure_free, port_of
 from skybuffer.errors import ConfigError, MissingBinaryError, RedisUnavailable, persist_error
@@ -125,7 +126,7 @@ class ManagedRedis:
             pid = int(self.pidfile.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if processes.alive(pid) else None
 
     def is_serving(self) -> bool:
         """True when Redis answers; also while it cannot write its AOF, when it refuses
@@ -200,11 +201,15 @@ class ManagedRedis:
         # Python's ignored SIGXFSZ is kept (restore_signals=False): at a file size limit
         # (ulimit -f) Redis then gets EFBIG, reports MISCONF and retries like on a full
         # disk, instead of dying.
-        proc = subprocess.Popen(
-            args, cwd=self.directory, start_new_session=True, umask=PRIVATE_UMASK,
-            restore_signals=False, env=program_env(),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
+        proc = processes.spawn(
+            args,
+            cwd=self.directory,
+            log=subprocess.DEVNULL,
+            env=program_env(),
+            stderr=subprocess.PIPE,
+            umask=PRIVATE_UMASK,
+            restore_signals=False,
+        )
         write_private(self.endpoint_file, f"{self.address}\n")
         self._process = proc
 
@@ -242,8 +247,8 @@ class ManagedRedis:
             # Started on another port (an earlier SKYBUFFER_REDIS__PORT): SIGTERM is
             # redis-server's own graceful shutdown, AOF fsync'd like SHUTDOWN.
             os.kill(pid, signal.SIGTERM)
-        if pid is not None:
-            _wait_for_exit(pid, timeout)
+        if pid is not None and not processes.wait_gone(pid, timeout):
+            raise RedisUnavailable(f"redis-server (pid {pid}) did not exit within {timeout:.0f}s")
         return True
 
     def _shutdown(self) -> None:
@@ -267,28 +272,6 @@ class ManagedRedis:
             return " | ".join(self.logfile.read_text(errors="replace").splitlines()[-3:])
         except FileNotFoundError:
             return "(no log)"
-
-
-def _wait_for_exit(pid: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:  # reap it if it is our child
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        if not _alive(pid):
-            return
-        time.sleep(0.05)
-    raise RedisUnavailable(f"redis-server (pid {pid}) did not exit within {timeout:.0f}s")
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs. A zombie has exited: a server started by an earlier
-    command was re-parented, and not every init reaps promptly."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _sha256(text: str) -> str:

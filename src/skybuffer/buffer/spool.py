@@ -20,6 +20,7 @@ import orjson
 from skybuffer.buffer.deadletter import DeadLetter
 from skybuffer.buffer.producer import Batch
 from skybuffer.privilege import PRIVATE_FILE, make_private
+from skybuffer.processes import fsync_dir
 
 _HEADER = struct.Struct("<II")  # payload length, crc32
 
@@ -65,7 +66,7 @@ class Spool:
                 handle.write(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
             handle.flush()
             os.fsync(handle.fileno())
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def read(self) -> Iterator[Batch]:
         """Every intact record in order; stops at a torn or corrupt tail."""
@@ -83,7 +84,7 @@ class Spool:
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
 
 def _pack(batch: Batch) -> bytes:
@@ -136,11 +137,3 @@ def _unpack(payload: bytes) -> Batch:
         dead.append(DeadLetter(reason, raw, detail, codec.encode(), events))
         offset += length
     return Batch(header["seq"], header["position"], entries, counts, dead, header["raw_bytes"])
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import duckdb
 
 from skybuffer.constants import TYPES
-from skybuffer.errors import SkybufferError
+from skybuffer.errors import QueryError
 from skybuffer.lake.schema import schema
 from skybuffer.lake.writer import Layout, root_path
 from skybuffer.settings import LakeSettings
@@ -33,10 +33,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_SKIPPED_FILES = 100
 HIVE_TYPES = "{'year': INTEGER, 'month': INTEGER, 'day': INTEGER, 'hour': INTEGER}"
-
-
-class QueryError(SkybufferError):
-    """The SQL given to `skybuffer query` failed; the message is DuckDB's."""
 
 
 EMPTY_SQL = 'no SQL given: pass a statement, e.g. skybuffer query "select count(*) from likes"'

@@ -13,12 +13,10 @@ it is stopped by that pid only (SIGTERM, then SIGKILL after a timeout), never by
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import signal
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +27,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from skybuffer import processes
 from skybuffer.datadir import ensure_free, port_of
 from skybuffer.errors import ConfigError, MissingBinaryError
 from skybuffer.privilege import SLACK_WEBHOOK_ENV, private_dir, program_env, write_private
@@ -63,8 +62,6 @@ ALERTMANAGER = Component(
 )  # fmt: skip
 PROMETHEUS = Component("prometheus", ("prometheus",), "prometheus", "/-/ready")
 COMPONENTS = (EXPORTER, ALERTMANAGER, PROMETHEUS)  # start order; stopped in reverse
-
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}  # ours, kept so they can be reaped
 
 
 def missing_binaries() -> dict[str, str]:
@@ -311,7 +308,7 @@ class ChildProcess:
             pid = int(self.pidfile.read_text().strip())
             proc = psutil.Process(pid)
             if proc.status() == psutil.STATUS_ZOMBIE:
-                _reap(pid)
+                processes.reap(pid)
                 return None
             program = os.path.basename(proc.cmdline()[0])
         except (FileNotFoundError, ValueError, IndexError, psutil.Error):
@@ -319,23 +316,18 @@ class ChildProcess:
         return pid if program in self.component.binaries else None
 
     def spawn(self, args: list[str], cwd: Path) -> int:
-        # A new session: the process outlives `skybuffer stack up` and ignores its Ctrl-C.
         with open(self.logfile, "ab") as log:
             # No SKYBUFFER_ variable (the Slack webhook, passwords): the webhook reaches
             # Alertmanager only through its api_url_file, the exporter's password in a file.
-            proc = subprocess.Popen(
-                args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, env=program_env(),
-            )  # fmt: skip
-        _CHILDREN[proc.pid] = proc
-        _atomic_write(self.pidfile, f"{proc.pid}\n")
-        return proc.pid
+            pid = processes.spawn(args, cwd=cwd, log=log, env=program_env()).pid
+        _atomic_write(self.pidfile, f"{pid}\n")
+        return pid
 
     def wait_ready(self, pid: int, url: str, timeout: float) -> None:
         """Poll ``url`` until it answers 200; fail early when the process exits."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not _alive(pid):
+            if not processes.alive(pid):
                 self.pidfile.unlink(missing_ok=True)
                 raise ConfigError(f"{self.component.name} exited at start: {self.log_tail()}")
             if _ready(url):
@@ -358,11 +350,7 @@ class ChildProcess:
         if pid is None:
             self.pidfile.unlink(missing_ok=True)
             return False
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-            if _wait_gone(pid, wait):
-                break
+        processes.stop_pid(pid, timeout)
         self.pidfile.unlink(missing_ok=True)
         return True
 
@@ -375,38 +363,6 @@ class ChildProcess:
 
 
 # --- helpers ------------------------------------------------------------------------------
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def _alive(pid: int) -> bool:
-    if _reap(pid):
-        return False
-    try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _reap(pid: int) -> bool:
-    """Collect the exit status of our own child (a zombie otherwise); True once it exited."""
-    proc = _CHILDREN.get(pid)
-    if proc is not None:
-        if proc.poll() is None:
-            return False
-        del _CHILDREN[pid]
-        return True
-    try:
-        return os.waitpid(pid, os.WNOHANG)[0] == pid
-    except ChildProcessError:
-        return False
-
-
 def _ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as response:

@@ -36,6 +36,7 @@ from typing import Any
 
 import redis
 
+from skybuffer import processes
 from skybuffer.buffer.codec import Decoder
 from skybuffer.buffer.consumer import StreamConsumer
 from skybuffer.buffer.producer import Encoder, Producer
@@ -122,7 +123,7 @@ def _load_and_kill(
     assert pid is not None, "the scratch redis-server has no pid"
     os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()
-    _reap(pid)
+    processes.wait_gone(pid, timeout=60)
     writer.join(timeout=30)
     return groups, killed_at
 
@@ -133,19 +134,6 @@ def _wait_for(condition: Any, writer: Writer, timeout: float = 300.0) -> None:
         if not writer.is_alive() or time.monotonic() > deadline:
             raise RuntimeError(f"the writer stopped or stalled at {writer.acked:,} events")
         time.sleep(0.01)
-
-
-def _reap(pid: int) -> None:
-    """Collect the killed child (it is ours: ManagedRedis spawned it) or wait it out."""
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        while True:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.02)
 
 
 def consume_some(client: redis.Redis, keys: Keys) -> dict[str, Any]:

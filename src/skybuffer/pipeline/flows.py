@@ -28,7 +28,7 @@ from prefect.tasks import exponential_backoff
 from skybuffer.buffer.lease import Lease
 from skybuffer.buffer.server import connect
 from skybuffer.constants import TYPES, Keys
-from skybuffer.errors import LeaseHeld, SkybufferError
+from skybuffer.errors import DrainFailed, LeaseHeld, RunOverBudget, SkybufferError
 from skybuffer.observability.exporter import serve_writer_metrics
 from skybuffer.observability.writer_stats import record_run
 from skybuffer.pipeline.datawriter import DataWriter
@@ -38,20 +38,10 @@ HARD_STOP_MARGIN_SECONDS = 20.0
 """The cooperative deadline comes this long before the flow's hard timeout."""
 
 
-class DrainFailed(SkybufferError):
-    """A type's drain failed; the task retries while the run's budget allows."""
-
-    retryable = True
-
-
 def _settings() -> Settings:
     # Flow runs are subprocesses of the serving process: they read the same environment
     # (SKYBUFFER_DATA_DIR, SKYBUFFER_CONFIG, ...) that `skybuffer serve` exported.
     return load_settings()
-
-
-class RunOverBudget(SkybufferError):
-    """The run's deadline came before this task could start; retrying cannot help."""
 
 
 def _retryable(task: Any, task_run: Any, state: State) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from skybuffer import processes
 from skybuffer.datadir import ensure_free, port_of
 from skybuffer.errors import ConfigError
 from skybuffer.privilege import program_env
@@ -77,13 +77,14 @@ class PrefectServer:
             )
         ensure_free(self.settings.host, self.port, "prefect", self.home.parent)
         self.home.mkdir(parents=True, exist_ok=True)
+        command = [_prefect_executable(), "server", "start"]
         with open(self.logfile, "ab") as log:
-            self.process = subprocess.Popen(
-                [_prefect_executable(), "server", "start",
-                 "--host", self.settings.host, "--port", str(self.port)],
-                env=self._env(), stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
+            self.process = processes.spawn(
+                [*command, "--host", self.settings.host, "--port", str(self.port)],
+                cwd=None,
+                log=log,
+                env=self._env(),
+            )
         self._wait_healthy()
 
     def _env(self) -> dict[str, str]:
@@ -109,20 +110,7 @@ class PrefectServer:
         """SIGTERM the server we started (its whole process group), SIGKILL if it lingers."""
         process, self.process = self.process, None
         if process is not None:
-            stop_process_group(process, timeout)
-
-
-def stop_process_group(process: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGTERM a child started in its own session (and its children), SIGKILL if it
-    lingers; stops it by the handle it was started with, never by name."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+            processes.stop_process_group(process, timeout)
 
 
 def _prefect_executable() -> str:

@@ -22,8 +22,9 @@ from skybuffer.buffer.server import ManagedRedis, connect
 from skybuffer.console import err_console
 from skybuffer.constants import Keys
 from skybuffer.errors import LeaseHeld
-from skybuffer.pipeline.prefect_server import PrefectServer, prefect_env, stop_process_group
+from skybuffer.pipeline.prefect_server import PrefectServer, prefect_env
 from skybuffer.privilege import skybuffer_env
+from skybuffer.processes import spawn, stop_process_group
 from skybuffer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -115,12 +116,10 @@ class Services(AbstractContextManager["Services"]):
         env["SKYBUFFER_DATA_DIR"] = str(self.settings.data_dir)
         if self.settings.config is not None:
             env["SKYBUFFER_CONFIG"] = str(self.settings.config)
-        logfile = open(self.settings.prefect_dir / "serve.log", "ab")  # noqa: SIM115
-        self.serve = subprocess.Popen(
-            [sys.executable, "-m", "skybuffer", "serve"],
-            env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        logfile.close()
+        with open(self.settings.prefect_dir / "serve.log", "ab") as log:
+            self.serve = spawn(
+                [sys.executable, "-m", "skybuffer", "serve"], cwd=None, log=log, env=env
+            )
         port = self.settings.metrics.writer_port
         if port:
             self.urls["writer metrics"] = f"http://{self.settings.metrics.host}:{port}/metrics"

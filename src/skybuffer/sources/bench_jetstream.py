@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from skybuffer import metrics
+from skybuffer import metrics, processes
 from skybuffer.buffer.producer import Producer
 from skybuffer.buffer.server import ManagedRedis, free_port
 from skybuffer.buffer.spool import Spool
@@ -68,7 +68,7 @@ def bench_jetstream_ingest(
             ingest = settings.ingest.model_copy(update={"spool_dir": work / "spool"})
             result = _run(redis, f"ws://127.0.0.1:{port}/subscribe", events, jetstream, ingest)
         finally:
-            _stop(server)
+            processes.stop_pid(server.pid, timeout=10)
             redis.stop()
     return result | {
         "file_rate": file_rate,
@@ -134,13 +134,3 @@ def _wait_until_listening(server: subprocess.Popen[bytes], timeout: float = 60.0
     ready, _, _ = select.select([server.stdout], [], [], timeout)
     if not ready or not server.stdout.readline():
         raise RuntimeError(f"the replay server did not start within {timeout:.0f}s")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server we started (it closes cleanly), SIGKILL if it will not go."""
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
