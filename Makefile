@@ -27,9 +27,10 @@ system-packages:  ## install missing Debian packages (redis, prometheus, alertma
 run: $(VENV)/.installed system-packages  ## set up, then run the whole pipeline (Ctrl-C stops it; ARGS="..." passes options)
 	$(BIN)/skybuffer run $(ARGS)
 
-lint: $(VENV)/.installed-dev  ## ruff
+lint: $(VENV)/.installed-dev  ## ruff, and import-linter (layers point down: pyproject.toml)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(VENV)/.installed-dev  ## mypy
 	$(BIN)/mypy
