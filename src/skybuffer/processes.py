@@ -114,3 +114,11 @@ def fsync_dir(directory: Path | str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write then rename: a reader (Prometheus' file watcher, a pid file's reader) never
+    sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -183,18 +183,18 @@ class ManagedRedis:
             return "an unknown port"
 
     def _spawn(self, binary: str, acl: Path) -> None:
-        args = [
-            binary, str(self.settings.conf),
-            "--port", str(self.port),
-            "--bind", self.settings.host,
-            "--dir", str(self.directory),
-            "--aclfile", str(acl),
-            "--pidfile", str(self.pidfile),
-            "--logfile", str(self.logfile),
-            "--daemonize", "no",
-        ]  # fmt: skip
+        options = {
+            "--port": str(self.port),
+            "--bind": self.settings.host,
+            "--dir": str(self.directory),
+            "--aclfile": str(acl),
+            "--pidfile": str(self.pidfile),
+            "--logfile": str(self.logfile),
+            "--daemonize": "no",
+        }
         if self.settings.maxmemory:
-            args += ["--maxmemory", self.settings.maxmemory]
+            options["--maxmemory"] = self.settings.maxmemory
+        args = [binary, str(self.settings.conf), *(w for pair in options.items() for w in pair)]
         # A new session: the server outlives this command and ignores its Ctrl-C;
         # skybuffer stops it with SHUTDOWN (AOF fsync'd) instead. umask 077: the AOF dir,
         # its manifest, base and incr files, rewrite temp files and RDB come out 0600/0700.

@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.feather as feather
 
-from skybuffer.buffer.consumer import id_key
+from skybuffer.buffer.stream_ids import id_key
 
 log = logging.getLogger(__name__)
 

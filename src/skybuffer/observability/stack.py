@@ -15,53 +15,29 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import psutil
-
-from skybuffer import processes
 from skybuffer.datadir import ensure_free, port_of
 from skybuffer.errors import ConfigError, MissingBinaryError
-from skybuffer.privilege import SLACK_WEBHOOK_ENV, private_dir, program_env, write_private
+from skybuffer.observability.programs import (
+    ALERTMANAGER,
+    COMPONENTS,
+    EXPORTER,
+    PROMETHEUS,
+    ChildProcess,
+    Component,
+    ready,
+)
+from skybuffer.privilege import SLACK_WEBHOOK_ENV, private_dir, write_private
+from skybuffer.processes import atomic_write
 from skybuffer.settings import Settings, StackSettings
 
 SLACK_ENV = SLACK_WEBHOOK_ENV
 # Connection refused at once on loopback's discard port: notifications fail fast and
 # visibly (alertmanager_notifications_failed_total) instead of going anywhere.
 SLACK_PLACEHOLDER = "http://127.0.0.1:9/skybuffer-slack-webhook-not-configured"
-
-
-@dataclass(frozen=True)
-class Component:
-    """One program of the stack: its names, Debian package and health endpoint."""
-
-    name: str
-    binaries: tuple[str, ...]
-    package: str
-    ready_path: str
-
-    def which(self) -> str | None:
-        return next(filter(None, map(shutil.which, self.binaries)), None)
-
-
-EXPORTER = Component(
-    "redis_exporter", ("prometheus-redis-exporter", "redis_exporter"),
-    "prometheus-redis-exporter", "/health",
-)  # fmt: skip
-ALERTMANAGER = Component(
-    "alertmanager", ("prometheus-alertmanager", "alertmanager"),
-    "prometheus-alertmanager", "/-/ready",
-)  # fmt: skip
-PROMETHEUS = Component("prometheus", ("prometheus",), "prometheus", "/-/ready")
-COMPONENTS = (EXPORTER, ALERTMANAGER, PROMETHEUS)  # start order; stopped in reverse
 
 
 def missing_binaries() -> dict[str, str]:
@@ -136,7 +112,7 @@ class Stack:
                 "running": pid is not None,
                 "pid": pid,
                 "url": self._url(component),
-                "ready": pid is not None and _ready(self._url(component) + component.ready_path),
+                "ready": pid is not None and ready(self._url(component) + component.ready_path),
                 "log": str(process.logfile),
                 "binary": component.which(),
             }
@@ -181,7 +157,7 @@ class Stack:
         }
         for job, target in targets.items():
             groups = [{"targets": [target]}] if target else []
-            _atomic_write(directory / f"{job}.yml", json.dumps(groups) + "\n")
+            atomic_write(directory / f"{job}.yml", json.dumps(groups) + "\n")
 
     # --- secrets -----------------------------------------------------------------------
     def _slack_url(self) -> str | None:
@@ -239,36 +215,50 @@ class Stack:
         args, cwd = self._command(component, binary)
         process = self._process(component)
         pid = process.spawn(args, cwd)
-        process.wait_ready(pid, self._url(component) + component.ready_path,
-                           self.conf.start_timeout_seconds)  # fmt: skip
+        ready_url = self._url(component) + component.ready_path
+        process.waitready(pid, ready_url, self.conf.start_timeout_seconds)
 
     def _command(self, component: Component, binary: str) -> tuple[list[str], Path]:
-        listen = f"--web.listen-address={self._address(self._port(component))}"
+        web = [
+            f"--web.listen-address={self._address(self._port(component))}",
+            f"--web.external-url={self._url(component)}/",
+        ]
         if component is EXPORTER:
             return self._exporter_command(binary), self.dir
         if component is ALERTMANAGER:
-            storage = self.settings.data_dir / "alertmanager"
-            storage.mkdir(parents=True, exist_ok=True)
-            return [
-                binary, "--config.file=alertmanager.yml", f"--storage.path={storage}", listen,
-                "--cluster.listen-address=", f"--web.external-url={self._url(component)}/",
-            ], self.dir / "alertmanager"  # fmt: skip
+            return [binary, *self._alertmanager_options(), *web], self.dir / "alertmanager"
+        return [binary, *self._prometheus_options(), *web], self.dir / "prometheus"
+
+    def _alertmanager_options(self) -> list[str]:
+        storage = self.settings.data_dir / "alertmanager"
+        storage.mkdir(parents=True, exist_ok=True)
+        return [
+            "--config.file=alertmanager.yml",
+            f"--storage.path={storage}",
+            "--cluster.listen-address=",
+        ]
+
+    def _prometheus_options(self) -> list[str]:
         tsdb = self.settings.data_dir / "prometheus"
         tsdb.mkdir(parents=True, exist_ok=True)
         return [
-            binary, f"--config.file={self.dir / 'prometheus' / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tsdb}", f"--storage.tsdb.retention.time={self.conf.retention}",
-            listen, f"--web.external-url={self._url(component)}/",
-        ], self.dir / "prometheus"  # fmt: skip
+            f"--config.file={self.dir / 'prometheus' / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tsdb}",
+            f"--storage.tsdb.retention.time={self.conf.retention}",
+        ]
 
     def _exporter_command(self, binary: str) -> list[str]:
         redis_addr = self._redis_addr()
         prefix = self.settings.redis.prefix
+        streams = f"-check-streams={prefix}stream:*,{prefix}deadletter"
+        listen = f"-web.listen-address={self._address(self.conf.exporter_port)}"
         return [
-            binary, f"-redis.addr={redis_addr}", *self._exporter_auth(redis_addr),
-            f"-check-streams={prefix}stream:*,{prefix}deadletter",
-            f"-web.listen-address={self._address(self.conf.exporter_port)}",
-        ]  # fmt: skip
+            binary,
+            f"-redis.addr={redis_addr}",
+            *self._exporter_auth(redis_addr),
+            streams,
+            listen,
+        ]
 
     def _redis_addr(self) -> str:
         redis_settings = self.settings.redis
@@ -294,83 +284,7 @@ class Stack:
         return f"http://{self._address(self._port(component))}"
 
 
-class ChildProcess:
-    """A stack process known by its pid file in the stack dir; its log sits beside it."""
-
-    def __init__(self, component: Component, directory: Path) -> None:
-        self.component = component
-        self.pidfile = directory / f"{component.name}.pid"
-        self.logfile = directory / f"{component.name}.log"
-
-    def pid(self) -> int | None:
-        """The pid of our running process; None if absent, exited or a recycled pid."""
-        try:
-            pid = int(self.pidfile.read_text().strip())
-            proc = psutil.Process(pid)
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                processes.reap(pid)
-                return None
-            program = os.path.basename(proc.cmdline()[0])
-        except (FileNotFoundError, ValueError, IndexError, psutil.Error):
-            return None
-        return pid if program in self.component.binaries else None
-
-    def spawn(self, args: list[str], cwd: Path) -> int:
-        with open(self.logfile, "ab") as log:
-            # No SKYBUFFER_ variable (the Slack webhook, passwords): the webhook reaches
-            # Alertmanager only through its api_url_file, the exporter's password in a file.
-            pid = processes.spawn(args, cwd=cwd, log=log, env=program_env()).pid
-        _atomic_write(self.pidfile, f"{pid}\n")
-        return pid
-
-    def wait_ready(self, pid: int, url: str, timeout: float) -> None:
-        """Poll ``url`` until it answers 200; fail early when the process exits."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not processes.alive(pid):
-                self.pidfile.unlink(missing_ok=True)
-                raise ConfigError(f"{self.component.name} exited at start: {self.log_tail()}")
-            if _ready(url):
-                return
-            time.sleep(0.1)
-        self.stop(timeout=5)
-        raise ConfigError(
-            f"{self.component.name} was not ready within {timeout:.0f}s: {self.log_tail()}"
-        )
-
-    def reload(self) -> None:
-        """Re-read config and rules (SIGHUP); the exporter has nothing to reload."""
-        pid = self.pid()
-        if pid is not None and self.component is not EXPORTER:
-            os.kill(pid, signal.SIGHUP)
-
-    def stop(self, timeout: float) -> bool:
-        """SIGTERM, then SIGKILL after ``timeout``; True when a process was stopped."""
-        pid = self.pid()
-        if pid is None:
-            self.pidfile.unlink(missing_ok=True)
-            return False
-        processes.stop_pid(pid, timeout)
-        self.pidfile.unlink(missing_ok=True)
-        return True
-
-    def log_tail(self, lines: int = 5) -> str:
-        try:
-            text = self.logfile.read_text(errors="replace").splitlines()[-lines:]
-        except FileNotFoundError:
-            return "(no log)"
-        return f"see {self.logfile}: " + " | ".join(text)
-
-
 # --- helpers ------------------------------------------------------------------------------
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def _symlink(link: Path, target: Path) -> None:
     link.parent.mkdir(parents=True, exist_ok=True)
     if link.is_symlink() and Path(os.readlink(link)) == target:
@@ -380,10 +294,3 @@ def _symlink(link: Path, target: Path) -> None:
     elif link.exists():
         raise ConfigError(f"{link} exists and is not a symlink: remove it (stack files)")
     link.symlink_to(target)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write then rename, so Prometheus' file watcher never reads half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

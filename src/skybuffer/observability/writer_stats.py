@@ -24,6 +24,16 @@ from skybuffer.constants import TYPES, Keys
 log = logging.getLogger(__name__)
 RUN_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0, 240.0, 300.0, 600.0)
 OUTCOMES = ("success", "failure", "timeout", "skipped")
+LAST_RUN_GAUGES = (
+    (
+        "last_success_timestamp_seconds",
+        "last_success",
+        "Unix time of the last successful DataWriter run.",
+    ),
+    ("last_run_timestamp_seconds", "last_run", "Unix time of the last DataWriter run."),
+    ("last_run_duration_seconds", "last_duration", "Duration of the last DataWriter run."),
+)
+"""Gauge name, stats field, help: the last run's figures."""
 
 
 def remember(client: redis.Redis, keys: Keys, record: Callable[..., None], *args: Any) -> None:
@@ -149,11 +159,6 @@ def _duration_histogram(stats: Mapping[str, float]) -> HistogramMetricFamily:
 
 
 def _last(stats: Mapping[str, float]) -> Iterator[GaugeMetricFamily]:
-    for name, key, doc in (
-        ("last_success_timestamp_seconds", "last_success",
-         "Unix time of the last successful DataWriter run."),
-        ("last_run_timestamp_seconds", "last_run", "Unix time of the last DataWriter run."),
-        ("last_run_duration_seconds", "last_duration", "Duration of the last DataWriter run."),
-    ):  # fmt: skip
+    for name, key, doc in LAST_RUN_GAUGES:
         if key in stats:
             yield GaugeMetricFamily(f"skybuffer_writer_{name}", doc, value=stats[key])

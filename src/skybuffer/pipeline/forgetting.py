@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import redis
 
-from skybuffer.buffer.consumer import StreamConsumer, id_key
+from skybuffer.buffer.consumer import StreamConsumer
+from skybuffer.buffer.stream_ids import id_key
 from skybuffer.constants import Keys
 from skybuffer.lake.ledger import IDENTITY, Ledger, ReplayGuard, guard_columns, guard_identities
 from skybuffer.lake.schema import Rows

@@ -131,9 +131,14 @@ class JetstreamSource:
         if self._reader is not None:
             return
         self._reader = Subscription(
-            self.settings, self._inbox, self._overlap.resume_point(), urls=self.urls,
-            collections=self.collections, compress=self.compress, decompressor=self._dctx,
-        )  # fmt: skip
+            self.settings,
+            self._inbox,
+            self._overlap.resume_point(),
+            urls=self.urls,
+            collections=self.collections,
+            compress=self.compress,
+            decompressor=self._dctx,
+        )
         self._reader.start()
 
     def _collect(self, limit: int, linger: float) -> tuple[list[bytes], list[tuple[str, bytes]]]:
