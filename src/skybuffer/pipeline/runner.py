@@ -48,16 +48,15 @@ def install_stop_handlers(stop: threading.Event) -> None:
 class IngestThread(threading.Thread):
     """Runs an Ingester until ``stop``; keeps the error that ended it, if any."""
 
-    def __init__(self, ingester: Ingester, stop: threading.Event, max_events: int | None) -> None:
+    def __init__(self, ingester: Ingester, stop: threading.Event) -> None:
         super().__init__(name="ingest", daemon=True)
         self.ingester = ingester
         self.stop = stop
-        self.max_events = max_events
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            self.ingester.run(self.stop, self.max_events)
+            self.ingester.run(self.stop)
         except BaseException as exc:  # noqa: BLE001 - reported by the caller
             self.error = exc
             self.stop.set()
@@ -105,13 +104,12 @@ def build_ingester(
     wait_for_lease: bool = False,
 ) -> Ingester:
     """Wire a source, the producer (holding the source's lease) and the spool of a data
-    dir into an Ingester."""
+    dir into an Ingester; ``count``: N more valid events from where the source resumes."""
     client = connect(settings.redis, settings.redis_dir)
     source = open_source(
         source_kind,
         rate=settings.ingest.rate if rate is None else rate,
         seed=settings.ingest.seed if seed is None else seed,
-        count=count,
         file=file,
         url=url,
         collections=collections,
@@ -126,7 +124,13 @@ def build_ingester(
     assert settings.ingest.spool_dir is not None
     spool = Spool(settings.ingest.spool_dir, source.name)
     return Ingester(
-        producer, source, settings.ingest, spool, on_batch=on_batch, wait_for_lease=wait_for_lease
+        producer,
+        source,
+        settings.ingest,
+        spool,
+        on_batch=on_batch,
+        wait_for_lease=wait_for_lease,
+        count=count,
     )
 
 
@@ -158,22 +162,10 @@ def run_ingest(
             on_batch=lambda stats: progress.update(task, completed=stats.events),
             url=url, collections=collections, wait_for_lease=wait_for_lease,
         )  # fmt: skip
-        thread = IngestThread(ingester, stop, count)
+        thread = IngestThread(ingester, stop)
         supervise(thread, stop, tick=lambda: None, every=0.5)
-    stats = ingester.stats
-    rate_s = stats.events / stats.elapsed if stats.elapsed else 0.0
-    err_console.print(
-        f"ingested {stats.events:,} events in {stats.elapsed:.1f}s ({rate_s:,.0f} ev/s): "
-        + ", ".join(f"{t} {n:,}" for t, n in sorted(stats.by_type.items()))
-        + f"; dead letters {stats.deadletters:,}"
-        + (
-            f"; Redis forgot {stats.forgotten:,} confirmed events, re-read from the source "
-            f"({stats.rewinds} rewinds)"
-            if stats.rewinds
-            else ""
-        )
-    )
-    return stats
+    err_console.print(summary(ingester.stats, source_kind), highlight=False)
+    return ingester.stats
 
 
 def run_pipeline(
@@ -214,10 +206,32 @@ def run_pipeline(
                 except Exception as exc:  # noqa: BLE001 - the status line must not kill the run
                     live.update(f"status unavailable: {exc}")
 
-            supervise(IngestThread(ingester, stop, None), stop, tick)
-        err_console.print(
-            f"Ingest stopped after {ingester.stats.events:,} events; stopping services…"
+            supervise(IngestThread(ingester, stop), stop, tick)
+        stopped = summary(ingester.stats, source_kind)
+        err_console.print(f"{stopped}; stopping services…", highlight=False)
+
+
+SOURCE_ITEMS = {"replay": "lines", "jetstream": "messages", "synthetic": "generated events"}
+"""What one item a source hands on is called, in summaries."""
+
+
+def summary(stats: IngestStats, source_kind: str) -> str:
+    """What the run took, valid events and dead letters apart, and from how many of the
+    source's items: "ingested 2,000 events (+ 3 dead letters) from 2,003 lines ..."."""
+    items = SOURCE_ITEMS.get(source_kind, "items")
+    rate = stats.events / stats.elapsed if stats.elapsed else 0.0
+    types = ", ".join(f"{t} {n:,}" for t, n in sorted(stats.by_type.items()) if n)
+    line = (
+        f"ingested {stats.events:,} events (+ {stats.deadletters:,} dead letters) from "
+        f"{stats.received:,} {items} in {stats.elapsed:.1f} s ({rate:,.0f} events/s)"
+        + (f": {types}" if types else "")
+    )
+    if stats.rewinds:
+        line += (
+            f"; Redis forgot {stats.forgotten:,} confirmed events, read again from the source "
+            f"({stats.rewinds} rewinds)"
         )
+    return line
 
 
 def _writer_line(stats: dict[str, float], services: Services) -> str:

@@ -21,7 +21,6 @@ def open_source(
     *,
     rate: float,
     seed: int = 42,
-    count: int | None = None,
     file: Path | None = None,
     url: str | None = None,
     urls: list[str] | None = None,
@@ -29,7 +28,10 @@ def open_source(
     compress: bool | None = None,
     jetstream: JetstreamSettings | None = None,
 ) -> Source:
-    """Build the source a command asked for; a bad combination gets one clear message."""
+    """Build the source a command asked for; a bad combination gets one clear message.
+
+    The source is endless (or ends with its file): a command's ``--count`` is N more
+    valid events for the run, which the ingester enforces (pipeline/prefetch.py)."""
     if kind == "jetstream":
         from skybuffer.sources.jetstream import JetstreamSource
 
@@ -38,16 +40,15 @@ def open_source(
             urls=[url] if url else urls,
             collections=collections,
             compress=compress,
-            count=count,
         )
     if kind == "synthetic":
         from skybuffer.sources.synthetic import SyntheticSource
 
-        return SyntheticSource(seed=seed, rate=rate, count=count)
+        return SyntheticSource(seed=seed, rate=rate)
     if kind == "replay":
         if file is None:
             raise ConfigError("--source replay needs --file PATH (a .jsonl or .jsonl.zst file)")
         from skybuffer.sources.replay import ReplaySource
 
-        return ReplaySource(file, rate=rate, count=count)
+        return ReplaySource(file, rate=rate)
     raise ConfigError(f"unknown source {kind!r}; choose one of {', '.join(SOURCE_KINDS)}")
