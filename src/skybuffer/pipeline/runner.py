@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import TextIO
+
+from rich.live import Live
 
 from skybuffer.buffer.lease import Lease
 from skybuffer.buffer.producer import Producer
@@ -182,8 +187,6 @@ def run_pipeline(
 ) -> None:
     """`skybuffer run`: Redis, Prefect, the scheduled DataWriter, the monitoring stack and
     the ingester, with a live status line; Ctrl-C stops them all cleanly, in order."""
-    from rich.live import Live
-
     stop = threading.Event()
     install_stop_handlers(stop)
     with Services(settings, stack=stack, writer=writer) as services:
@@ -196,7 +199,8 @@ def run_pipeline(
         keys = Keys(settings.redis.prefix)
         _announce(settings, services.urls)
         meter = RateMeter(ingester.stats)
-        with Live(console=err_console, refresh_per_second=2, transient=False) as live:
+        live_context = Live(console=err_console, refresh_per_second=2, transient=False)
+        with logs_above(sys.stderr, live_context) as live:
 
             def tick() -> None:
                 try:
@@ -232,6 +236,29 @@ def summary(stats: IngestStats, source_kind: str) -> str:
             f"({stats.rewinds} rewinds)"
         )
     return line
+
+
+@contextmanager
+def logs_above(stderr: TextIO, live: Live) -> Iterator[Live]:
+    """Run ``live`` with log lines printed above its status line, never glued onto it.
+
+    Live redirects ``sys.stderr`` to print above itself (in a terminal), but logging's
+    handlers keep the stream they were given at start: those that wrote to ``stderr``
+    are pointed at the redirected one while it runs, and given theirs back after."""
+    with live:
+        handlers = [
+            h
+            for h in logging.getLogger().handlers
+            if isinstance(h, logging.StreamHandler) and h.stream is stderr
+        ]
+        if sys.stderr is not stderr:
+            for handler in handlers:
+                handler.setStream(sys.stderr)
+        try:
+            yield live
+        finally:
+            for handler in handlers:
+                handler.setStream(stderr)
 
 
 def _writer_line(stats: dict[str, float], services: Services) -> str:
