@@ -27,7 +27,7 @@ def status_table(status: BufferStatus) -> Table:
     table = Table(title="skybuffer buffer", show_footer=True)
     table.add_column("type", footer="total")
     table.add_column("events", justify="right", footer=f"{status.events:,}")
-    table.add_column("entries", justify="right")
+    table.add_column("batches", justify="right")  # stream entries: one compressed batch each
     table.add_column("oldest age", justify="right")
     lake = status.lake
     if lake is not None:
@@ -47,9 +47,8 @@ def status_table(status: BufferStatus) -> Table:
             )  # fmt: skip
         table.add_row(*cells)
     table.caption = (
-        f"Redis {human_bytes(status.used_memory)} of {human_bytes(status.maxmemory)} "
-        f"({status.memory_fraction:.1%}) · dead letters {status.deadletter:,} · "
-        f"spool {human_bytes(status.spool_bytes)}"
+        f"Redis {redis_memory(status)} · dead letters {status.deadletter:,} · "
+        f"waiting on disk for Redis {human_bytes(status.spool_bytes)}"
     )
     if lake is not None:
         table.caption += f" · lake {lake.root}" + (f" ({lake.error})" if lake.error else "")
@@ -60,6 +59,29 @@ def status_table(status: BufferStatus) -> Table:
         )
     for role, owner in status.owners.items():
         table.caption += f"\n{role}: {owner}"
+    return table
+
+
+def redis_memory(status: BufferStatus) -> str:
+    """Used memory and the share of maxmemory, or that Redis has no limit (maxmemory 0)."""
+    used = human_bytes(status.used_memory)
+    if not status.maxmemory:
+        return f"{used} (no maxmemory limit)"
+    return f"{used} of {human_bytes(status.maxmemory)} ({status.memory_fraction:.1%})"
+
+
+def stack_table(info: dict[str, Any]) -> Table:
+    """`skybuffer stack status`: one row per program, then where and Slack's state."""
+    table = Table(title="skybuffer monitoring stack")
+    for column in ("program", "state", "pid", "url", "log"):
+        table.add_column(column, overflow="fold")
+    for name, part in info.get("components", {}).items():
+        state = "ready" if part.get("ready") else "starting" if part.get("running") else "stopped"
+        if part.get("binary") is None:
+            state = "not installed"
+        pid = part.get("pid")
+        table.add_row(name, state, "-" if pid is None else str(pid), part["url"], part["log"])
+    table.caption = f"files in {info.get('stack_dir')}\nSlack alerts: {info.get('slack')}"
     return table
 
 
@@ -118,7 +140,8 @@ def _vertical(columns: list[str], cells: list[list[str]], hint: str) -> Group:
 def live_line(rate: float, status: BufferStatus, extra: str = "") -> str:
     """One line: events/s, buffer depth per type, Redis memory %."""
     depth = " ".join(f"{t}={s.events:,}" for t, s in status.streams.items())
-    line = f"{rate:8,.0f} ev/s │ buffer {depth} │ redis {status.memory_fraction:5.1%}"
+    memory = f"{status.memory_fraction:5.1%}" if status.maxmemory else "(no limit)"
+    line = f"{rate:8,.0f} ev/s │ buffer {depth} │ redis {memory}"
     return f"{line} │ {extra}" if extra else line
 
 
@@ -128,9 +151,8 @@ def figures_table(title: str, rows: list[dict[str, Any]]) -> Table:
     if not rows:
         return table
     for key in rows[0]:
-        table.add_column(
-            str(key), justify="right" if isinstance(rows[0][key], int | float) else "left"
-        )
+        number = isinstance(rows[0][key], int | float)
+        table.add_column(str(key), justify="right" if number else "left", overflow="fold")
     for row in rows:
         table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
     return table

@@ -126,11 +126,12 @@ def _assert_a_run_on_the_quiescent_buffer_frees_what_it_drains(
     server.start()
     try:
         client = server.client()
-        ingested = _buffer_figures(client)[0]  # the synthetic count is the last index
+        before_top_up = _buffer_figures(client)[0]  # the synthetic position is an index
         _skybuffer(env, "ingest", "--source", "synthetic", "--rate", "0",
-                   "--count", str(ingested + TOP_UP_EVENTS))  # fmt: skip
+                   "--count", str(TOP_UP_EVENTS))  # fmt: skip
         _, buffered, before = _buffer_figures(client)
         assert buffered >= TOP_UP_EVENTS
+        assert _buffer_figures(client)[0] == before_top_up + TOP_UP_EVENTS  # N more
         _skybuffer(env, "write", "--once")
         ingested, buffered, after = _buffer_figures(client)
         assert buffered == 0

@@ -181,7 +181,8 @@ def test_ingester_killed_with_sigkill_resumes_without_gap_or_duplicate(
     first.wait()
     partial = len(_all_events(client))
     assert 0 < partial < 40_000
-    second = _ingest_process(settings, 40_000, 8_000)
+    # --count is N more from where the source resumes: the rest of the 40,000.
+    second = _ingest_process(settings, 40_000 - partial, 8_000)
     try:
         assert second.wait(timeout=120) == 0, second.stderr.read() if second.stderr else ""
     finally:

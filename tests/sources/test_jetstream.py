@@ -234,7 +234,7 @@ def test_malformed_frames_go_to_the_dead_letter_stream(
         server = ServerThread(CorruptingServer(EventFile.load(path))).start()
         try:
             settings = make_settings(jetstream=FAST | {"compress": compress})
-            build_ingester(settings, "jetstream", url=server.url, count=5).run()
+            stats = build_ingester(settings, "jetstream", url=server.url, count=3).run()
         finally:
             server.stop()
         entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(Keys().deadletter)  # type: ignore[assignment]
@@ -242,6 +242,7 @@ def test_malformed_frames_go_to_the_dead_letter_stream(
         expected = [b"bad_did", b"not_json"] if not compress else [b"bad_frame", b"not_json"]
         assert reasons == expected, compress
         assert everything(client) == sorted(golden_lines[1:4])
+        assert (stats.events, stats.deadletters) == (3, 2)  # --count 3: valid events only
 
 
 def test_an_event_older_than_the_checkpoint_is_not_lost_on_resume(

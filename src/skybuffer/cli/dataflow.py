@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from skybuffer.cli.apps import app, redis_app
+from skybuffer.cli.apps import LOOK, RUN, PlainUsage, app, redis_app
 from skybuffer.cli.options import (
     CollectionsOpt,
     ConfigFile,
@@ -34,8 +34,10 @@ from skybuffer.cli.options import (
 # --- redis -----------------------------------------------------------------------------------
 @redis_app.command("start")
 def redis_start(data_dir: DataDir = None, config: ConfigFile = None) -> None:
-    """Start the managed redis-server (waits until the AOF is loaded; warns if Redis
-    loaded it truncated, with the bytes it dropped)."""
+    """Start the data dir's Redis and leave it running (until `skybuffer redis stop`).
+
+    Returns once Redis has loaded its append-only file (AOF, where it keeps the buffer
+    across restarts), and warns if that file was cut short, with the bytes it dropped."""
     from skybuffer.buffer.server import ManagedRedis
 
     s = settings_to_start(data_dir, config)
@@ -47,7 +49,7 @@ def redis_start(data_dir: DataDir = None, config: ConfigFile = None) -> None:
 
 @redis_app.command("stop")
 def redis_stop(data_dir: DataDir = None, config: ConfigFile = None) -> None:
-    """SHUTDOWN the managed redis-server (the AOF is fsync'd first)."""
+    """Stop the data dir's Redis cleanly: its append-only file is flushed to disk first."""
     from skybuffer.buffer.aof import aof_health
     from skybuffer.buffer.server import ManagedRedis
 
@@ -68,7 +70,7 @@ def redis_stop(data_dir: DataDir = None, config: ConfigFile = None) -> None:
 def redis_status(
     data_dir: DataDir = None, config: ConfigFile = None, as_json: JsonOut = False
 ) -> None:
-    """Is the managed redis-server running, and where."""
+    """Say whether the data dir's Redis runs, on which port, and whether it can write."""
     from skybuffer.buffer.aof import aof_health, last_load
     from skybuffer.buffer.server import ManagedRedis
 
@@ -112,7 +114,7 @@ def warn(line: str) -> None:
 
 
 # --- ingest and status -----------------------------------------------------------------------
-@app.command()
+@app.command(rich_help_panel=RUN)
 def ingest(
     source: SourceOpt = "jetstream",
     count: CountOpt = None,
@@ -132,7 +134,11 @@ def ingest(
     data_dir: DataDir = None,
     config: ConfigFile = None,
 ) -> None:
-    """Ingest events into the Redis buffer (until --count, the end of --file, or Ctrl-C)."""
+    """Take events from a source into the Redis buffer, without the writer.
+
+    Runs until --count more events are taken, the end of --file, or Ctrl-C; a next run
+    resumes where this one stopped. Events the pipeline refuses become dead letters (see
+    `skybuffer deadletter`) and do not count towards --count."""
     from skybuffer.pipeline.runner import run_ingest
     from skybuffer.sources import check_source
 
@@ -153,9 +159,10 @@ def ingest(
         )
 
 
-@app.command()
+@app.command(rich_help_panel=LOOK)
 def status(data_dir: DataDir = None, config: ConfigFile = None, as_json: JsonOut = False) -> None:
-    """Buffered events and oldest age per type, Redis memory, dead letters, spool."""
+    """Show what the buffer holds: events and the oldest one's age per type, Redis
+    memory, dead letters, and events waiting on disk for Redis."""
     from skybuffer.observability.status import collect_status
 
     s = settings_to_read(data_dir, config)
@@ -171,7 +178,7 @@ def status(data_dir: DataDir = None, config: ConfigFile = None, as_json: JsonOut
         warn(line)
 
 
-@app.command()
+@app.command(rich_help_panel=RUN)
 def run(
     source: SourceOpt = "jetstream",
     rate: RateOpt = None,
@@ -189,11 +196,12 @@ def run(
     data_dir: DataDir = None,
     config: ConfigFile = None,
 ) -> None:
-    """Run the whole pipeline with a live status line (Ctrl-C stops it cleanly).
+    """Run the whole pipeline with a live status line; Ctrl-C stops it cleanly.
 
-    Starts, in order: the managed Redis, a local Prefect server, the scheduled DataWriter,
-    the monitoring stack (when installed) and the ingester.
-    """
+    Starts, in order: the data dir's Redis, a local Prefect server (the scheduler), the
+    writer that moves the buffer to the lake every few minutes, the monitoring stack (when
+    installed) and the ingester; prints where each one is. A second `run` resumes where
+    the last one stopped."""
     from skybuffer.pipeline.runner import run_pipeline
     from skybuffer.sources import check_source
 
@@ -205,18 +213,18 @@ def run(
     )  # fmt: skip
 
 
-@app.command()
+@app.command(rich_help_panel=RUN)
 def serve(data_dir: DataDir = None, config: ConfigFile = None) -> None:
-    """Serve only the scheduled DataWriter and its /metrics.
+    """Run only the scheduled writer (and its /metrics), for a deployment where the
+    ingester runs elsewhere.
 
-    For deployments where ingest runs elsewhere; needs PREFECT_API_URL.
-    """
+    Needs a Prefect server: set PREFECT_API_URL to it."""
     from skybuffer.pipeline.flows import serve_datawriter
 
     serve_datawriter(settings_for(data_dir, config))
 
 
-@app.command("replay-server")
+@app.command("replay-server", rich_help_panel=RUN)
 def replay_server(
     file: Annotated[Path, typer.Option("--file", help="events.jsonl or events.jsonl.zst")],
     port: Annotated[int, typer.Option("--port", help="TCP port on 127.0.0.1.")] = 6008,
@@ -235,7 +243,10 @@ def replay_server(
         ),
     ] = 10_000,
 ) -> None:
-    """Serve a file over Jetstream's v1 /subscribe protocol on loopback (Ctrl-C stops it)."""
+    """Serve a file of events as a local Jetstream server, to test without the network.
+
+    Speaks Jetstream's /subscribe protocol on 127.0.0.1 until Ctrl-C; point
+    `skybuffer ingest --url` at it."""
     from skybuffer.sources.replay_server import run_replay_server
 
     run_replay_server(file, port=port, rate=rate, loop=loop, outbox=outbox)
@@ -244,8 +255,8 @@ def replay_server(
 # --- write and query (the DataWriter and the lake) -------------------------------------------
 TypesOpt = Annotated[
     list[str] | None,
-    typer.Option("--type", help="Only this type (repeatable): posts, likes, reposts, follows, "
-                 "blocks, other."),
+    typer.Option("--type", metavar="TYPE", help="Only this type (repeatable): posts, likes, "
+                 "reposts, follows, blocks, other."),
 ]  # fmt: skip
 
 
@@ -269,7 +280,7 @@ def show_drain(result: Any, as_json: bool) -> None:
         err_console.print(f"[bold red]{type_}:[/] {error}")
 
 
-@app.command()
+@app.command(rich_help_panel=RUN)
 def write(
     once: Annotated[
         bool, typer.Option("--once", help="Drain what is buffered now, then exit (the default).")
@@ -294,10 +305,11 @@ def write(
     config: ConfigFile = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Drain the Redis buffer into the hive-partitioned Parquet lake, exactly once.
+    """Move what the buffer holds into the lake's Parquet files, each event exactly once.
 
-    Only one DataWriter drains a buffer at a time, however it runs (this command, the
-    schedule of `skybuffer run`, `--loop`): a second one waits for its turn."""
+    The lake is a folder of Parquet files by type and hour (type/year/month/day/hour).
+    Only one writer drains a buffer at a time, however it runs (this command, the
+    schedule of `skybuffer run`, --loop): a second one waits for its turn."""
     from skybuffer.pipeline.datawriter import drain_once, run_loop
     from skybuffer.pipeline.runner import install_stop_handlers
 
@@ -317,11 +329,14 @@ def write(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=PlainUsage, rich_help_panel=LOOK)
 def query(
     sql: Annotated[
         str,
-        typer.Argument(help="SQL over the views posts, likes, reposts, follows, blocks and other."),
+        typer.Argument(
+            metavar="SQL",
+            help="SQL over the tables posts, likes, reposts, follows, blocks and other.",
+        ),
     ],
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a JSON array of row objects.")
@@ -330,10 +345,11 @@ def query(
     data_dir: DataDir = None,
     config: ConfigFile = None,
 ) -> None:
-    """Query the lake with DuckDB (hive partitions year, month, day, hour are columns).
+    """Ask the lake a question in SQL (DuckDB), e.g. "select count(*) from likes".
 
-    Results print as a table; rows too wide for the terminal print one block per row
-    (column names down the left). --json and --csv print everything, for scripts."""
+    Each type is a table; year, month, day and hour are columns too. Results print as a
+    table; rows too wide for the terminal print one block per row (column names down the
+    left). --json and --csv print everything, for scripts."""
     from skybuffer.lake.query import run_query, to_csv, to_json
 
     if as_json and as_csv:

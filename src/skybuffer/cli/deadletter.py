@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from skybuffer.buffer.deadletter import DeadLetterStore, Selection
-from skybuffer.cli.apps import deadletter_app
+from skybuffer.cli.apps import PlainUsage, deadletter_app
 from skybuffer.cli.options import (
     ConfigFile,
     DataDir,
@@ -169,10 +169,11 @@ def _print_list(summary: dict[str, Any], shown: list[dict[str, Any]]) -> None:
     console.print(line)
 
 
-@deadletter_app.command("show")
+@deadletter_app.command("show", cls=PlainUsage)
 def show(
     letter_id: Annotated[
-        str, typer.Argument(help="The letter's ID, as `deadletter list` shows it.")
+        str,
+        typer.Argument(metavar="LETTER_ID", help="The letter's ID, as `deadletter list` shows it."),
     ],
     data_dir: DataDir = None,
     config: ConfigFile = None,

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from skybuffer.cli.apps import app, bench_app, chaos_app, stack_app
+from skybuffer.cli.apps import TOOLS, app, bench_app, chaos_app, stack_app
 from skybuffer.cli.options import (
     ConfigFile,
     DataDir,
@@ -24,7 +24,8 @@ from skybuffer.cli.options import (
 # --- monitoring stack -------------------------------------------------------------------------
 @stack_app.command("up")
 def stack_up_cmd(data_dir: DataDir = None, config: ConfigFile = None) -> None:
-    """Start redis_exporter, Prometheus and Alertmanager (loopback, data in the data dir)."""
+    """Start the monitoring: redis_exporter, Prometheus and Alertmanager, on loopback,
+    their data in the data dir; prints the pages to open."""
     from skybuffer.observability.pages import pages_to_open
     from skybuffer.observability.stack import stack_up
 
@@ -34,7 +35,7 @@ def stack_up_cmd(data_dir: DataDir = None, config: ConfigFile = None) -> None:
 
 @stack_app.command("down")
 def stack_down_cmd(data_dir: DataDir = None, config: ConfigFile = None) -> None:
-    """Stop the stack processes this data dir started (by their pids)."""
+    """Stop the monitoring programs this data dir started (and only those)."""
     from skybuffer.observability.stack import stack_down
 
     for name, state in stack_down(settings_to_read(data_dir, config)).items():
@@ -45,15 +46,16 @@ def stack_down_cmd(data_dir: DataDir = None, config: ConfigFile = None) -> None:
 def stack_status_cmd(
     data_dir: DataDir = None, config: ConfigFile = None, as_json: JsonOut = False
 ) -> None:
-    """Which stack processes run, where, and whether Slack is configured."""
+    """Show which monitoring programs run, where, and whether alerts reach Slack."""
     from skybuffer.observability.stack import stack_status
 
     info = stack_status(settings_to_read(data_dir, config))
     if as_json:
         emit_json(info)
     else:
-        for name, value in info.items():
-            typer.echo(f"{name:<14} {value}")
+        from skybuffer.console import console, stack_table
+
+        console.print(stack_table(info))
 
 
 # --- operations toolkit: audit, capacity, chaos (reports in {data_dir}/reports) ---------------
@@ -70,16 +72,23 @@ def show_report(report: Any, as_json: bool) -> None:
     raise typer.Exit(report.exit_code)
 
 
-@app.command()
+@app.command(rich_help_panel=TOOLS)
 def audit(
     profile: Annotated[
-        str, typer.Option("--profile", help="default (shipped redis.conf) or met27 (the seed's).")
+        str,
+        typer.Option(
+            "--profile",
+            help="default (the redis.conf skybuffer ships) or met27 (the MET-27 "
+            "requirements skybuffer was built against: 2 GB, allkeys-lru).",
+        ),
     ] = "default",
     data_dir: DataDir = None,
     config: ConfigFile = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Check the live Redis against a profile: PASS/WARN/FAIL, reason, fix (exit 1 on FAIL)."""
+    """Check the running Redis's settings: PASS, WARN or FAIL each, why, and the fix.
+
+    Exits 1 when a check FAILs."""
     from skybuffer.ops.audit import PROFILES, run_audit
 
     if profile not in PROFILES:
@@ -89,17 +98,18 @@ def audit(
     show_report(run_audit(s, profile), as_json)
 
 
-@app.command()
+@app.command(rich_help_panel=TOOLS)
 def capacity(
     events: Annotated[int, typer.Option("--events", help="Events to load.")] = 2_700_000,
     data_dir: DataDir = None,
     config: ConfigFile = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Load events into scratch keys, measure memory, read back and verify every event.
+    """Measure how many events fit in Redis: load realistic events into scratch keys,
+    measure memory, then read every one back and verify it.
 
-    The report projects 8 hours at 350 ev/s (10,080,000 events, as `audit` counts them)
-    and the seed's 2.7M; the default load is the seed's 2.7M."""
+    The report projects 8 hours at 350 events/s (10,080,000 events, as `audit` counts
+    them) and 2.7M events (the MET-27 requirement, and the default load)."""
     from skybuffer.ops.capacity import run_capacity
 
     s = settings_to_start(data_dir, config)
@@ -118,7 +128,8 @@ def chaos_memory(
     config: ConfigFile = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Fill a scratch Redis past its limit: noeviction+backpressure vs allkeys-lru, loss."""
+    """Fill a scratch Redis past its memory limit and count the loss: skybuffer's
+    noeviction with backpressure against allkeys-lru."""
     from skybuffer.ops.chaos import run_chaos_memory
 
     s = settings_for(data_dir, config)
@@ -133,7 +144,8 @@ def chaos_restart(
     config: ConfigFile = None,
     as_json: JsonOut = False,
 ) -> None:
-    """SIGKILL a scratch Redis mid-write (everysec and always): acknowledged vs recovered."""
+    """Kill a scratch Redis mid-write (appendfsync everysec and always) and compare the
+    events it confirmed with those it recovered."""
     from skybuffer.ops.recovery import run_chaos_restart
 
     show_report(run_chaos_restart(settings_for(data_dir, config), events, rate), as_json)
@@ -166,8 +178,8 @@ def chaos_forget(
     config: ConfigFile = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Run the pipeline and make Redis forget its last seconds mid-run: every event must
-    still reach the lake exactly once (lost, duplicated, replayed, recovery time)."""
+    """Make Redis forget its last seconds in the middle of a run, and check every event
+    still reaches the lake exactly once (lost, duplicated, replayed, recovery time)."""
     from skybuffer.ops.forget import SOURCES, run_chaos_forget
 
     chosen = tuple(source or SOURCES)
@@ -187,7 +199,8 @@ def chaos_sustained(
     config: ConfigFile = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Concurrent ingest and drain at a steady rate: latency, memory, throughput over time."""
+    """Ingest and drain at once at a steady rate, for minutes: latency, memory and
+    throughput over time."""
     from skybuffer.ops.sustained import run_sustained
 
     s = settings_to_start(data_dir, config)
@@ -221,8 +234,8 @@ def bench_ingest_cmd(
     config: ConfigFile = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Ingest throughput and Redis bytes/event vs the seed's XADD-per-event and
-    redis-benchmark, on a scratch redis-server that is removed afterwards."""
+    """Measure how fast the ingester fills Redis, and Redis bytes per event, beside one
+    XADD per event and redis-benchmark; on a scratch Redis removed afterwards."""
     s = settings_for(data_dir, config)
     if source == "jetstream":
         from skybuffer.sources.bench_jetstream import bench_jetstream_ingest
@@ -242,10 +255,11 @@ def bench_write_cmd(
     config: ConfigFile = None,
     as_json: JsonOut = False,
 ) -> None:
-    """DataWriter throughput and peak RSS: drain N buffered realistic events into a
-    temporary lake (scratch redis-server, removed afterwards), beside an in-run reference
-    (the same events as NDJSON through pyarrow.json + pyarrow.parquet, in a child process);
-    Parquet bytes per event per type."""
+    """Measure the writer's speed and peak memory draining --events realistic events.
+
+    Into a temporary lake, from a scratch Redis removed afterwards; beside a reference
+    run in the same conditions (the same events as NDJSON through pyarrow.json and
+    pyarrow.parquet, in a child process); with Parquet bytes per event per type."""
     from skybuffer.lake.bench import bench_write
 
     result = bench_write(events, settings_for(data_dir, config))
@@ -259,7 +273,8 @@ def bench_codec_cmd(
     config: ConfigFile = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Redis bytes per event of a file's events through the codec vs plain JSON."""
+    """Measure the Redis bytes per event of a file's events, compressed as the buffer
+    stores them, against plain JSON."""
     from skybuffer.ops.bench import bench_codec
 
     s = settings_for(data_dir, config)
@@ -274,7 +289,8 @@ def bench_redis_cmd(
     config: ConfigFile = None,
     as_json: JsonOut = False,
 ) -> None:
-    """The seed's baseline on the live Redis: SET/GET, XADD/XREADGROUP ops/s and latency."""
+    """Measure the running Redis: SET/GET and XADD/XREADGROUP operations per second and
+    latency, against the MET-27 targets."""
     from skybuffer.ops.baseline import run_bench_redis
 
     s = settings_to_start(data_dir, config)

@@ -34,8 +34,17 @@ RateOpt = Annotated[
     float | None,
     typer.Option("--rate", help="Events per second (0 = as fast as possible; default 1500)."),
 ]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Synthetic source seed.")]
-CountOpt = Annotated[int | None, typer.Option("--count", help="Stop after N events.")]
+SeedOpt = Annotated[
+    int | None,
+    typer.Option("--seed", help="For --source synthetic: the same seed makes the same events "
+                 "(default 42)."),
+]  # fmt: skip
+CountOpt = Annotated[
+    int | None,
+    typer.Option("--count", min=1, help="Stop after N more events, counted from where the "
+                 "source resumes. Only valid events count: dead letters are kept too, and "
+                 "reported apart."),
+]  # fmt: skip
 FileOpt = Annotated[Path | None, typer.Option("--file", help="JSONL or JSONL.zst to replay.")]
 UrlOpt = Annotated[
     str | None,
@@ -44,8 +53,9 @@ UrlOpt = Annotated[
 ]  # fmt: skip
 CollectionsOpt = Annotated[
     str | None,
-    typer.Option("--collections", help="wantedCollections: a comma-separated list, or 'all' "
-                 "(default: posts, likes, reposts, follows, blocks)."),
+    typer.Option("--collections", help="Which records to ask Jetstream for: collection names, "
+                 "comma-separated (e.g. app.bsky.feed.like), or 'all' (default: posts, likes, "
+                 "reposts, follows, blocks)."),
 ]  # fmt: skip
 
 

@@ -169,7 +169,7 @@ def load_events(
 
     producer = Producer(client, keys, "capacity")
     ingester = Ingester(producer, source, settings.ingest, Spool(spool_dir, "capacity"),
-                        on_batch=sample)  # fmt: skip
+                        on_batch=sample, count=events)  # fmt: skip
     try:
         with progress(events, "loading events", show) as advance:
             load.stalled = _run_watched(ingester, events, advance)
@@ -182,7 +182,7 @@ def load_events(
 def _run_watched(ingester: Ingester, events: int, advance: Any) -> bool:
     """Run the ingester; stop it if nothing lands for STALL_SECONDS (True if stopped)."""
     stop = threading.Event()
-    thread = threading.Thread(target=ingester.run, args=(stop, events), daemon=True)
+    thread = threading.Thread(target=ingester.run, args=(stop,), daemon=True)
     thread.start()
     last, moved = -1, time.monotonic()
     while thread.is_alive():

@@ -155,7 +155,6 @@ class Run:
             "jetstream" if url else "replay",
             rate=0.0 if url else self.rate,
             seed=0,
-            count=None,
             file=None if url else self.file,
             url=url,
             collections=[],

@@ -17,6 +17,8 @@ Guarantees (tests/pipeline/test_ingest.py proves each):
 - No duplicates: each batch carries a sequence number written with the source position in
   its transaction; a batch whose EXEC outcome is unknown is checked against it.
 - Resume: on start the spool is replayed, then the source continues from the cursor.
+- Counted: with ``count`` N a run takes N more valid events from wherever the source
+  resumes (dead letters are taken too, but do not count towards N); never more.
 - One ingester per source cursor: a lease (buffer/lease.py) that every batch's script
   checks, so a second ingester waits or refuses, and a stalled one is fenced out.
 - The buffer may forget: every batch's script checks that the cursor is where this
@@ -52,11 +54,15 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 MEMORY_CHECK_SECONDS = 0.5
+LANDED_KEPT = 4096
+"""Batches whose counts a run keeps, to take exactly what Redis forgot off its figures
+(a lost second of AOF is a few hundred batches even at the benchmark's rate)."""
 
 
 @dataclass
 class IngestStats:
-    """What a run did; ``events`` counts events confirmed by Redis (dead letters included)."""
+    """What a run did: ``events`` counts valid events confirmed by Redis, ``deadletters``
+    the source's items that became dead letters (confirmed too); ``received`` is both."""
 
     events: int = 0
     by_type: Counter[str] = field(default_factory=Counter)
@@ -74,10 +80,14 @@ class IngestStats:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
+    @property
+    def received(self) -> int:
+        return self.events + self.deadletters
+
 
 class Ingester:
     """Moves events from one source into the buffer; ``run`` returns when told to stop,
-    when the source ends, or once ``max_events`` are buffered."""
+    when the source ends, or once ``count`` more valid events are buffered."""
 
     def __init__(
         self,
@@ -88,8 +98,10 @@ class Ingester:
         encoder: Encoder | None = None,
         on_batch: Callable[[IngestStats], None] | None = None,
         wait_for_lease: bool = False,
+        count: int | None = None,
     ) -> None:
         self.producer = producer
+        self.count = count
         self.source = source
         self.settings = settings
         self.spool = spool
@@ -109,11 +121,12 @@ class Ingester:
         self._last_refusal: Exception | None = None
         self._outage = Outage(producer.source, spool.path, settings.outage_log_seconds)
         self._held_at_outage = 0
+        self._landed: deque[tuple[int, int, int]] = deque(maxlen=LANDED_KEPT)
+        """(seq, valid events, dead letters) counted by this run up to each landed batch."""
+        self._first_seq: int | None = None
 
     # --- the loop ------------------------------------------------------------------------
-    def run(
-        self, stop: threading.Event | None = None, max_events: int | None = None
-    ) -> IngestStats:
+    def run(self, stop: threading.Event | None = None) -> IngestStats:
         stop = stop or threading.Event()
         lease = self.producer.lease
         if lease is not None:
@@ -122,7 +135,7 @@ class Ingester:
         for reason in PAUSE_REASONS:
             metrics.INGEST_SOURCE_PAUSED.labels(reason).set(0)
         try:
-            while not self._pass(stop, max_events) or not self._finished(stop):
+            while not self._pass(stop) or not self._finished(stop):
                 pass  # Redis forgot: read the source again from the durable cursor
         finally:
             self.source.close()
@@ -148,18 +161,21 @@ class Ingester:
                 if stop.is_set():
                     raise
 
-    def _pass(self, stop: threading.Event, max_events: int | None) -> bool:
-        """Read the source from the cursor on; False when Redis forgot and it must be
-        read again from the durable checkpoint."""
+    def _pass(self, stop: threading.Event) -> bool:
+        """Read the source from the cursor on, until the valid events still wanted were
+        taken; False when Redis forgot and it must be read again from the durable
+        checkpoint."""
         try:
             self._recover(stop)
-            for classified in Prefetcher(self.source, self.encoder, self.settings, stop):
+            wanted = None if self.count is None else max(0, self.count - self.stats.events)
+            prefetcher = Prefetcher(self.source, self.encoder, self.settings, stop, wanted)
+            for classified in prefetcher:
                 if not classified.empty:
                     self._take(classified)
                 self._flush()
                 self._hold_back(stop)
                 self._wait_for_room(stop)
-                if stop.is_set() or (max_events is not None and self._buffered() >= max_events):
+                if stop.is_set():
                     break
         except BufferForgot as exc:
             self._forgot(exc)
@@ -173,15 +189,15 @@ class Ingester:
         if self._memory_full() and self._spool_has_room():
             self._spill()
 
-    def _buffered(self) -> int:
-        return self.stats.events
-
     # --- start and stop ------------------------------------------------------------------
     def _recover(self, stop: threading.Event) -> None:
         """Wait for Redis, replay the spool, and point the source at the cursor."""
         checkpoint = self._through_outage(stop, self.producer.checkpoint)
         self._landed_seq = checkpoint.seq
         self._landed_events = checkpoint.events
+        if self._first_seq is None:
+            self._first_seq = checkpoint.seq
+        self._landed.append((checkpoint.seq, self.stats.events, self.stats.deadletters))
         self._next_seq = checkpoint.seq + 1
         position = checkpoint.position
         replayed = self._replay_spool(stop)
@@ -233,8 +249,7 @@ class Ingester:
         self.spool.clear()
         metrics.INGEST_SPOOL_BYTES.set(0)
         metrics.INGEST_PENDING_EVENTS.set(0)
-        counted = min(lost, self.stats.events)
-        self.stats.events -= counted
+        self._uncount(durable.seq if durable else 0, lost)
         self.stats.forgotten += lost
         self.stats.rewinds += 1
         metrics.INGEST_FORGOT.inc()
@@ -246,6 +261,20 @@ class Ingester:
             batches, lost, self.producer.source, exc,
             durable.position if durable else "its start", held,
         )  # fmt: skip
+
+    def _uncount(self, durable_seq: int, lost: int) -> None:
+        """Take the forgotten batches off the run's valid events and dead letters (they
+        are read again): exactly from the record of the run's last batches, or, past
+        what it keeps, all ``lost`` off the valid events."""
+        stats = self.stats
+        while self._landed and self._landed[-1][0] > durable_seq:
+            self._landed.pop()
+        if self._landed:
+            _, stats.events, stats.deadletters = self._landed[-1]
+        elif self._first_seq is not None and durable_seq < self._first_seq:
+            stats.events = stats.deadletters = 0  # all this run counted was forgotten
+        else:
+            stats.events = max(0, stats.events - lost)
 
     def _finish(self, stop: threading.Event) -> None:
         """Flush what is held; if Redis stays away, spool it (nothing is lost on exit)."""
@@ -311,6 +340,7 @@ class Ingester:
             self._count(batch)
         self._landed_seq = batch.seq
         self._landed_events += batch.events
+        self._landed.append((batch.seq, self.stats.events, self.stats.deadletters))
 
     def _write_until_landed(self, batch: Batch, stop: threading.Event) -> None:
         while True:
@@ -324,7 +354,7 @@ class Ingester:
 
     def _count(self, batch: Batch) -> None:
         stats = self.stats
-        stats.events += batch.events
+        stats.events += sum(batch.counts.values())
         stats.batches += 1
         stats.raw_bytes += batch.raw_bytes
         stats.deadletters += len(batch.deadletters)

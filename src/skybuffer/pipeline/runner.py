@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import TextIO
+
+from rich.live import Live
 
 from skybuffer import metrics
 from skybuffer.buffer.lease import Lease
@@ -48,16 +53,15 @@ def install_stop_handlers(stop: threading.Event) -> None:
 class IngestThread(threading.Thread):
     """Runs an Ingester until ``stop``; keeps the error that ended it, if any."""
 
-    def __init__(self, ingester: Ingester, stop: threading.Event, max_events: int | None) -> None:
+    def __init__(self, ingester: Ingester, stop: threading.Event) -> None:
         super().__init__(name="ingest", daemon=True)
         self.ingester = ingester
         self.stop = stop
-        self.max_events = max_events
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            self.ingester.run(self.stop, self.max_events)
+            self.ingester.run(self.stop)
         except BaseException as exc:  # noqa: BLE001 - reported by the caller
             self.error = exc
             self.stop.set()
@@ -105,13 +109,12 @@ def build_ingester(
     wait_for_lease: bool = False,
 ) -> Ingester:
     """Wire a source, the producer (holding the source's lease) and the spool of a data
-    dir into an Ingester."""
+    dir into an Ingester; ``count``: N more valid events from where the source resumes."""
     client = connect(settings.redis, settings.redis_dir)
     source = open_source(
         source_kind,
         rate=settings.ingest.rate if rate is None else rate,
         seed=settings.ingest.seed if seed is None else seed,
-        count=count,
         file=file,
         url=url,
         collections=collections,
@@ -126,7 +129,13 @@ def build_ingester(
     assert settings.ingest.spool_dir is not None
     spool = Spool(settings.ingest.spool_dir, source.name)
     return Ingester(
-        producer, source, settings.ingest, spool, on_batch=on_batch, wait_for_lease=wait_for_lease
+        producer,
+        source,
+        settings.ingest,
+        spool,
+        on_batch=on_batch,
+        wait_for_lease=wait_for_lease,
+        count=count,
     )
 
 
@@ -166,22 +175,10 @@ def run_ingest(
             on_batch=lambda stats: progress.update(task, completed=stats.events),
             url=url, collections=collections, wait_for_lease=wait_for_lease,
         )  # fmt: skip
-        thread = IngestThread(ingester, stop, count)
+        thread = IngestThread(ingester, stop)
         supervise(thread, stop, tick=lambda: None, every=0.5)
-    stats = ingester.stats
-    rate_s = stats.events / stats.elapsed if stats.elapsed else 0.0
-    err_console.print(
-        f"ingested {stats.events:,} events in {stats.elapsed:.1f}s ({rate_s:,.0f} ev/s): "
-        + ", ".join(f"{t} {n:,}" for t, n in sorted(stats.by_type.items()))
-        + f"; dead letters {stats.deadletters:,}"
-        + (
-            f"; Redis forgot {stats.forgotten:,} confirmed events, re-read from the source "
-            f"({stats.rewinds} rewinds)"
-            if stats.rewinds
-            else ""
-        )
-    )
-    return stats
+    err_console.print(summary(ingester.stats, source_kind), highlight=False)
+    return ingester.stats
 
 
 def run_pipeline(
@@ -198,8 +195,6 @@ def run_pipeline(
 ) -> None:
     """`skybuffer run`: Redis, Prefect, the scheduled DataWriter, the monitoring stack and
     the ingester, with a live status line; Ctrl-C stops them all cleanly, in order."""
-    from rich.live import Live
-
     stop = threading.Event()
     install_stop_handlers(stop)
     with Services(settings, stack=stack, writer=writer) as services:
@@ -212,7 +207,8 @@ def run_pipeline(
         keys = Keys(settings.redis.prefix)
         _announce(settings, services.urls)
         meter = RateMeter(ingester.stats)
-        with Live(console=err_console, refresh_per_second=2, transient=False) as live:
+        live_context = Live(console=err_console, refresh_per_second=2, transient=False)
+        with logs_above(sys.stderr, live_context) as live:
 
             def tick() -> None:
                 try:
@@ -222,10 +218,55 @@ def run_pipeline(
                 except Exception as exc:  # noqa: BLE001 - the status line must not kill the run
                     live.update(f"status unavailable: {exc}")
 
-            supervise(IngestThread(ingester, stop, None), stop, tick)
-        err_console.print(
-            f"Ingest stopped after {ingester.stats.events:,} events; stopping services…"
+            supervise(IngestThread(ingester, stop), stop, tick)
+        stopped = summary(ingester.stats, source_kind)
+        err_console.print(f"{stopped}; stopping services…", highlight=False)
+
+
+SOURCE_ITEMS = {"replay": "lines", "jetstream": "messages", "synthetic": "generated events"}
+"""What one item a source hands on is called, in summaries."""
+
+
+def summary(stats: IngestStats, source_kind: str) -> str:
+    """What the run took, valid events and dead letters apart, and from how many of the
+    source's items: "ingested 2,000 events (+ 3 dead letters) from 2,003 lines ..."."""
+    items = SOURCE_ITEMS.get(source_kind, "items")
+    rate = stats.events / stats.elapsed if stats.elapsed else 0.0
+    types = ", ".join(f"{t} {n:,}" for t, n in sorted(stats.by_type.items()) if n)
+    line = (
+        f"ingested {stats.events:,} events (+ {stats.deadletters:,} dead letters) from "
+        f"{stats.received:,} {items} in {stats.elapsed:.1f} s ({rate:,.0f} events/s)"
+        + (f": {types}" if types else "")
+    )
+    if stats.rewinds:
+        line += (
+            f"; Redis forgot {stats.forgotten:,} confirmed events, read again from the source "
+            f"({stats.rewinds} rewinds)"
         )
+    return line
+
+
+@contextmanager
+def logs_above(stderr: TextIO, live: Live) -> Iterator[Live]:
+    """Run ``live`` with log lines printed above its status line, never glued onto it.
+
+    Live redirects ``sys.stderr`` to print above itself (in a terminal), but logging's
+    handlers keep the stream they were given at start: those that wrote to ``stderr``
+    are pointed at the redirected one while it runs, and given theirs back after."""
+    with live:
+        handlers = [
+            h
+            for h in logging.getLogger().handlers
+            if isinstance(h, logging.StreamHandler) and h.stream is stderr
+        ]
+        if sys.stderr is not stderr:
+            for handler in handlers:
+                handler.setStream(sys.stderr)
+        try:
+            yield live
+        finally:
+            for handler in handlers:
+                handler.setStream(stderr)
 
 
 def _writer_line(stats: dict[str, float], services: Services) -> str:

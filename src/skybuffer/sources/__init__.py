@@ -31,7 +31,6 @@ def open_source(
     *,
     rate: float,
     seed: int = 42,
-    count: int | None = None,
     file: Path | None = None,
     url: str | None = None,
     urls: list[str] | None = None,
@@ -39,7 +38,10 @@ def open_source(
     compress: bool | None = None,
     jetstream: JetstreamSettings | None = None,
 ) -> Source:
-    """Build the source a command asked for; a bad combination gets one clear message."""
+    """Build the source a command asked for; a bad combination gets one clear message.
+
+    The source is endless (or ends with its file): a command's ``--count`` is N more
+    valid events for the run, which the ingester enforces (pipeline/prefetch.py)."""
     check_source(kind, file)
     if kind == "jetstream":
         from skybuffer.sources.jetstream import JetstreamSource
@@ -49,13 +51,12 @@ def open_source(
             urls=[url] if url else urls,
             collections=collections,
             compress=compress,
-            count=count,
         )
     if kind == "synthetic":
         from skybuffer.sources.synthetic import SyntheticSource
 
-        return SyntheticSource(seed=seed, rate=rate, count=count)
+        return SyntheticSource(seed=seed, rate=rate)
     from skybuffer.sources.replay import ReplaySource
 
     assert file is not None  # check_source
-    return ReplaySource(file, rate=rate, count=count)
+    return ReplaySource(file, rate=rate)

@@ -39,7 +39,9 @@ class Source(Protocol):
 
         Ends when the source is exhausted (a counted or file source) or ``close`` is called.
         A batch may be empty (a linger expired with nothing to say) so that callers can
-        check their stop flag regularly.
+        check their stop flag regularly. A second call (no ``resume`` between) continues
+        after the last batch the first one yielded: near the end of a ``--count`` the
+        ingester asks again for smaller batches (pipeline/prefetch.py).
         """
         ...
 

@@ -86,10 +86,11 @@ def _run(
     client = redis.client()
     producer = Producer(client, Keys(), source.name)
     assert ingest.spool_dir is not None
-    ingester = Ingester(producer, source, ingest, Spool(ingest.spool_dir, source.name))
+    spool = Spool(ingest.spool_dir, source.name)
+    ingester = Ingester(producer, source, ingest, spool, count=events)
     wire_before = _sample("skybuffer_source_received_bytes_total")
     began = time.perf_counter()
-    stats = ingester.run(max_events=events)
+    stats = ingester.run()
     seconds = time.perf_counter() - began
     position = producer.checkpoint().position or ""
     return {

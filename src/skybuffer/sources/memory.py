@@ -26,6 +26,7 @@ class MemorySource:
             if self._closed:
                 return
             end = min(start + max_events, len(self.events))
+            self._start = end  # a second call continues here
             yield SourceBatch(list(self.events[start:end]), str(end))
 
     def close(self) -> None:

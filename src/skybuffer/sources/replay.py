@@ -1,7 +1,8 @@
 """Replays a JSONL or JSONL.zst file of raw events, one event per line.
 
 The position is the number of lines consumed, so a restarted ingest continues with the
-next line after the last one Redis confirmed. Blank lines are skipped (and counted).
+next line after the last one Redis confirmed. Blank lines are skipped (and counted in the
+position). A second ``batches`` continues after the last line the first one yielded.
 """
 
 from __future__ import annotations
@@ -24,12 +25,11 @@ class ReplaySource:
 
     name = "replay"
 
-    def __init__(self, path: Path, rate: float = 0.0, count: int | None = None) -> None:
+    def __init__(self, path: Path, rate: float = 0.0) -> None:
         if not path.is_file():
             raise ConfigError(f"replay file {path} does not exist")
         self.path = path
         self.rate = rate
-        self.count = count
         self._start_line = 0
         self._closed = threading.Event()
 
@@ -66,7 +66,7 @@ class ReplaySource:
                 line_no += 1
                 if line_no <= self._start_line:
                     continue
-                if self._closed.is_set() or (self.count is not None and emitted >= self.count):
+                if self._closed.is_set():
                     line_no -= 1
                     break
                 stripped = line.rstrip(b"\r\n")
@@ -75,11 +75,13 @@ class ReplaySource:
                     emitted += 1
                 now = time.monotonic()
                 if len(events) >= max_events or (events and now - last_yield >= linger_seconds):
+                    self._start_line = line_no
                     yield SourceBatch(events, str(line_no))
                     events, last_yield = [], now
                 if self.rate:
                     self._pace(emitted, started)
         if events or line_no > self._start_line:
+            self._start_line = line_no
             yield SourceBatch(events, str(line_no))
 
     def _pace(self, emitted: int, started: float) -> None:
