@@ -19,9 +19,9 @@ from rich.live import Live
 from typer.testing import CliRunner
 
 from skybuffer.cli import app
-from skybuffer.console import status_table
+from skybuffer.cli.live import logs_above
+from skybuffer.cli.tables import status_table
 from skybuffer.observability.status import BufferStatus, StreamStatus
-from skybuffer.pipeline.runner import logs_above
 from skybuffer.settings import load_settings
 
 JARGON = ("<bool>", "list[", "{", "the seed", "seed's", "entries", "wantedCollections")

@@ -139,7 +139,7 @@ def ingest(
     Runs until --count more events are taken, the end of --file, or Ctrl-C; a next run
     resumes where this one stopped. Events the pipeline refuses become dead letters (see
     `skybuffer deadletter`) and do not count towards --count."""
-    from skybuffer.pipeline.runner import run_ingest
+    from skybuffer.cli.live import run_ingest
     from skybuffer.sources import check_source
 
     check_source(source, file)
@@ -171,7 +171,8 @@ def status(data_dir: DataDir = None, config: ConfigFile = None, as_json: JsonOut
     if as_json:
         emit_json(figures.as_dict())
     else:
-        from skybuffer.console import console, status_table
+        from skybuffer.cli.tables import status_table
+        from skybuffer.console import console
 
         console.print(status_table(figures))
     for line in figures.warnings:
@@ -202,7 +203,7 @@ def run(
     writer that moves the buffer to the lake every few minutes, the monitoring stack (when
     installed) and the ingester; prints where each one is. A second `run` resumes where
     the last one stopped."""
-    from skybuffer.pipeline.runner import run_pipeline
+    from skybuffer.cli.live import run_pipeline
     from skybuffer.sources import check_source
 
     check_source(source, file)
@@ -360,6 +361,7 @@ def query(
     elif as_csv:
         sys.stdout.write(to_csv(result))
     else:
-        from skybuffer.console import console, rows_table
+        from skybuffer.cli.tables import rows_table
+        from skybuffer.console import console
 
         console.print(rows_table(result.columns, result.rows))

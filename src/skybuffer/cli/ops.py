@@ -53,7 +53,8 @@ def stack_status_cmd(
     if as_json:
         emit_json(info)
     else:
-        from skybuffer.console import console, stack_table
+        from skybuffer.cli.tables import stack_table
+        from skybuffer.console import console
 
         console.print(stack_table(info))
 

@@ -90,6 +90,13 @@ def read_stats(client: redis.Redis, keys: Keys) -> dict[str, float]:
     return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
 
 
+def lake_totals(stats: dict[str, float]) -> tuple[int, int]:
+    """Rows and bytes the DataWriter has committed to the lake, all types together."""
+    rows = sum(v for k, v in stats.items() if k.startswith("rows:"))
+    size = sum(v for k, v in stats.items() if k.startswith("bytes:"))
+    return int(rows), int(size)
+
+
 class WriterStatsCollector(Collector):
     """Exposes the Redis-kept DataWriter figures as skybuffer_writer_* metrics."""
 
