@@ -32,7 +32,7 @@ from skybuffer.events import InvalidEvent, Reason, classify
 
 
 @dataclass(slots=True)
-class Batch:
+class EncodedBatch:
     """Encoded events of one source batch, ready for one transaction."""
 
     seq: int
@@ -98,11 +98,11 @@ class Encoder:
                 dead.append(DeadLetter(exc.reason, raw[:limit], exc.detail))
         return Classified(position, by_type, dead, raw_bytes)
 
-    def pack(self, seq: int, classified: Classified) -> Batch:
+    def pack(self, seq: int, classified: Classified) -> EncodedBatch:
         by_type = classified.by_type
         entries = {t: self.codec.encode(evs) for t, evs in by_type.items() if evs}
         counts = {t: len(evs) for t, evs in by_type.items() if evs}
-        return Batch(
+        return EncodedBatch(
             seq, classified.position, entries, counts, classified.deadletters, classified.raw_bytes
         )
 
@@ -112,7 +112,7 @@ class Encoder:
         position: str,
         events: Iterable[bytes],
         rejects: Iterable[tuple[str, bytes]] = (),
-    ) -> Batch:
+    ) -> EncodedBatch:
         return self.pack(seq, self.classify(position, events, rejects))
 
 
@@ -191,7 +191,7 @@ class Producer:
             int(raw.get(CURSOR_EVENTS, 0)),
         )
 
-    def write(self, batch: Batch) -> bool:
+    def write(self, batch: EncodedBatch) -> bool:
         """Make ``batch`` durable in Redis; False if an earlier attempt had landed it.
 
         Raises BufferForgot when the cursor is behind the batch before this one (Redis
@@ -227,7 +227,7 @@ class Producer:
     def _lease_key(self) -> str:
         return self.lease.key if self.lease else self.keys.ingest_lease(self.source)
 
-    def _execute(self, keys: list[str], args: list[bytes | str | int], batch: Batch) -> bool:
+    def _execute(self, keys: list[str], args: list[bytes | str | int], batch: EncodedBatch) -> bool:
         try:
             return bool(self._script(keys=keys, args=args))
         except CONNECTION_ERRORS as exc:
@@ -270,4 +270,12 @@ class Producer:
         return int(info["used_memory"]) / maxmemory if maxmemory else 0.0
 
 
-__all__ = ["Batch", "Checkpoint", "Classified", "DeadLetter", "Encoder", "Producer", "Reason"]
+__all__ = [
+    "EncodedBatch",
+    "Checkpoint",
+    "Classified",
+    "DeadLetter",
+    "Encoder",
+    "Producer",
+    "Reason",
+]

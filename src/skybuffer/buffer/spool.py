@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 
 from skybuffer.buffer.deadletter import DeadLetter
-from skybuffer.buffer.producer import Batch
+from skybuffer.buffer.producer import EncodedBatch
 from skybuffer.privilege import PRIVATE_FILE, make_private
 from skybuffer.processes import fsync_dir
 
@@ -39,7 +39,7 @@ class Spool:
         except FileNotFoundError:
             return 0
 
-    def append(self, batches: list[Batch]) -> int:
+    def append(self, batches: list[EncodedBatch]) -> int:
         """Append and fsync: once this returns, the batches survive a crash; returns the
         bytes appended. If the disk refuses (full, a file size limit), the file is cut
         back to what it held before and the OSError raised: a torn record would hide
@@ -58,7 +58,7 @@ class Spool:
         except OSError:
             pass  # read() stops at the torn tail; clear() removes it after the replay
 
-    def _append(self, batches: list[Batch]) -> None:
+    def _append(self, batches: list[EncodedBatch]) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
         with os.fdopen(fd, "ab") as handle:
             for batch in batches:
@@ -68,7 +68,7 @@ class Spool:
             os.fsync(handle.fileno())
         fsync_dir(self.path.parent)
 
-    def read(self) -> Iterator[Batch]:
+    def read(self) -> Iterator[EncodedBatch]:
         """Every intact record in order; stops at a torn or corrupt tail."""
         if not self.path.exists():
             return
@@ -87,7 +87,7 @@ class Spool:
         fsync_dir(self.path.parent)
 
 
-def _pack(batch: Batch) -> bytes:
+def _pack(batch: EncodedBatch) -> bytes:
     blobs: list[bytes] = []
     parts = []
     for type_, fields in batch.entries.items():
@@ -118,7 +118,7 @@ def _pack(batch: Batch) -> bytes:
     return struct.pack("<I", len(header)) + header + b"".join(blobs)
 
 
-def _unpack(payload: bytes) -> Batch:
+def _unpack(payload: bytes) -> EncodedBatch:
     (hlen,) = struct.unpack_from("<I", payload)
     header = orjson.loads(payload[4 : 4 + hlen])
     offset = 4 + hlen
@@ -136,4 +136,6 @@ def _unpack(payload: bytes) -> Batch:
         raw = payload[offset : offset + length]
         dead.append(DeadLetter(reason, raw, detail, codec.encode(), events))
         offset += length
-    return Batch(header["seq"], header["position"], entries, counts, dead, header["raw_bytes"])
+    return EncodedBatch(
+        header["seq"], header["position"], entries, counts, dead, header["raw_bytes"]
+    )

@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from skybuffer.buffer.producer import Batch, Producer
+from skybuffer.buffer.producer import EncodedBatch, Producer
 from skybuffer.buffer.server import connect
 from skybuffer.buffer.spool import Spool
 from skybuffer.constants import Keys
@@ -42,7 +42,7 @@ class TimedProducer(Producer):
         super().__init__(client, keys, source)
         self.writes: list[tuple[float, float]] = []
 
-    def write(self, batch: Batch) -> bool:
+    def write(self, batch: EncodedBatch) -> bool:
         began = time.monotonic()
         landed = super().write(batch)
         self.writes.append((began, (time.monotonic() - began) * 1000))

@@ -42,7 +42,7 @@ from typing import TypeVar
 
 from skybuffer import metrics
 from skybuffer.buffer.lease import Lease
-from skybuffer.buffer.producer import Batch, Checkpoint, Classified, Encoder, Producer
+from skybuffer.buffer.producer import Checkpoint, Classified, EncodedBatch, Encoder, Producer
 from skybuffer.buffer.spool import Spool
 from skybuffer.errors import BufferCannotPersist, BufferForgot, BufferFull, RedisUnavailable
 from skybuffer.pipeline.outage import PAUSE_REASONS, Held, Outage
@@ -109,7 +109,7 @@ class Ingester:
         self.on_batch = on_batch
         self.wait_for_lease = wait_for_lease
         self.stats = IngestStats()
-        self._memory: deque[Batch] = deque()
+        self._memory: deque[EncodedBatch] = deque()
         self._landed_seq = 0
         self._landed_events = 0
         self._next_seq = 1
@@ -335,14 +335,14 @@ class Ingester:
         self.spool.clear()
         metrics.INGEST_SPOOL_BYTES.set(0)
 
-    def _write(self, batch: Batch) -> None:
+    def _write(self, batch: EncodedBatch) -> None:
         if self.producer.write(batch):
             self._count(batch)
         self._landed_seq = batch.seq
         self._landed_events += batch.events
         self._landed.append((batch.seq, self.stats.events, self.stats.deadletters))
 
-    def _write_until_landed(self, batch: Batch, stop: threading.Event) -> None:
+    def _write_until_landed(self, batch: EncodedBatch, stop: threading.Event) -> None:
         while True:
             try:
                 self._write(batch)
@@ -352,7 +352,7 @@ class Ingester:
                 self._unhealthy(exc)
                 self._wait(stop)
 
-    def _count(self, batch: Batch) -> None:
+    def _count(self, batch: EncodedBatch) -> None:
         stats = self.stats
         stats.events += sum(batch.counts.values())
         stats.batches += 1
@@ -503,7 +503,7 @@ class Ingester:
         self._backoff = min(self._backoff * 2, self.settings.backoff_max_seconds)
 
 
-def _spool_bytes(batch: Batch) -> int:
+def _spool_bytes(batch: EncodedBatch) -> int:
     """About what ``batch`` takes in the spool (its payload and a small header)."""
     payload = sum(len(v) for fields in batch.entries.values() for v in fields.values())
     return payload + sum(len(d.raw) + len(d.detail) for d in batch.deadletters) + 256
