@@ -30,8 +30,9 @@ from skybuffer import metrics
 from skybuffer.errors import ConfigError
 from skybuffer.settings import JetstreamSettings
 from skybuffer.sources.base import SourceBatch
+from skybuffer.sources.inbox import Chunk, Disconnected, Inbox
 from skybuffer.sources.overlap import Overlap
-from skybuffer.sources.subscription import Chunk, Disconnected, Inbox, Subscription
+from skybuffer.sources.subscription import Subscription
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,6 @@ import random
 import socket
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -39,6 +37,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from skybuffer import metrics
 from skybuffer.events import Reason
 from skybuffer.settings import JetstreamSettings
+from skybuffer.sources.inbox import Chunk, Disconnected, Inbox
 from skybuffer.sources.overlap import ResumePoint, host_tag
 
 log = logging.getLogger(__name__)
@@ -54,61 +53,12 @@ SLOW_WINDOW_SECONDS = 5.0
 """A disconnect this soon after the inbox was full is blamed on our slowness."""
 REPLAY_WINDOW_SECONDS = 24 * 3600
 """How far back a v1 host replays (jetstream-legacy#58); older cursors are clamped."""
-
-
-@dataclass(slots=True)
-class Chunk:
-    """Frames of one connection, in arrival order."""
-
-    host: str
-    """host_tag() of the URL they came from."""
-    events: list[bytes] = field(default_factory=list)
-    rejects: list[tuple[str, bytes]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.events) + len(self.rejects)
-
-
-@dataclass(slots=True)
-class Disconnected:
-    """A connection ended; the consumer answers with its ResumePoint."""
-
-    cause: str
-    detail: str
-
-
-class Inbox:
-    """A bounded FIFO of chunks between the reader thread and the ingester thread."""
-
-    def __init__(self, max_events: int) -> None:
-        self.max_events = max_events
-        self._items: deque[Chunk | Disconnected] = deque()
-        self._events = 0
-        self._cond = threading.Condition()
-
-    def offer(self, item: Chunk | Disconnected) -> bool:
-        """Add ``item`` unless full (a marker always fits); never blocks."""
-        size = len(item) if isinstance(item, Chunk) else 0
-        with self._cond:
-            if size and self._events >= self.max_events:
-                return False
-            self._items.append(item)
-            self._events += size
-            self._cond.notify()
-        return True
-
-    def take(self, timeout: float) -> Chunk | Disconnected | None:
-        """The oldest item, waiting up to ``timeout`` seconds; None if there is none."""
-        with self._cond:
-            if not self._items and not self._cond.wait_for(lambda: self._items, timeout):
-                return None
-            item = self._items.popleft()
-            if isinstance(item, Chunk):
-                self._events -= len(item)
-            return item
-
-    def __len__(self) -> int:
-        return self._events
+SLOW_CONSUMER_WARNING = (
+    "Jetstream dropped %s while the buffer pushed back (slow consumer); reconnecting to %s "
+    "from the ingested cursor: lossless while that cursor is inside Jetstream's replay "
+    "window (~24 h)."
+)
+RECONNECT_WARNING = "Jetstream connection to %s ended (%s: %s); reconnecting to %s."
 
 
 def subscribe_url(base: str, collections: list[str], cursor: int | None, compress: bool) -> str:
@@ -233,11 +183,17 @@ class Subscription:
         s = self.settings
         try:
             ws = await connect(
-                full, compression=None, max_size=MAX_MESSAGE_BYTES, max_queue=1024,
-                open_timeout=s.open_timeout_seconds, ping_interval=s.ping_interval_seconds,
-                ping_timeout=s.ping_timeout_seconds, close_timeout=1, proxy=_proxy(url),
+                full,
+                compression=None,
+                max_size=MAX_MESSAGE_BYTES,
+                max_queue=1024,
+                open_timeout=s.open_timeout_seconds,
+                ping_interval=s.ping_interval_seconds,
+                ping_timeout=s.ping_timeout_seconds,
+                close_timeout=1,
+                proxy=_proxy(url),
                 user_agent_header="skybuffer",
-            )  # fmt: skip
+            )
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             if isinstance(exc, socket.gaierror):
                 self._hint_offline(url)
@@ -377,14 +333,9 @@ class Subscription:
             self._url_index += 1
         nxt = self.urls[self._url_index % len(self.urls)]
         if cause == "slow_consumer":
-            log.warning(
-                "Jetstream dropped %s while the buffer pushed back (slow consumer); "
-                "reconnecting to %s from the ingested cursor: lossless while that cursor "
-                "is inside Jetstream's replay window (~24 h).", url, nxt,
-            )  # fmt: skip
+            log.warning(SLOW_CONSUMER_WARNING, url, nxt)
         else:
-            log.warning("Jetstream connection to %s ended (%s: %s); reconnecting to %s.",
-                        url, cause, detail, nxt)  # fmt: skip
+            log.warning(RECONNECT_WARNING, url, cause, detail, nxt)
 
     def _delay(self, delivered: bool) -> float:
         """Between half and all of initial * 2^failures (capped): jitter keeps a fleet of
