@@ -209,9 +209,16 @@ def run(
     check_source(source, file)
     s = settings_to_start(data_dir, config)
     run_pipeline(
-        s, source, rate=rate, seed=seed, file=file, url=url,
-        collections=split_collections(collections), stack=stack, writer=writer,
-    )  # fmt: skip
+        s,
+        source,
+        rate=rate,
+        seed=seed,
+        file=file,
+        url=url,
+        collections=split_collections(collections),
+        stack=stack,
+        writer=writer,
+    )
 
 
 @app.command(rich_help_panel=RUN)
@@ -254,26 +261,34 @@ def replay_server(
 
 
 # --- write and query (the DataWriter and the lake) -------------------------------------------
-TypesOpt = Annotated[
-    list[str] | None,
-    typer.Option("--type", metavar="TYPE", help="Only this type (repeatable): posts, likes, "
-                 "reposts, follows, blocks, other."),
-]  # fmt: skip
+TYPES_HELP = "Only this type (repeatable): posts, likes, reposts, follows, blocks, other."
+TypesOpt = Annotated[list[str] | None, typer.Option("--type", metavar="TYPE", help=TYPES_HELP)]
+
+
+def _drain_row(type_: str, r: Any) -> dict[str, Any]:
+    """One type's line of a drain: rows, files, bytes, dead letters, time, outcome."""
+    from skybuffer.console import human_bytes
+
+    status = "failed" if r.error else "budget used up" if r.budget_exhausted else "ok"
+    return {
+        "type": type_,
+        "rows": r.rows,
+        "files": r.files,
+        "bytes": human_bytes(r.bytes),
+        "dead letters": r.deadletters,
+        "seconds": round(r.seconds, 2),
+        "status": status,
+    }
 
 
 def show_drain(result: Any, as_json: bool) -> None:
     """Per-type rows, files, bytes and time of one drain; errors on stderr."""
-    from skybuffer.console import console, err_console, figures_table, human_bytes
+    from skybuffer.console import console, err_console, figures_table
 
     if as_json:
         emit_json(result.as_dict())
     else:
-        rows = [
-            {"type": t, "rows": r.rows, "files": r.files, "bytes": human_bytes(r.bytes),
-             "dead letters": r.deadletters, "seconds": round(r.seconds, 2),
-             "status": "failed" if r.error else "budget used up" if r.budget_exhausted else "ok"}
-            for t, r in result.types.items()
-        ]  # fmt: skip
+        rows = [_drain_row(t, r) for t, r in result.types.items()]
         table = figures_table("skybuffer write", rows)
         table.caption = f"{result.rows:,} rows in {result.seconds:.2f} s"
         console.print(table)

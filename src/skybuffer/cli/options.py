@@ -14,49 +14,47 @@ import typer
 from skybuffer.errors import RedisUnavailable
 from skybuffer.settings import Settings, load_settings
 
+DATA_DIR_HELP = (
+    "Holds redis, lake, spool, reports (default: the nearest var/ holding a pipeline, here or "
+    "in a parent directory, else ./var)."
+)
+SOURCE_HELP = (
+    "jetstream (live Bluesky; --url for one server), or offline: synthetic (realistic "
+    "generated events) or replay (--file)."
+)
+SEED_HELP = "For --source synthetic: the same seed makes the same events (default 42)."
+COUNT_HELP = (
+    "Stop after N more events, counted from where the source resumes. Only valid events "
+    "count: dead letters are kept too, and reported apart."
+)
+URL_HELP = (
+    "One Jetstream server (ws://... or wss://.../subscribe) instead of the configured hosts, "
+    "e.g. a local `skybuffer replay-server`."
+)
+COLLECTIONS_HELP = (
+    "Which records to ask Jetstream for: collection names, comma-separated (e.g. "
+    "app.bsky.feed.like), or 'all' (default: posts, likes, reposts, follows, blocks)."
+)
+
 DataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", envvar="SKYBUFFER_DATA_DIR", help="Holds redis, lake, spool, "
-                 "reports (default: the nearest var/ holding a pipeline, here or in a parent "
-                 "directory, else ./var).", show_default=False),
-]  # fmt: skip
+    typer.Option("--data-dir", envvar="SKYBUFFER_DATA_DIR", help=DATA_DIR_HELP, show_default=False),
+]
 ConfigFile = Annotated[
     Path | None,
     typer.Option("--config", envvar="SKYBUFFER_CONFIG", help="TOML settings file."),
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object instead.")]
-SourceOpt = Annotated[
-    str,
-    typer.Option("--source", help="jetstream (live Bluesky; --url for one server), or offline: "
-                 "synthetic (realistic generated events) or replay (--file)."),
-]  # fmt: skip
+SourceOpt = Annotated[str, typer.Option("--source", help=SOURCE_HELP)]
 RateOpt = Annotated[
     float | None,
     typer.Option("--rate", help="Events per second (0 = as fast as possible; default 1500)."),
 ]
-SeedOpt = Annotated[
-    int | None,
-    typer.Option("--seed", help="For --source synthetic: the same seed makes the same events "
-                 "(default 42)."),
-]  # fmt: skip
-CountOpt = Annotated[
-    int | None,
-    typer.Option("--count", min=1, help="Stop after N more events, counted from where the "
-                 "source resumes. Only valid events count: dead letters are kept too, and "
-                 "reported apart."),
-]  # fmt: skip
+SeedOpt = Annotated[int | None, typer.Option("--seed", help=SEED_HELP)]
+CountOpt = Annotated[int | None, typer.Option("--count", min=1, help=COUNT_HELP)]
 FileOpt = Annotated[Path | None, typer.Option("--file", help="JSONL or JSONL.zst to replay.")]
-UrlOpt = Annotated[
-    str | None,
-    typer.Option("--url", help="One Jetstream server (ws://... or wss://.../subscribe) instead "
-                 "of the configured hosts, e.g. a local `skybuffer replay-server`."),
-]  # fmt: skip
-CollectionsOpt = Annotated[
-    str | None,
-    typer.Option("--collections", help="Which records to ask Jetstream for: collection names, "
-                 "comma-separated (e.g. app.bsky.feed.like), or 'all' (default: posts, likes, "
-                 "reposts, follows, blocks)."),
-]  # fmt: skip
+UrlOpt = Annotated[str | None, typer.Option("--url", help=URL_HELP)]
+CollectionsOpt = Annotated[str | None, typer.Option("--collections", help=COLLECTIONS_HELP)]
 
 
 def split_collections(value: str | None) -> list[str] | None:

@@ -204,8 +204,13 @@ class Ingester:
         if replayed is not None:
             position = replayed
         self.source.resume(position)
-        log.info("Ingest resumes source %s at %s (batch %d).",
-                 self.producer.source, position or "its start", self._next_seq)  # fmt: skip
+        where = position or "its start"
+        log.info(
+            "Ingest resumes source %s at %s (batch %d).",
+            self.producer.source,
+            where,
+            self._next_seq,
+        )
 
     def _replay_spool(self, stop: threading.Event) -> str | None:
         """Write the spooled batches a previous run left; the last position, or None."""
@@ -258,9 +263,13 @@ class Ingester:
             "Redis forgot %d confirmed batches (%d events) of source %s: %s. Rewinding the "
             "source to the durable checkpoint (%s) to read them again; %d events held for "
             "later positions are re-read too.",
-            batches, lost, self.producer.source, exc,
-            durable.position if durable else "its start", held,
-        )  # fmt: skip
+            batches,
+            lost,
+            self.producer.source,
+            exc,
+            durable.position if durable else "its start",
+            held,
+        )
 
     def _uncount(self, durable_seq: int, lost: int) -> None:
         """Take the forgotten batches off the run's valid events and dead letters (they
@@ -288,8 +297,11 @@ class Ingester:
         if self._memory:
             self._leave_to_source()
         elif self._pending():
-            log.warning("Redis unreachable at shutdown: %d bytes spooled to %s for the next "
-                        "start.", self.spool.size(), self.spool.path)  # fmt: skip
+            spooled = (self.spool.size(), self.spool.path)
+            log.warning(
+                "Redis unreachable at shutdown: %d bytes spooled to %s for the next start.",
+                *spooled,
+            )
 
     def _leave_to_source(self) -> None:
         """At exit with a spool that is full or refused: the batches held in memory are
