@@ -21,7 +21,6 @@ from skybuffer.console import err_console, human_bytes
 from skybuffer.constants import Keys
 from skybuffer.observability.status import buffer_status
 from skybuffer.observability.writer_stats import lake_totals, read_stats
-from skybuffer.pipeline.ingest import IngestStats
 from skybuffer.pipeline.runner import (
     IngestThread,
     build_ingester,
@@ -30,6 +29,7 @@ from skybuffer.pipeline.runner import (
     supervise,
 )
 from skybuffer.pipeline.services import Services
+from skybuffer.pipeline.tally import IngestStats
 from skybuffer.settings import Settings
 
 

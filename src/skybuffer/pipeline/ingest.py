@@ -35,9 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 from skybuffer import metrics
@@ -45,8 +43,10 @@ from skybuffer.buffer.lease import Lease
 from skybuffer.buffer.producer import Checkpoint, Classified, EncodedBatch, Encoder, Producer
 from skybuffer.buffer.spool import Spool
 from skybuffer.errors import BufferCannotPersist, BufferForgot, BufferFull, RedisUnavailable
-from skybuffer.pipeline.outage import PAUSE_REASONS, Held, Outage
+from skybuffer.pipeline.holding import Holding
+from skybuffer.pipeline.outage import PAUSE_REASONS, Outage
 from skybuffer.pipeline.prefetch import Prefetcher
+from skybuffer.pipeline.tally import IngestStats, Tally
 from skybuffer.settings import IngestSettings
 from skybuffer.sources.base import Source
 
@@ -54,35 +54,6 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 MEMORY_CHECK_SECONDS = 0.5
-LANDED_KEPT = 4096
-"""Batches whose counts a run keeps, to take exactly what Redis forgot off its figures
-(a lost second of AOF is a few hundred batches even at the benchmark's rate)."""
-
-
-@dataclass
-class IngestStats:
-    """What a run did: ``events`` counts valid events confirmed by Redis, ``deadletters``
-    the source's items that became dead letters (confirmed too); ``received`` is both."""
-
-    events: int = 0
-    by_type: Counter[str] = field(default_factory=Counter)
-    deadletters: int = 0
-    batches: int = 0
-    raw_bytes: int = 0
-    backpressure_seconds: float = 0.0
-    backpressure_episodes: int = 0
-    forgotten: int = 0
-    """Events Redis had confirmed and then forgot (re-read from the source)."""
-    rewinds: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    @property
-    def received(self) -> int:
-        return self.events + self.deadletters
 
 
 class Ingester:
@@ -108,22 +79,20 @@ class Ingester:
         self.encoder = encoder or Encoder(settings.max_event_bytes, settings.codec_level)
         self.on_batch = on_batch
         self.wait_for_lease = wait_for_lease
-        self.stats = IngestStats()
-        self._memory: deque[EncodedBatch] = deque()
-        self._landed_seq = 0
-        self._landed_events = 0
+        self.tally = Tally(on_batch)
         self._next_seq = 1
         self._retry_at = 0.0
         self._backoff = 0.05
         self._memory_checked = 0.0
         self._full = False
-        self._spool_refused = False
         self._last_refusal: Exception | None = None
         self._outage = Outage(producer.source, spool.path, settings.outage_log_seconds)
+        self.holding = Holding(spool, settings, self._outage)
         self._held_at_outage = 0
-        self._landed: deque[tuple[int, int, int]] = deque(maxlen=LANDED_KEPT)
-        """(seq, valid events, dead letters) counted by this run up to each landed batch."""
-        self._first_seq: int | None = None
+
+    @property
+    def stats(self) -> IngestStats:
+        return self.tally.stats
 
     # --- the loop ------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None) -> IngestStats:
@@ -156,7 +125,7 @@ class Ingester:
             try:
                 return call()
             except (RedisUnavailable, BufferFull) as exc:
-                self._outage.failed(exc, self._held(None))
+                self._outage.failed(exc, self.holding.held(None))
                 self._wait(stop)
                 if stop.is_set():
                     raise
@@ -185,19 +154,13 @@ class Ingester:
     def _take(self, classified: Classified) -> None:
         batch = self.encoder.pack(self._next_seq, classified)
         self._next_seq += 1
-        self._memory.append(batch)
-        if self._memory_full() and self._spool_has_room():
-            self._spill()
+        self.holding.add(batch)
 
     # --- start and stop ------------------------------------------------------------------
     def _recover(self, stop: threading.Event) -> None:
         """Wait for Redis, replay the spool, and point the source at the cursor."""
         checkpoint = self._through_outage(stop, self.producer.checkpoint)
-        self._landed_seq = checkpoint.seq
-        self._landed_events = checkpoint.events
-        if self._first_seq is None:
-            self._first_seq = checkpoint.seq
-        self._landed.append((checkpoint.seq, self.stats.events, self.stats.deadletters))
+        self.tally.resume_at(checkpoint.seq, checkpoint.events)
         self._next_seq = checkpoint.seq + 1
         position = checkpoint.position
         replayed = self._replay_spool(stop)
@@ -216,19 +179,19 @@ class Ingester:
         """Write the spooled batches a previous run left; the last position, or None."""
         position = None
         for batch in self.spool.read():
-            if batch.seq <= self._landed_seq:
+            if batch.seq <= self.tally.landed_seq:
                 continue
-            if batch.seq != self._landed_seq + 1:
+            if batch.seq != self.tally.landed_seq + 1:
                 log.warning(
                     "Spool record %d does not follow the cursor (%d); the source re-reads "
                     "from the cursor instead.",
                     batch.seq,
-                    self._landed_seq,
+                    self.tally.landed_seq,
                 )
                 break
             self._write_until_landed(batch, stop)
             position = batch.position
-        self._next_seq = self._landed_seq + 1
+        self._next_seq = self.tally.landed_seq + 1
         self.spool.clear()
         metrics.INGEST_SPOOL_BYTES.set(0)
         return position
@@ -247,16 +210,10 @@ class Ingester:
         """Redis lost batches it had confirmed: forget them too, and re-read them."""
         durable = exc.durable if isinstance(exc.durable, Checkpoint) else None
         durable_events = durable.events if durable else 0
-        lost = max(0, self._landed_events - durable_events)
-        batches = self._landed_seq - (durable.seq if durable else 0)
-        held = sum(b.events for b in self._memory)
-        self._memory.clear()
-        self.spool.clear()
-        metrics.INGEST_SPOOL_BYTES.set(0)
-        metrics.INGEST_PENDING_EVENTS.set(0)
-        self._uncount(durable.seq if durable else 0, lost)
-        self.stats.forgotten += lost
-        self.stats.rewinds += 1
+        lost = max(0, self.tally.landed_events - durable_events)
+        batches = self.tally.landed_seq - (durable.seq if durable else 0)
+        held = self.holding.clear()
+        self.tally.forgot(durable.seq if durable else 0, lost)
         metrics.INGEST_FORGOT.inc()
         metrics.INGEST_FORGOTTEN_EVENTS.inc(lost)
         log.error(
@@ -271,60 +228,29 @@ class Ingester:
             held,
         )
 
-    def _uncount(self, durable_seq: int, lost: int) -> None:
-        """Take the forgotten batches off the run's valid events and dead letters (they
-        are read again): exactly from the record of the run's last batches, or, past
-        what it keeps, all ``lost`` off the valid events."""
-        stats = self.stats
-        while self._landed and self._landed[-1][0] > durable_seq:
-            self._landed.pop()
-        if self._landed:
-            _, stats.events, stats.deadletters = self._landed[-1]
-        elif self._first_seq is not None and durable_seq < self._first_seq:
-            stats.events = stats.deadletters = 0  # all this run counted was forgotten
-        else:
-            stats.events = max(0, stats.events - lost)
-
     def _finish(self, stop: threading.Event) -> None:
         """Flush what is held; if Redis stays away, spool it (nothing is lost on exit)."""
         deadline = time.monotonic() + 10
-        while self._pending() and time.monotonic() < deadline:
+        holding = self.holding
+        while holding.pending() and time.monotonic() < deadline:
             self._flush(force=True)
-            if self._pending():
+            if holding.pending():
                 time.sleep(min(self._backoff, 1.0))
-        if self._memory and self._spool_has_room(whole=True):
-            self._spill()
-        if self._memory:
-            self._leave_to_source()
-        elif self._pending():
+        if holding.memory and holding.has_room(whole=True):
+            holding.spill()
+        if holding.memory:
+            holding.leave_to_source()
+        elif holding.pending():
             spooled = (self.spool.size(), self.spool.path)
             log.warning(
                 "Redis unreachable at shutdown: %d bytes spooled to %s for the next start.",
                 *spooled,
             )
 
-    def _leave_to_source(self) -> None:
-        """At exit with a spool that is full or refused: the batches held in memory are
-        after everything spooled, so the next start re-reads them from the source."""
-        events = sum(b.events for b in self._memory)
-        log.warning(
-            "Redis unreachable at shutdown and the spool full or failing: %d batches (%d "
-            "events) not kept; the next start re-reads them from the source, after the %d "
-            "bytes spooled to %s.",
-            len(self._memory),
-            events,
-            self.spool.size(),
-            self.spool.path,
-        )
-        self._memory.clear()
-
     # --- writing -------------------------------------------------------------------------
-    def _pending(self) -> bool:
-        return bool(self._memory) or self.spool.size() > 0
-
     def _flush(self, force: bool = False) -> None:
         """Write held batches in order (spool first: it holds the oldest)."""
-        if not self._pending():
+        if not self.holding.pending():
             self._full = False
             return
         if not force and time.monotonic() < self._retry_at:
@@ -332,27 +258,24 @@ class Ingester:
         try:
             if self.spool.size():
                 self._flush_spool()
-            while self._memory:
-                self._write(self._memory[0])
-                self._memory.popleft()
+            memory = self.holding.memory
+            while memory:
+                self._write(memory[0])
+                memory.popleft()
             self._healthy()
         except (RedisUnavailable, BufferFull) as exc:
             self._unhealthy(exc)
-        metrics.INGEST_PENDING_EVENTS.set(sum(b.events for b in self._memory))
+        metrics.INGEST_PENDING_EVENTS.set(self.holding.events)
 
     def _flush_spool(self) -> None:
         for batch in self.spool.read():
-            if batch.seq > self._landed_seq:
+            if batch.seq > self.tally.landed_seq:
                 self._write(batch)
         self.spool.clear()
         metrics.INGEST_SPOOL_BYTES.set(0)
 
     def _write(self, batch: EncodedBatch) -> None:
-        if self.producer.write(batch):
-            self._count(batch)
-        self._landed_seq = batch.seq
-        self._landed_events += batch.events
-        self._landed.append((batch.seq, self.stats.events, self.stats.deadletters))
+        self.tally.landed(batch, counted=self.producer.write(batch))
 
     def _write_until_landed(self, batch: EncodedBatch, stop: threading.Event) -> None:
         while True:
@@ -364,74 +287,20 @@ class Ingester:
                 self._unhealthy(exc)
                 self._wait(stop)
 
-    def _count(self, batch: EncodedBatch) -> None:
-        stats = self.stats
-        stats.events += sum(batch.counts.values())
-        stats.batches += 1
-        stats.raw_bytes += batch.raw_bytes
-        stats.deadletters += len(batch.deadletters)
-        stats.by_type.update(batch.counts)
-        for type_, count in batch.counts.items():
-            metrics.INGEST_EVENTS.labels(type_).inc(count)
-        for dead in batch.deadletters:
-            metrics.DEADLETTER_EVENTS.labels(str(dead.reason)).inc()
-        metrics.INGEST_BYTES.inc(batch.raw_bytes)
-        metrics.INGEST_BATCH_SECONDS.observe(time.monotonic() - batch.started)
-        metrics.INGEST_LAST_EVENT_TIME.set(time.time())
-        if self.on_batch is not None:
-            self.on_batch(stats)
-
-    def _spill(self) -> None:
-        """Move the memory queue to the spool (it is older than anything taken later).
-        A disk that refuses (full) keeps it in memory, and the source is not read until
-        Redis takes it (``_wait_for_room``)."""
-        try:
-            size = self.spool.append(list(self._memory))
-        except OSError as exc:
-            if not self._spool_refused:
-                log.error(
-                    "Cannot write the spool %s (%s): not reading the source until Redis "
-                    "takes the %d batches held in memory; free space on its disk.",
-                    self.spool.path,
-                    exc.strerror or exc,
-                    len(self._memory),
-                )
-            self._spool_refused = True
-            return
-        self._spool_refused = False
-        self._outage.spooled(len(self._memory), size)
-        self._memory.clear()
-        metrics.INGEST_SPOOL_BYTES.set(self.spool.size())
-
-    def _memory_full(self) -> bool:
-        return len(self._memory) > self.settings.memory_queue_batches
-
-    def _spool_has_room(self, whole: bool = False) -> bool:
-        """Would the memory queue fit under ``spool_max_bytes``? Never while the spool's
-        disk refuses writes (retried at exit, ``whole``, and after each recovery)."""
-        if self._spool_refused and not whole:
-            return False
-        incoming = sum(_spool_bytes(b) for b in self._memory)
-        return self.spool.size() + incoming <= self.settings.spool_max_bytes
-
-    def _held(self, paused: str | None) -> Held:
-        events = sum(b.events for b in self._memory)
-        return Held(len(self._memory), events, self.spool.size(), paused)
-
     # --- health and backpressure ---------------------------------------------------------
     def _healthy(self) -> None:
         self._full = False
-        self._spool_refused = False
+        self.holding.refused = False
         self._backoff = 0.05
         self._retry_at = 0.0
         metrics.INGEST_REDIS_UP.set(1)
         if self._outage.active:
-            self._outage.ended(max(0, self._landed_events - self._held_at_outage))
+            self._outage.ended(max(0, self.tally.landed_events - self._held_at_outage))
 
     def _unhealthy(self, exc: Exception) -> None:
         if not self._outage.active:
-            self._held_at_outage = self._landed_events
-        self._outage.failed(exc, self._held(self._pause_reason(exc)))
+            self._held_at_outage = self.tally.landed_events
+        self._outage.failed(exc, self.holding.held(self._pause_reason(exc)))
         self._last_refusal = exc
         self._full = isinstance(exc, BufferFull)
         metrics.INGEST_REDIS_UP.set(0 if isinstance(exc, RedisUnavailable) else 1)
@@ -454,7 +323,7 @@ class Ingester:
             )
         while not stop.is_set():
             self._flush(force=True)
-            if not self._memory and not self._full and self._below_low_water():
+            if not self.holding.memory and not self._full and self._below_low_water():
                 break
             stop.wait(min(self._backoff, self.settings.backoff_max_seconds))
         self.stats.backpressure_seconds += time.monotonic() - began
@@ -463,16 +332,16 @@ class Ingester:
     def _wait_for_room(self, stop: threading.Event) -> None:
         """Stop reading the source while the memory queue is full and the spool cannot
         take it (at its limit, or its disk refused): until Redis takes the batches."""
-        if not self._memory_full() or self._spool_has_room():
+        if not self.holding.full() or self.holding.has_room():
             return
-        reason = "spool_error" if self._spool_refused else "spool_full"
+        reason = "spool_error" if self.holding.refused else "spool_full"
         self._paused(reason, 1)
         self.stats.backpressure_episodes += 1
         began = time.monotonic()
-        while not stop.is_set() and self._memory_full() and not self._spool_has_room():
+        while not stop.is_set() and self.holding.full() and not self.holding.has_room():
             self._flush(force=True)
-            if self._memory_full() and self._spool_has_room():
-                self._spill()  # Redis took the spool but not yet the memory queue
+            if self.holding.full() and self.holding.has_room():
+                self.holding.spill()  # Redis took the spool but not yet the memory queue
             stop.wait(min(self._backoff, self.settings.backoff_max_seconds))
         self.stats.backpressure_seconds += time.monotonic() - began
         self._paused(reason, 0)
@@ -485,8 +354,8 @@ class Ingester:
         """Why the source will not be read after ``exc`` (None: it is, and spooled)."""
         if isinstance(exc, BufferFull):
             return "redis_cannot_persist" if isinstance(exc, BufferCannotPersist) else "redis_full"
-        if self._memory_full() and not self._spool_has_room():
-            return "spool_error" if self._spool_refused else "spool_full"
+        if self.holding.full() and not self.holding.has_room():
+            return "spool_error" if self.holding.refused else "spool_full"
         return None
 
     def _cannot_persist(self) -> bool:
@@ -513,9 +382,3 @@ class Ingester:
     def _wait(self, stop: threading.Event) -> None:
         stop.wait(self._backoff)
         self._backoff = min(self._backoff * 2, self.settings.backoff_max_seconds)
-
-
-def _spool_bytes(batch: EncodedBatch) -> int:
-    """About what ``batch`` takes in the spool (its payload and a small header)."""
-    payload = sum(len(v) for fields in batch.entries.values() for v in fields.values())
-    return payload + sum(len(d.raw) + len(d.detail) for d in batch.deadletters) + 256
