@@ -50,7 +50,7 @@ from typing import Any
 
 import redis
 
-from skybuffer.buffer.consumer import Batch, Commit, Entry, StreamConsumer, id_key
+from skybuffer.buffer.consumer import Batch, Commit, StreamConsumer, id_key
 from skybuffer.buffer.deadletter import DeadLetter
 from skybuffer.buffer.lease import Lease
 from skybuffer.constants import TYPES, Keys
@@ -192,7 +192,7 @@ class DataWriter:
             writer.replay_guard_seconds,
         )
         self.converter = Converter(keys.stream, RowBuilder(writer.duckdb_threads))
-        self.chunk_events = lake.row_group_rows
+        self.chunk_bytes = writer.chunk_bytes
 
     @classmethod
     def from_settings(cls, settings: Settings, lease_token: str = "") -> DataWriter:
@@ -307,8 +307,8 @@ class DataWriter:
         dead: dict[str, list[DeadLetter]] = {}
         staged = self.lake.stage(batch.type, batch.ids[0])
         try:
-            for chunk in _chunks(batch.entries, self.chunk_events):
-                converted = self.converter.convert(batch.type, chunk)
+            chunks = self.converter.convert_chunks(batch.type, batch.entries, self.chunk_bytes)
+            for converted in chunks:
                 for entry_id, letters in converted.dead.items():
                     dead.setdefault(entry_id, []).extend(letters)
                 rows = converted.rows
@@ -452,20 +452,6 @@ def run_loop(
         writer.lease.release()
         writer.close()
         metrics.WRITER_UP.set(0)
-
-
-def _chunks(entries: list[Entry], events: int) -> Iterable[list[Entry]]:
-    """Consecutive runs of entries holding about ``events`` events each."""
-    chunk: list[Entry] = []
-    count = 0
-    for entry in entries:
-        chunk.append(entry)
-        count += entry.events
-        if count >= events:
-            yield chunk
-            chunk, count = [], 0
-    if chunk:
-        yield chunk
 
 
 def _record_batch(
