@@ -1,19 +1,20 @@
 """The DataWriter: drains the Redis streams into the Parquet lake, exactly once.
 
 One batch of one type at a time (about ``writer.batch_events`` events): read (own
-pending, claimed, new) -> per chunk of ``lake.row_group_rows`` events: decode, rows
-(DuckDB), append to the partitions' temp files (a background thread encodes Parquet while
-the next chunk is built) -> finish (footer, fsync) -> publish (replace earlier attempts,
+pending, claimed, new) -> per chunk of ``writer.chunk_bytes`` of events: decode, rows
+(DuckDB), held per partition until a row group of ``lake.row_group_rows`` rows, which a
+background thread encodes into the partition's temp file while the next rows are built
+-> finish (footer, fsync) -> publish (replace earlier attempts,
 rename, fsync dir) -> commit (one atomic script: XACK + XDEL + dead letters + event
 counts) -> trim. A crash anywhere before the commit leaves the entries pending; the next
 run rewrites their rows and removes what the crashed attempt published (lake/writer.py),
 so the lake never holds an event twice. A crash after the commit loses nothing: the
 files were durable first.
 
-Memory is bounded by the batch's compressed entries plus the chunk (two in flight: one
-being built by DuckDB on ``writer.duckdb_threads``, one being encoded), so a backlog of
-any size drains in the same footprint; the measured peak RSS per setting is in
-docs/BENCHMARKS.md.
+Memory is bounded by the batch's compressed entries (released as they are decoded), one
+chunk in DuckDB (on ``writer.duckdb_threads``) and at most two row groups (one held, one
+being encoded), so a backlog of any size drains in the same footprint; the measured peak
+RSS per setting is in docs/BENCHMARKS.md.
 
 Guarantees beyond that:
 - One DataWriter per key prefix, whichever way it runs (``write --once``, ``write
