@@ -176,3 +176,51 @@ def test_files_are_zstd_with_dictionaries_statistics_and_large_row_groups(
     assert "RLE_DICTIONARY" in stream_id.encodings
     assert meta.row_group(0).column(columns["did"]).statistics.has_min_max
     assert "RLE_DICTIONARY" not in meta.row_group(0).column(columns["record_json"]).encodings
+
+
+def _row_groups(path: str) -> list[int]:
+    meta = pq.read_metadata(path)
+    return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+
+
+def test_rows_appended_in_small_chunks_are_held_until_they_make_a_full_row_group(
+    lake: LakeSettings, build: Callable[..., Rows], like: bytes
+) -> None:
+    """Chunks (DuckDB queries) are smaller than row groups: readers still get row groups
+    of ``lake.row_group_rows`` rows, every row once, in order."""
+    settings = LakeSettings(root=lake.root, row_group_rows=4)
+    writer = LakeWriter(settings, "w1", 300)
+    staged = writer.stage("likes", "1000-0")
+    lines = likes(like, [T0 + i for i in range(11)])
+    for i in range(0, 11, 2):
+        rows = build("likes", lines[i : i + 2], first_ms=1000 + i)
+        staged.append(rows.table, rows.hours)
+    [part] = staged.finish()
+    [written] = writer.publish([part], set(part.entry_ids))
+    assert _row_groups(written.path) == [4, 4, 3]
+    table = pq.read_table(written.path)
+    assert table["time_us"].to_pylist() == [T0 + i for i in range(11)]
+
+
+def test_rows_held_across_partitions_never_exceed_one_row_group(
+    lake: LakeSettings, build: Callable[..., Rows], like: bytes
+) -> None:
+    """A batch spanning hours holds at most a row group's worth of rows in all: past it,
+    the partition holding the most is written as a shorter row group."""
+    settings = LakeSettings(root=lake.root, row_group_rows=4)
+    writer = LakeWriter(settings, "w1", 300)
+    staged = writer.stage("likes", "1000-0")
+    for i in range(5):  # one row in hour 0 and one in hour 1 per chunk
+        times = [T0 + i, T0 + HOUR + i]
+        rows = build("likes", likes(like, times), first_ms=1000 + 2 * i)
+        staged.append(rows.table, rows.hours)
+        assert sum(staged._held_rows.values()) <= 4
+    parts = staged.finish()
+    written = writer.publish(parts, {i for p in parts for i in p.entry_ids})
+    # 3 + 3 held after the third chunk: hour 0 (the first of the largest) is written short;
+    # hour 1 fills its group of 4 at the fourth; the rest is written by finish.
+    assert [_row_groups(w.path) for w in written] == [[3, 2], [4, 1]]
+    assert [pq.read_table(w.path)["time_us"].to_pylist() for w in written] == [
+        [T0 + i for i in range(5)],
+        [T0 + HOUR + i for i in range(5)],
+    ]

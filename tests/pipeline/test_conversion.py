@@ -90,3 +90,41 @@ def test_a_bundle_of_some_events_of_an_entry_is_no_larger_than_the_entry() -> No
     [letter] = converted.dead["1-0"]
     assert letter.events == 200
     assert len(letter.raw) <= len(stored.fields[b"d"])
+
+
+class Recording(RowBuilder):
+    """DuckDB's conversion, recording the entries of each query."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queries: list[list[tuple[str, int]]] = []
+
+    def build(self, type_: str, entries: pa.Table) -> Rows:
+        ids, payloads = entries["stream_id"].to_pylist(), entries["payload"].to_pylist()
+        self.queries.append([(i, len(p)) for i, p in zip(ids, payloads, strict=True)])
+        return super().build(type_, entries)
+
+
+def test_a_batch_is_converted_in_byte_bounded_chunks_of_whole_entries_and_released() -> None:
+    """What bounds DuckDB's memory whatever the batch: each query holds whole entries up
+    to ``chunk_bytes`` of events (one entry over at most); every event converts once, in
+    order; each entry keeps only its count once decoded (all the commit needs)."""
+    lines = likes(200)
+    entries = [entry(f"1-{i}", lines[i * 10 : i * 10 + 10]) for i in range(20)]
+    entries.insert(7, Entry("1-poison", {b"v": b"1", b"n": b"3", b"d": b"not zstd"}))
+    bound = 3 * len(b"\n".join(lines[:10]))
+    rows = Recording()
+    converter = Converter(lambda t: f"stream:{t}", rows)
+    chunks = list(converter.convert_chunks("likes", entries, bound))
+    assert len(rows.queries) == len(chunks) > 4
+    for query in rows.queries[:-1]:
+        sizes = [size for _, size in query]
+        assert sum(sizes) >= bound > sum(sizes[:-1])
+    assert sum(size for _, size in rows.queries[-1]) > 0
+    converted = [c.rows.table for c in chunks if c.rows is not None]
+    assert pa.concat_tables(converted)["stream_id"].to_pylist() == [
+        f"1-{i}" for i in range(20) for _ in range(10)
+    ]
+    assert [d for c in chunks for d in c.dead] == ["1-poison"]
+    assert all(set(e.fields) == {b"n"} for e in entries)
+    assert sum(e.events for e in entries) == 203

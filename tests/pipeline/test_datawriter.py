@@ -20,17 +20,16 @@ import redis
 from typer.testing import CliRunner
 
 from skybuffer.buffer.codec import Codec, Decoder
-from skybuffer.buffer.consumer import Entry
 from skybuffer.buffer.deadletter import DeadLetterStore
 from skybuffer.buffer.producer import Encoder, Producer
 from skybuffer.buffer.server import ManagedRedis
 from skybuffer.cli import app
-from skybuffer.constants import COLLECTION_TYPES, FIELD_COUNT, TYPES, Keys
+from skybuffer.constants import COLLECTION_TYPES, TYPES, Keys
 from skybuffer.errors import LeaseHeld
 from skybuffer.events import classify, identity
 from skybuffer.lake.query import run_query
 from skybuffer.lake.schema import rebuild_event
-from skybuffer.pipeline.datawriter import FAULT_EXIT_CODE, DataWriter, _chunks, drain_once
+from skybuffer.pipeline.datawriter import FAULT_EXIT_CODE, DataWriter, drain_once
 from skybuffer.pipeline.runner import build_ingester
 from skybuffer.settings import Settings
 from skybuffer.sources.synthetic import generate
@@ -233,19 +232,6 @@ def test_a_second_writer_told_not_to_wait_is_refused_naming_the_owner(
 WRITER_RSS_BOUND = 512 * 2**20
 """Peak RSS (VmHWM) of a writer process with 32k-event batches and row groups: measured
 386 MB here, ~500 MB on a 2.7M-event backlog (bounded by the chunk, not the backlog)."""
-
-
-@pytest.mark.parametrize("per_entry", [1, 600, 3_400, 200_000])
-def test_a_chunk_never_holds_more_than_its_setting_plus_one_entry(per_entry: int) -> None:
-    """What bounds the writer's memory whatever the backlog: a batch is converted in
-    chunks of ``lake.row_group_rows`` events (one entry over at most), in order, all of it."""
-    limit = 65_536
-    entries = [Entry(f"1-{i}", {FIELD_COUNT: str(per_entry).encode()}) for i in range(400)]
-    chunks = list(_chunks(entries, limit))
-    assert [e for chunk in chunks for e in chunk] == entries
-    for chunk in chunks:
-        assert sum(e.events for e in chunk[:-1]) < limit
-        assert sum(e.events for e in chunk) < limit + per_entry
 
 
 def test_redis_memory_falls_after_a_drain_and_the_writer_stays_within_its_bound(

@@ -424,11 +424,15 @@ class LakeWriter:
 
 
 class StagedBatch:
-    """The temp files of one batch, one per hour partition, written chunk by chunk.
+    """The temp files of one batch, one per hour partition, written row group by row group.
 
-    ``append`` hands a chunk to one background thread and returns once the previous
-    chunk is written, so Parquet encoding (which releases the GIL) overlaps the next
-    chunk's row building, and at most two chunks are in memory whatever the batch size.
+    Rows arrive in chunks of any size (``append``); each partition's rows are held until
+    they make a row group of ``lake.row_group_rows`` rows (pyarrow's ParquetWriter closes
+    a row group per write, so holding is what keeps row groups that long whatever the
+    chunk). One background thread encodes a full row group while the next rows are built;
+    ``append`` waits for the previous row group first, so at most two row groups are in
+    memory whatever the batch size. The rows held across partitions are bounded too: past
+    one row group's worth, the partition holding the most is written as a shorter group.
     """
 
     def __init__(self, lake: LakeWriter, type_: str, tag: str) -> None:
@@ -437,16 +441,55 @@ class StagedBatch:
         self.tag = tag
         self.parts: dict[int, PartFile] = {}
         self._writers: dict[int, pq.ParquetWriter] = {}
+        self._held: dict[int, list[pa.Table]] = {}
+        self._held_rows: dict[int, int] = {}
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="lake-stage")
         self._pending: Future[None] | None = None
 
     def append(self, table: pa.Table, hours: pa.Array) -> None:
+        """Hold the rows by partition; write each partition that has a row group's worth."""
+        buckets = pc.unique(hours).to_pylist()
+        for bucket in buckets:
+            rows = table if len(buckets) == 1 else table.filter(pc.equal(hours, bucket))
+            part = self.parts.get(bucket) or self._open(bucket)
+            part.rows += rows.num_rows
+            part.entry_ids.update(pc.unique(rows["stream_id"]).to_pylist())
+            self._held.setdefault(bucket, []).append(rows)
+            self._held_rows[bucket] = self._held_rows.get(bucket, 0) + rows.num_rows
+        self._write_full()
+
+    def _write_full(self) -> None:
+        group = self.lake.settings.row_group_rows
+        for bucket in list(self._held):
+            while self._held_rows.get(bucket, 0) >= group:
+                self._write_held(bucket, group)
+        while sum(self._held_rows.values()) > group:
+            bucket = max(self._held_rows, key=lambda b: self._held_rows[b])
+            self._write_held(bucket, self._held_rows[bucket])
+
+    def _write_held(self, bucket: int, rows: int) -> None:
+        """Hand the first ``rows`` held rows of a partition to the encoding thread."""
+        held = pa.concat_tables(self._held.pop(bucket))
+        group, rest = held.slice(0, rows), held.slice(rows)
+        if rest.num_rows:
+            self._held[bucket], self._held_rows[bucket] = [rest], rest.num_rows
+        else:
+            del self._held_rows[bucket]
+        del held
         self._wait()
-        self._pending = self._pool.submit(self._append, table, hours)
+        self._pending = self._pool.submit(self._write_group, bucket, group)
+
+    def _write_group(self, bucket: int, group: pa.Table) -> None:
+        try:
+            self._writers[bucket].write_table(group, group.num_rows)
+        except (OSError, pa.ArrowException) as exc:
+            raise _failure(self.parts[bucket].directory, exc) from exc
 
     def finish(self) -> list[PartFile]:
         """Close every file with its entry IDs in the footer, fsync it, and name it."""
         try:
+            for bucket in sorted(self._held):
+                self._write_held(bucket, self._held_rows[bucket])
             self._wait()
             for bucket, part in self.parts.items():
                 writer = self._writers.pop(bucket)
@@ -479,6 +522,8 @@ class StagedBatch:
             except (OSError, pa.ArrowException):
                 pass
         self._writers.clear()
+        self._held.clear()
+        self._held_rows.clear()
         self.lake.discard(list(self.parts.values()))
         self._pool.shutdown()
 
@@ -486,18 +531,6 @@ class StagedBatch:
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.result()
-
-    def _append(self, table: pa.Table, hours: pa.Array) -> None:
-        buckets = pc.unique(hours).to_pylist()
-        for bucket in buckets:
-            rows = table if len(buckets) == 1 else table.filter(pc.equal(hours, bucket))
-            part = self.parts.get(bucket) or self._open(bucket)
-            try:
-                self._writers[bucket].write_table(rows, self.lake.settings.row_group_rows)
-            except (OSError, pa.ArrowException) as exc:
-                raise _failure(part.directory, exc) from exc
-            part.rows += rows.num_rows
-            part.entry_ids.update(pc.unique(rows["stream_id"]).to_pylist())
 
     def _open(self, bucket: int) -> PartFile:
         directory = f"{self.lake.layout.root}/{self.lake.layout.partition(self.type, bucket)}"

@@ -1,6 +1,7 @@
 """Stream entries -> lake rows, where one bad event costs only itself.
 
-The DataWriter converts a chunk of entries in one DuckDB query (lake/schema.py). Lines
+The DataWriter converts a chunk of entries in one DuckDB query (lake/schema.py), a chunk
+being whole entries up to ``writer.chunk_bytes`` of decompressed events. Lines
 that are not usable events come back as rejects; but some inputs make the whole query
 fail (a byte that is not UTF-8 fails the cast of the entire chunk). Then the chunk is
 salvaged: entry by entry, and inside a failing entry event by event (bytes that are not
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import duckdb
@@ -88,10 +89,45 @@ class Converter:
         self.rows.close()
 
     def convert(self, type_: str, chunk: list[Entry]) -> Converted:
-        """Rows of the chunk's events; dead letters for what cannot be used."""
+        """Rows of the chunk's events (one DuckDB query); dead letters for what cannot be
+        used."""
         converted = Converted(None)
         self._events = {}
-        ids, payloads = self._decode(type_, chunk, converted)
+        ids: list[str] = []
+        payloads: list[bytes] = []
+        for entry in chunk:
+            self._decode(type_, entry, ids, payloads, converted)
+        return self._convert(type_, ids, payloads, converted)
+
+    def convert_chunks(
+        self, type_: str, entries: Iterable[Entry], chunk_bytes: int
+    ) -> Iterator[Converted]:
+        """``convert`` over consecutive runs of whole entries holding at least
+        ``chunk_bytes`` of decompressed events each (the last may hold less), decoding
+        each run only when it is converted: what bounds DuckDB's memory per query whatever
+        the batch size. Every entry's dead letters are in the Converted of its run.
+
+        Each entry's compressed payload is released once decoded (its fields keep only
+        the event count, all a commit needs), so a batch's memory shrinks as it converts;
+        the entries cannot be converted again."""
+        converted = Converted(None)
+        self._events = {}
+        ids: list[str] = []
+        payloads: list[bytes] = []
+        size = 0
+        for entry in entries:
+            size += self._decode(type_, entry, ids, payloads, converted)
+            if FIELD_COUNT in entry.fields:
+                entry.fields = {FIELD_COUNT: entry.fields[FIELD_COUNT]}
+            if size >= chunk_bytes:
+                yield self._convert(type_, ids, payloads, converted)
+                converted, self._events, ids, payloads, size = Converted(None), {}, [], [], 0
+        if ids or converted.dead:
+            yield self._convert(type_, ids, payloads, converted)
+
+    def _convert(
+        self, type_: str, ids: list[str], payloads: list[bytes], converted: Converted
+    ) -> Converted:
         if not ids:
             return converted
         bad = _BadEvents()
@@ -116,23 +152,26 @@ class Converter:
 
     # --- decoding --------------------------------------------------------------------------
     def _decode(
-        self, type_: str, chunk: list[Entry], converted: Converted
-    ) -> tuple[list[str], list[bytes]]:
-        ids: list[str] = []
-        payloads: list[bytes] = []
-        for entry in chunk:
-            if not entry.fields:
-                continue  # deleted while pending: only acknowledged
-            try:
-                payload = self.decoder.payload(entry.fields)
-            except CodecError as exc:
-                converted.dead[entry.id] = [self._undecodable(type_, entry, exc)]
-                continue
-            if payload:
-                ids.append(entry.id)
-                payloads.append(payload)
-                self._events[entry.id] = entry.events
-        return ids, payloads
+        self,
+        type_: str,
+        entry: Entry,
+        ids: list[str],
+        payloads: list[bytes],
+        converted: Converted,
+    ) -> int:
+        """Append the entry's payload (or its dead letter); returns the payload's bytes."""
+        if not entry.fields:
+            return 0  # deleted while pending: only acknowledged
+        try:
+            payload = self.decoder.payload(entry.fields)
+        except CodecError as exc:
+            converted.dead[entry.id] = [self._undecodable(type_, entry, exc)]
+            return 0
+        if payload:
+            ids.append(entry.id)
+            payloads.append(payload)
+            self._events[entry.id] = entry.events
+        return len(payload)
 
     def _undecodable(self, type_: str, entry: Entry, exc: Exception) -> DeadLetter:
         """A whole entry as one bundle, its payload as stored, so nothing is lost."""

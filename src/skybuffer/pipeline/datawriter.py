@@ -1,19 +1,20 @@
 """The DataWriter: drains the Redis streams into the Parquet lake, exactly once.
 
 One batch of one type at a time (about ``writer.batch_events`` events): read (own
-pending, claimed, new) -> per chunk of ``lake.row_group_rows`` events: decode, rows
-(DuckDB), append to the partitions' temp files (a background thread encodes Parquet while
-the next chunk is built) -> finish (footer, fsync) -> publish (replace earlier attempts,
+pending, claimed, new) -> per chunk of ``writer.chunk_bytes`` of events: decode, rows
+(DuckDB), held per partition until a row group of ``lake.row_group_rows`` rows, which a
+background thread encodes into the partition's temp file while the next rows are built
+-> finish (footer, fsync) -> publish (replace earlier attempts,
 rename, fsync dir) -> commit (one atomic script: XACK + XDEL + dead letters + event
 counts) -> trim. A crash anywhere before the commit leaves the entries pending; the next
 run rewrites their rows and removes what the crashed attempt published (lake/writer.py),
 so the lake never holds an event twice. A crash after the commit loses nothing: the
 files were durable first.
 
-Memory is bounded by the batch's compressed entries plus the chunk (two in flight: one
-being built by DuckDB on ``writer.duckdb_threads``, one being encoded), so a backlog of
-any size drains in the same footprint; the measured peak RSS per setting is in
-docs/BENCHMARKS.md.
+Memory is bounded by the batch's compressed entries (released as they are decoded), one
+chunk in DuckDB (on ``writer.duckdb_threads``) and at most two row groups (one held, one
+being encoded), so a backlog of any size drains in the same footprint; the measured peak
+RSS per setting is in docs/BENCHMARKS.md.
 
 Guarantees beyond that:
 - One DataWriter per key prefix, whichever way it runs (``write --once``, ``write
@@ -51,9 +52,10 @@ from typing import Any
 import redis
 
 from skybuffer import metrics
-from skybuffer.buffer.consumer import Batch, Commit, Entry, StreamConsumer, id_key
+from skybuffer.buffer.consumer import Batch, Commit, StreamConsumer
 from skybuffer.buffer.deadletter import DeadLetter
 from skybuffer.buffer.lease import Lease
+from skybuffer.buffer.stream_ids import id_key
 from skybuffer.constants import TYPES, Keys
 from skybuffer.errors import (
     BufferForgot,
@@ -193,7 +195,7 @@ class DataWriter:
             writer.replay_guard_seconds,
         )
         self.converter = Converter(keys.stream, RowBuilder(writer.duckdb_threads))
-        self.chunk_events = lake.row_group_rows
+        self.chunk_bytes = writer.chunk_bytes
 
     @classmethod
     def from_settings(cls, settings: Settings, lease_token: str = "") -> DataWriter:
@@ -308,8 +310,8 @@ class DataWriter:
         dead: dict[str, list[DeadLetter]] = {}
         staged = self.lake.stage(batch.type, batch.ids[0])
         try:
-            for chunk in _chunks(batch.entries, self.chunk_events):
-                converted = self.converter.convert(batch.type, chunk)
+            chunks = self.converter.convert_chunks(batch.type, batch.entries, self.chunk_bytes)
+            for converted in chunks:
                 for entry_id, letters in converted.dead.items():
                     dead.setdefault(entry_id, []).extend(letters)
                 rows = converted.rows
@@ -453,20 +455,6 @@ def run_loop(
         writer.lease.release()
         writer.close()
         metrics.WRITER_UP.set(0)
-
-
-def _chunks(entries: list[Entry], events: int) -> Iterable[list[Entry]]:
-    """Consecutive runs of entries holding about ``events`` events each."""
-    chunk: list[Entry] = []
-    count = 0
-    for entry in entries:
-        chunk.append(entry)
-        count += entry.events
-        if count >= events:
-            yield chunk
-            chunk, count = [], 0
-    if chunk:
-        yield chunk
 
 
 def _record_batch(

@@ -197,6 +197,11 @@ class WriterSettings(Section):
     """DuckDB threads converting events to rows (unset: one per core). Each keeps its own
     JSON parsing buffers: 1 saves tens of MB of peak RSS for a slower drain wherever a
     core would be idle (docs/BENCHMARKS.md)."""
+    chunk_bytes: int = Field(default=8 * 2**20, ge=1)
+    """Decompressed JSON the DataWriter converts per DuckDB query (whole entries, at least
+    one): DuckDB's JSON parsing memory grows with it, and each query has a fixed cost of
+    a few milliseconds, so much smaller chunks slow the drain (docs/BENCHMARKS.md). Row
+    groups stay ``lake.row_group_rows`` rows whatever this is."""
     read_count: int = Field(default=200, ge=1)
     """Stream entries per XREADGROUP call."""
     claim_idle_seconds: float = 300.0
@@ -289,8 +294,9 @@ class LakeSettings(Section):
     compression_level: int = 3
     """Parquet zstd level."""
     row_group_rows: int = 64 * 1024
-    """Rows per Parquet row group, and the DataWriter's chunk: the events converted at
-    once (memory grows with it; row groups below ~50k rows slow readers down)."""
+    """Rows per Parquet row group (row groups below ~50k rows slow readers down). The
+    DataWriter holds one row group's rows before it writes them, so its memory grows
+    with this; it converts in smaller chunks (``writer.chunk_bytes``)."""
 
 
 class MetricsSettings(Section):
