@@ -1,4 +1,4 @@
-"""Child processes and durable directories: the one way skybuffer starts, watches and stops
+"""Child processes and durable files: the one way skybuffer starts, watches and stops
 the programs it runs (redis-server, the stack, Prefect, the replay server), and makes a
 directory entry durable.
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -107,9 +108,9 @@ def wait_until(condition: Callable[[], object], timeout: float, interval: float 
         time.sleep(interval)
 
 
-def fsync_dir(directory: Path | str) -> None:
-    """Make the entries of ``directory`` (a new or renamed file) durable."""
-    fd = os.open(directory, os.O_RDONLY)
+def fsync(path: Path | str) -> None:
+    """Make a file's data, or a directory's entries (a new or renamed file), durable."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -122,3 +123,16 @@ def atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory (VmHWM). Not ru_maxrss: that also counts the
+    parent's memory when the process was started by vfork+exec, as subprocess does."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -18,6 +18,7 @@ from skybuffer.constants import TYPES
 from skybuffer.errors import QueryError
 from skybuffer.lake.query import EMPTY_SQL, lake_figures, run_query, to_csv, to_json
 from skybuffer.lake.schema import Rows
+from skybuffer.lake.staging import StagedBatch
 from skybuffer.lake.writer import LakeWriter
 from skybuffer.settings import LakeSettings
 
@@ -29,7 +30,7 @@ def filled(
     writer = LakeWriter(lake, "w1", 300)
     for type_ in ("posts", "likes", "other"):
         rows = build(type_, by_type[type_])
-        staged = writer.stage(type_, rows.table["stream_id"][0].as_py())
+        staged = StagedBatch(writer, type_, rows.table["stream_id"][0].as_py())
         staged.append(rows.table, rows.hours)
         writer.publish(staged.finish(), set(rows.table["stream_id"].to_pylist()))
     return lake

@@ -15,8 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from skybuffer.errors import ConfigError, LakeWriteError
+from skybuffer.lake.layout import ENTRIES_KEY, Layout
 from skybuffer.lake.schema import Rows
-from skybuffer.lake.writer import ENTRIES_KEY, LakeWriter, Layout, WrittenFile
+from skybuffer.lake.staging import StagedBatch
+from skybuffer.lake.writer import LakeWriter, WrittenFile
 from skybuffer.settings import LakeSettings
 
 HOUR = 3_600_000_000
@@ -34,7 +36,7 @@ def likes(golden_like: bytes, times: list[int]) -> list[bytes]:
 
 
 def write(writer: LakeWriter, rows: Rows, publish: bool = True) -> list[WrittenFile]:
-    staged = writer.stage("likes", rows.table["stream_id"][0].as_py())
+    staged = StagedBatch(writer, "likes", rows.table["stream_id"][0].as_py())
     staged.append(rows.table, rows.hours)
     parts = staged.finish()
     ids = set(rows.table["stream_id"].to_pylist())
@@ -74,7 +76,7 @@ def test_staged_files_are_invisible_to_readers_until_published(
 ) -> None:
     writer = LakeWriter(lake, "w1", 300)
     rows = build("likes", likes(like, [T0, T0 + 1]))
-    staged = writer.stage("likes", "1000-0")
+    staged = StagedBatch(writer, "likes", "1000-0")
     staged.append(rows.table, rows.hours)
     [part] = staged.finish()
     temp = Path(part.temp)
@@ -190,7 +192,7 @@ def test_rows_appended_in_small_chunks_are_held_until_they_make_a_full_row_group
     of ``lake.row_group_rows`` rows, every row once, in order."""
     settings = LakeSettings(root=lake.root, row_group_rows=4)
     writer = LakeWriter(settings, "w1", 300)
-    staged = writer.stage("likes", "1000-0")
+    staged = StagedBatch(writer, "likes", "1000-0")
     lines = likes(like, [T0 + i for i in range(11)])
     for i in range(0, 11, 2):
         rows = build("likes", lines[i : i + 2], first_ms=1000 + i)
@@ -209,7 +211,7 @@ def test_rows_held_across_partitions_never_exceed_one_row_group(
     the partition holding the most is written as a shorter row group."""
     settings = LakeSettings(root=lake.root, row_group_rows=4)
     writer = LakeWriter(settings, "w1", 300)
-    staged = writer.stage("likes", "1000-0")
+    staged = StagedBatch(writer, "likes", "1000-0")
     for i in range(5):  # one row in hour 0 and one in hour 1 per chunk
         times = [T0 + i, T0 + HOUR + i]
         rows = build("likes", likes(like, times), first_ms=1000 + 2 * i)

@@ -20,7 +20,7 @@ import orjson
 from skybuffer.buffer.deadletter import DeadLetter
 from skybuffer.buffer.producer import EncodedBatch
 from skybuffer.privilege import PRIVATE_FILE, make_private
-from skybuffer.processes import fsync_dir
+from skybuffer.processes import fsync
 
 _HEADER = struct.Struct("<II")  # payload length, crc32
 
@@ -66,7 +66,7 @@ class Spool:
                 handle.write(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
             handle.flush()
             os.fsync(handle.fileno())
-        fsync_dir(self.path.parent)
+        fsync(self.path.parent)
 
     def read(self) -> Iterator[EncodedBatch]:
         """Every intact record in order; stops at a torn or corrupt tail."""
@@ -84,7 +84,7 @@ class Spool:
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
-        fsync_dir(self.path.parent)
+        fsync(self.path.parent)
 
 
 def _pack(batch: EncodedBatch) -> bytes:

@@ -94,7 +94,8 @@ def _fill(settings: Settings, events: int, seed: int) -> None:
 
 
 def _drain(settings: Settings, server: ManagedRedis, events: int) -> dict[str, Any]:
-    from skybuffer.pipeline.datawriter import DataWriter, peak_rss_bytes
+    from skybuffer.pipeline.datawriter import DataWriter
+    from skybuffer.processes import peak_rss_bytes
 
     admin = server.client("admin")
     before = int(admin.info("memory")["used_memory"])

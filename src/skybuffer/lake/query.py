@@ -25,8 +25,8 @@ import duckdb
 
 from skybuffer.constants import TYPES
 from skybuffer.errors import QueryError
+from skybuffer.lake.layout import Layout, root_path
 from skybuffer.lake.schema import schema
-from skybuffer.lake.writer import Layout, root_path
 from skybuffer.settings import LakeSettings
 
 log = logging.getLogger(__name__)

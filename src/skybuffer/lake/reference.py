@@ -113,7 +113,7 @@ def convert(files: dict[str, Path], compression: str, level: int) -> dict[str, A
 
 
 def main(argv: list[str]) -> None:
-    from skybuffer.pipeline.datawriter import peak_rss_bytes
+    from skybuffer.processes import peak_rss_bytes
 
     workdir, compression, level = Path(argv[0]), argv[1], int(argv[2])
     workdir.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,7 @@ _TYPED: dict[str, list[Column]] = {
             "coalesce(r.embed.record.record.uri, r.embed.record.uri)",
             dictionary=True,
         ),
-    ],  # fmt: skip
+    ],
     "likes": [*_ref("subject", "subject"), *_ref("via", "via")],
     "reposts": [*_ref("subject", "subject"), *_ref("via", "via")],
     "follows": [Column("subject_did", STRING, "r.subject", dictionary=True, statistics=True)],
@@ -106,7 +106,7 @@ _TYPED: dict[str, list[Column]] = {
             STRING,
             "CASE e.kind WHEN 'identity' THEN e.identity WHEN 'account' THEN e.account END",
         ),
-    ],  # fmt: skip
+    ],
 }
 COLUMNS: dict[str, list[Column]] = {t: [*_HEAD, *_TYPED[t], *_TAIL] for t in TYPES}
 
@@ -134,7 +134,7 @@ _RECORDS: dict[str, dict[str, Any]] = {
         "langs": "VARCHAR[]",
         "reply": {"root": _REF, "parent": _REF},
         "embed": {"$type": "VARCHAR", "record": {**_REF, "record": _REF}},
-    },  # fmt: skip
+    },
     "likes": {"createdAt": "VARCHAR", "subject": _REF, "via": _REF},
     "reposts": {"createdAt": "VARCHAR", "subject": _REF, "via": _REF},
     "follows": {"createdAt": "VARCHAR", "subject": "VARCHAR"},
@@ -143,12 +143,20 @@ _RECORDS: dict[str, dict[str, Any]] = {
 }
 _COMMIT_KEYS = ("rev", "operation", "collection", "rkey", "record", "cid")
 _ENVELOPE = {
-    "did": "VARCHAR", "time_us": "BIGINT", "kind": "VARCHAR",
+    "did": "VARCHAR",
+    "time_us": "BIGINT",
+    "kind": "VARCHAR",
     "commit": {**{k: "VARCHAR" for k in _COMMIT_KEYS}, "record": "JSON"},
-    "identity": "JSON", "account": "JSON",
-}  # fmt: skip
-_PAYLOAD = {"handle": "VARCHAR", "seq": "BIGINT", "time": "VARCHAR", "active": "BOOLEAN",
-            "status": "VARCHAR"}  # fmt: skip
+    "identity": "JSON",
+    "account": "JSON",
+}
+_PAYLOAD = {
+    "handle": "VARCHAR",
+    "seq": "BIGINT",
+    "time": "VARCHAR",
+    "active": "BOOLEAN",
+    "status": "VARCHAR",
+}
 
 
 def _lit(value: object) -> str:

@@ -8,7 +8,7 @@ model: names from offsets, the offset committed only after the file is durable.
 
 Publishing a batch:
 
-1. ``stage`` (``StagedBatch``): rows arrive chunk by chunk; each partition's rows are
+1. ``StagedBatch`` (lake/staging.py): rows arrive chunk by chunk; each partition's rows are
    appended to ``.tmp-{consumer}.{tag}-{hour}.inprogress`` in the partition directory
    (a dot-name without the .parquet suffix: no reader's ``*.parquet`` glob and no
    pyarrow dataset sees it). ``finish`` writes the footer with the entry IDs, fsyncs the
@@ -37,29 +37,33 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from skybuffer.buffer.consumer import id_key
-from skybuffer.errors import ConfigError, LakeWriteError
+from skybuffer.buffer.stream_ids import id_key
+from skybuffer.errors import LakeWriteError
 from skybuffer.lake import schema as lake_schema
+from skybuffer.lake.layout import (
+    ENTRIES_KEY,
+    NAME_RE,
+    TEMP_PREFIX,
+    TEMP_SUFFIX,
+    Layout,
+    file_name,
+    id_span,
+    open_filesystem,
+)
+from skybuffer.processes import fsync
 from skybuffer.settings import LakeSettings
 
 log = logging.getLogger(__name__)
 
-ENTRIES_KEY = b"skybuffer.entries"
-TIME_FIELDS = ("year", "month", "day", "hour")
-NAME_RE = re.compile(r"^part-(\d+)_(\d+)-(\d+)_(\d+)\.parquet$")
-TEMP_PREFIX = ".tmp-"
-TEMP_SUFFIX = ".inprogress"
 PUBLISH_LOCK = ".skybuffer-publish.lock"
 QUARANTINE_DIR = "_quarantine"
 
@@ -89,70 +93,6 @@ class WrittenFile:
     bytes: int
 
 
-def file_name(entry_ids: Iterable[str]) -> str:
-    """``part-{first}-{last}.parquet`` from the stream IDs a file holds."""
-    ordered = sorted(entry_ids, key=id_key)
-    first, last = (i.replace("-", "_") for i in (ordered[0], ordered[-1]))
-    return f"part-{first}-{last}.parquet"
-
-
-def _remote(root: str) -> bool:
-    return "://" in root and not root.startswith("file://")
-
-
-def root_path(root: str) -> str:
-    """The root as readers address it: an absolute local path, or the URI."""
-    return root.rstrip("/") if _remote(root) else os.path.abspath(root.removeprefix("file://"))
-
-
-def open_filesystem(root: str) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow filesystem and the root path in it: a local path, or any URI pyarrow
-    knows (s3://bucket/prefix, gs://, hdfs://)."""
-    if _remote(root):
-        try:
-            fs, path = pafs.FileSystem.from_uri(root)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise ConfigError(f"lake.root {root!r} is not a usable filesystem URI: {exc}") from exc
-        return fs, path.rstrip("/")
-    return pafs.LocalFileSystem(), root_path(root)
-
-
-class Layout:
-    """Where each type's partitions live under the root, from ``lake.path_template``."""
-
-    def __init__(self, root: str, template: str) -> None:
-        names = set(re.findall(r"{(\w*)}", template))
-        if names != {"type", *TIME_FIELDS}:
-            raise ConfigError(
-                f"lake.path_template {template!r} must use exactly the placeholders "
-                "{type}, {year}, {month}, {day} and {hour}"
-            )
-        self.root = root
-        self.template = template.strip("/")
-
-    def partition(self, type_: str, hour_bucket: int) -> str:
-        """Relative directory of the partition of ``hour_bucket`` (hours since epoch)."""
-        t = datetime.fromtimestamp(hour_bucket * 3600, UTC)
-        return self.template.format(
-            type=type_, year=f"{t.year:04d}", month=f"{t.month:02d}",
-            day=f"{t.day:02d}", hour=f"{t.hour:02d}",
-        )  # fmt: skip
-
-    def glob(self, type_: str) -> str:
-        """Every data file of a type: the pattern DuckDB's read_parquet takes."""
-        pattern = self.template.format(type=type_, **dict.fromkeys(TIME_FIELDS, "*"))
-        return f"{self.root}/{pattern}/*.parquet"
-
-    def matcher(self, type_: str) -> re.Pattern[str]:
-        """Matches a file path relative to the root; groups year, month, day, hour."""
-        parts = re.split(r"({\w+})", self.template)
-        regex = "".join(
-            re.escape(type_) if p == "{type}" else rf"(?P<{p[1:-1]}>\d+)" if p[:1] == "{"
-            else re.escape(p) for p in parts
-        )  # fmt: skip
-        return re.compile(rf"^{regex}/[^/]+\.parquet$")
-
-
 class LakeWriter:
     """Writes batches of rows into the lake atomically; see the module docstring."""
 
@@ -173,18 +113,16 @@ class LakeWriter:
         self.exclusive = exclusive
         """True for the lease holder: the only writer of this lake."""
 
-    def stage(self, type_: str, tag: str) -> StagedBatch:
-        """Start the files of one batch; ``tag`` (its first entry ID) names the temps."""
-        return StagedBatch(self, type_, tag.replace("-", "_"))
-
     def parquet_writer(self, type_: str, temp: str) -> pq.ParquetWriter:
         return pq.ParquetWriter(
-            temp, lake_schema.schema(type_), filesystem=self.fs,
+            temp,
+            lake_schema.schema(type_),
+            filesystem=self.fs,
             compression=self.settings.compression,
             compression_level=self.settings.compression_level,
             use_dictionary=lake_schema.dictionary_columns(type_),
             write_statistics=lake_schema.statistics_columns(type_),
-        )  # fmt: skip
+        )
 
     # --- publishing ----------------------------------------------------------------------
     def publish(
@@ -203,10 +141,10 @@ class LakeWriter:
                 self.fs.move(part.temp, part.path)  # a rename on a local filesystem
                 part.temp = ""
                 if self.local:
-                    _fsync_path(part.directory)
+                    fsync(part.directory)
                 size = self.fs.get_file_info(part.path).size or 0
             except (OSError, pa.ArrowException) as exc:
-                raise _failure(part.path, exc) from exc
+                raise failure(part.path, exc) from exc
             relative = part.directory[len(self.layout.root) + 1 :]
             written.append(WrittenFile(part.type, part.path, relative, part.rows, size))
             if on_published is not None:
@@ -219,10 +157,10 @@ class LakeWriter:
         try:
             metadata = pq.read_metadata(part.temp, filesystem=self.fs)
         except (OSError, pa.ArrowException) as exc:
-            raise _failure(part.temp, f"the written file does not read back: {exc}") from exc
+            raise failure(part.temp, f"the written file does not read back: {exc}") from exc
         held = (metadata.metadata or {}).get(ENTRIES_KEY, b"").decode().split(",")
         if metadata.num_rows != part.rows or set(held) != part.entry_ids:
-            raise _failure(
+            raise failure(
                 part.temp,
                 f"the written file reads back {metadata.num_rows} rows of {len(held)} "
                 f"entries, not {part.rows} rows of {len(part.entry_ids)}",
@@ -275,7 +213,7 @@ class LakeWriter:
                 continue
             if not matcher.match(info.path[len(root) + 1 :]):
                 continue
-            first, last = _span(match)
+            first, last = id_span(match)
             if last > lo and first <= hi:
                 paths.append(info.path)
         return sorted(paths)
@@ -308,14 +246,14 @@ class LakeWriter:
             writer.add_key_value_metadata({ENTRIES_KEY: ids})
             writer.close()
             if self.local:
-                _fsync_path(part.temp)
+                fsync(part.temp)
             self.verify(part)
             part.name = file_name(part.entry_ids)
             self.fs.move(part.temp, part.path)
         if not kept.num_rows or part.path != path:
             self.fs.delete_file(path)
         if self.local:
-            _fsync_path(directory)
+            fsync(directory)
         return kept
 
     def _type_of(self, path: str) -> str:
@@ -340,7 +278,7 @@ class LakeWriter:
             match = NAME_RE.match(info.base_name)
             if match is None or info.base_name == part.name:
                 continue
-            first, last = _span(match)
+            first, last = id_span(match)
             if last < low or first > high:
                 continue
             try:
@@ -349,8 +287,11 @@ class LakeWriter:
                 self.quarantine(info.path, exc)
                 continue
             if held & batch_ids:
-                log.warning("Replacing %s: an unacknowledged earlier attempt of %d of "
-                            "these entries.", info.path, len(held & batch_ids))  # fmt: skip
+                replaced = (info.path, len(held & batch_ids))
+                log.warning(
+                    "Replacing %s: an unacknowledged earlier attempt of %d of these entries.",
+                    *replaced,
+                )
                 self.fs.delete_file(info.path)
 
     def quarantine(self, path: str, cause: BaseException) -> None:
@@ -369,7 +310,7 @@ class LakeWriter:
             self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
             self.fs.move(path, target)
         except (OSError, pa.ArrowException) as exc:
-            raise _failure(path, exc) from exc
+            raise failure(path, exc) from exc
 
     def entries_of(self, path: str) -> set[str]:
         """The entry IDs a file's footer lists."""
@@ -417,139 +358,13 @@ class LakeWriter:
                     os.mkdir(path)
                 except FileExistsError:
                     if not os.path.isdir(path):
-                        raise _failure(directory, f"{path} exists and is not a directory") from None
-                _fsync_path(os.path.dirname(path))
+                        raise failure(directory, f"{path} exists and is not a directory") from None
+                fsync(os.path.dirname(path))
         except OSError as exc:
-            raise _failure(directory, exc) from exc
+            raise failure(directory, exc) from exc
 
 
-class StagedBatch:
-    """The temp files of one batch, one per hour partition, written row group by row group.
-
-    Rows arrive in chunks of any size (``append``); each partition's rows are held until
-    they make a row group of ``lake.row_group_rows`` rows (pyarrow's ParquetWriter closes
-    a row group per write, so holding is what keeps row groups that long whatever the
-    chunk). One background thread encodes a full row group while the next rows are built;
-    ``append`` waits for the previous row group first, so at most two row groups are in
-    memory whatever the batch size. The rows held across partitions are bounded too: past
-    one row group's worth, the partition holding the most is written as a shorter group.
-    """
-
-    def __init__(self, lake: LakeWriter, type_: str, tag: str) -> None:
-        self.lake = lake
-        self.type = type_
-        self.tag = tag
-        self.parts: dict[int, PartFile] = {}
-        self._writers: dict[int, pq.ParquetWriter] = {}
-        self._held: dict[int, list[pa.Table]] = {}
-        self._held_rows: dict[int, int] = {}
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="lake-stage")
-        self._pending: Future[None] | None = None
-
-    def append(self, table: pa.Table, hours: pa.Array) -> None:
-        """Hold the rows by partition; write each partition that has a row group's worth."""
-        buckets = pc.unique(hours).to_pylist()
-        for bucket in buckets:
-            rows = table if len(buckets) == 1 else table.filter(pc.equal(hours, bucket))
-            part = self.parts.get(bucket) or self._open(bucket)
-            part.rows += rows.num_rows
-            part.entry_ids.update(pc.unique(rows["stream_id"]).to_pylist())
-            self._held.setdefault(bucket, []).append(rows)
-            self._held_rows[bucket] = self._held_rows.get(bucket, 0) + rows.num_rows
-        self._write_full()
-
-    def _write_full(self) -> None:
-        group = self.lake.settings.row_group_rows
-        for bucket in list(self._held):
-            while self._held_rows.get(bucket, 0) >= group:
-                self._write_held(bucket, group)
-        while sum(self._held_rows.values()) > group:
-            bucket = max(self._held_rows, key=lambda b: self._held_rows[b])
-            self._write_held(bucket, self._held_rows[bucket])
-
-    def _write_held(self, bucket: int, rows: int) -> None:
-        """Hand the first ``rows`` held rows of a partition to the encoding thread."""
-        held = pa.concat_tables(self._held.pop(bucket))
-        group, rest = held.slice(0, rows), held.slice(rows)
-        if rest.num_rows:
-            self._held[bucket], self._held_rows[bucket] = [rest], rest.num_rows
-        else:
-            del self._held_rows[bucket]
-        del held
-        self._wait()
-        self._pending = self._pool.submit(self._write_group, bucket, group)
-
-    def _write_group(self, bucket: int, group: pa.Table) -> None:
-        try:
-            self._writers[bucket].write_table(group, group.num_rows)
-        except (OSError, pa.ArrowException) as exc:
-            raise _failure(self.parts[bucket].directory, exc) from exc
-
-    def finish(self) -> list[PartFile]:
-        """Close every file with its entry IDs in the footer, fsync it, and name it."""
-        try:
-            for bucket in sorted(self._held):
-                self._write_held(bucket, self._held_rows[bucket])
-            self._wait()
-            for bucket, part in self.parts.items():
-                writer = self._writers.pop(bucket)
-                ids = ",".join(sorted(part.entry_ids, key=id_key))
-                writer.add_key_value_metadata({ENTRIES_KEY: ids})
-                writer.close()
-                if self.lake.local:
-                    _fsync_path(part.temp)
-                self.lake.verify(part)
-                part.name = file_name(part.entry_ids)
-        except (OSError, pa.ArrowException) as exc:
-            self.abort()
-            raise _failure(self._where(), exc) from exc
-        except BaseException:
-            self.abort()
-            raise
-        finally:
-            self._pool.shutdown()
-        return [self.parts[b] for b in sorted(self.parts)]
-
-    def abort(self) -> None:
-        """Stop, close and remove every temp file of the batch."""
-        try:
-            self._wait()
-        except Exception:  # noqa: BLE001 - the caller is already failing
-            pass
-        for writer in self._writers.values():
-            try:
-                writer.close()
-            except (OSError, pa.ArrowException):
-                pass
-        self._writers.clear()
-        self._held.clear()
-        self._held_rows.clear()
-        self.lake.discard(list(self.parts.values()))
-        self._pool.shutdown()
-
-    def _wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
-    def _open(self, bucket: int) -> PartFile:
-        directory = f"{self.lake.layout.root}/{self.lake.layout.partition(self.type, bucket)}"
-        self.lake.makedirs(directory)
-        self.lake.remove_leftovers(directory)
-        temp = f"{directory}/{TEMP_PREFIX}{self.lake.consumer}.{self.tag}-{bucket}{TEMP_SUFFIX}"
-        part = PartFile(self.type, directory, temp)
-        try:
-            self._writers[bucket] = self.lake.parquet_writer(self.type, temp)
-        except (OSError, pa.ArrowException) as exc:
-            raise _failure(directory, exc) from exc
-        self.parts[bucket] = part
-        return part
-
-    def _where(self) -> str:
-        return ", ".join(p.directory for p in self.parts.values()) or self.lake.layout.root
-
-
-def _failure(path: str, exc: BaseException | str) -> LakeWriteError:
+def failure(path: str, exc: BaseException | str) -> LakeWriteError:
     """The error of a failed lake write: the path, the cause, and what happens next."""
     if isinstance(exc, str):
         detail = exc
@@ -561,20 +376,6 @@ def _failure(path: str, exc: BaseException | str) -> LakeWriteError:
         f"cannot write {path}: {detail}; nothing of this batch was acknowledged, the next "
         "run retries it"
     )
-
-
-def _span(match: re.Match[str]) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(first, last) entry IDs of a file name's match, as sortable pairs."""
-    a, b, c, d = (int(g) for g in match.groups())
-    return (a, b), (c, d)
-
-
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _silently(func: Callable[[str], object], path: str) -> None:

@@ -46,7 +46,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis
@@ -66,9 +65,11 @@ from skybuffer.errors import (
 )
 from skybuffer.lake.ledger import Ledger
 from skybuffer.lake.schema import RowBuilder
+from skybuffer.lake.staging import StagedBatch
 from skybuffer.lake.writer import LakeWriter, PartFile, WrittenFile
 from skybuffer.observability import writer_stats
 from skybuffer.pipeline.conversion import Converter
+from skybuffer.pipeline.drain_result import DrainResult, TypeResult, record_batch
 from skybuffer.pipeline.forgetting import Forgetting
 from skybuffer.settings import LakeSettings, Settings, WriterSettings
 
@@ -77,84 +78,6 @@ log = logging.getLogger(__name__)
 FAULT_STEPS = ("after_first_file", "before_ack", "before_trim")
 """Where ``writer.fault`` makes the process exit abruptly (os._exit), for crash tests."""
 FAULT_EXIT_CODE = 86
-
-
-@dataclass
-class TypeResult:
-    """What a drain of one type did."""
-
-    type: str
-    rows: int = 0
-    files: int = 0
-    bytes: int = 0
-    entries: int = 0
-    batches: int = 0
-    deadletters: int = 0
-    trimmed: int = 0
-    replayed: int = 0
-    """Events dropped as copies of events the lake already held (after Redis forgot)."""
-    seconds: float = 0.0
-    partitions: list[str] = field(default_factory=list)
-    budget_exhausted: bool = False
-    error: str | None = None
-
-    def add(self, files: list[WrittenFile], commit: Commit, trimmed: int) -> None:
-        """Count one committed batch."""
-        self.batches += 1
-        self.entries += commit.entries
-        self.rows += sum(f.rows for f in files)
-        self.files += len(files)
-        self.bytes += sum(f.bytes for f in files)
-        self.deadletters += commit.deadletters
-        self.trimmed += trimmed
-        self.partitions = sorted({*self.partitions, *(f.partition for f in files)})
-
-
-@dataclass
-class DrainResult:
-    """Per-type results of one drain; ``ok`` when no type failed."""
-
-    types: dict[str, TypeResult] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return all(r.error is None for r in self.types.values())
-
-    @property
-    def rows(self) -> int:
-        return sum(r.rows for r in self.types.values())
-
-    @property
-    def errors(self) -> dict[str, str]:
-        return {t: r.error for t, r in self.types.items() if r.error is not None}
-
-    @property
-    def outcome(self) -> str:
-        """success, failure, or timeout (a type ran out of the budget)."""
-        if any(r.budget_exhausted for r in self.types.values()):
-            return "timeout"
-        return "success" if self.ok else "failure"
-
-    def as_dict(self) -> dict:
-        return {"ok": self.ok, "rows": self.rows, "seconds": round(self.seconds, 3),
-                "peak_rss_bytes": peak_rss_bytes(),
-                "types": {t: asdict(r) for t, r in self.types.items()}}  # fmt: skip
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory (VmHWM). Not ru_maxrss: that also counts the
-    parent's memory when the process was started by vfork+exec, as subprocess does."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 class DataWriter:
@@ -308,7 +231,7 @@ class DataWriter:
     def _stage_publish_commit(self, batch: Batch, result: TypeResult) -> None:
         began = time.monotonic()
         dead: dict[str, list[DeadLetter]] = {}
-        staged = self.lake.stage(batch.type, batch.ids[0])
+        staged = StagedBatch(self.lake, batch.type, batch.ids[0])
         try:
             chunks = self.converter.convert_chunks(batch.type, batch.entries, self.chunk_bytes)
             for converted in chunks:
@@ -333,7 +256,7 @@ class DataWriter:
         result.replayed += self.forgetting.save(batch.type)
         self._fault("before_trim")
         result.add(files, commit, self.consumer.trim(batch.type))
-        _record_batch(batch, files, dead, commit.deadletters, time.monotonic() - began)
+        record_batch(batch, files, dead, commit.deadletters, time.monotonic() - began)
         written = (sum(f.rows for f in files), sum(f.bytes for f in files), len(files))
         self._remember(writer_stats.record_batch, batch.type, *written)
 
@@ -455,22 +378,3 @@ def run_loop(
         writer.lease.release()
         writer.close()
         metrics.WRITER_UP.set(0)
-
-
-def _record_batch(
-    batch: Batch,
-    files: list[WrittenFile],
-    dead: dict[str, list[DeadLetter]],
-    letters: int,
-    seconds: float,
-) -> None:
-    rows = sum(f.rows for f in files)
-    size = sum(f.bytes for f in files)
-    if letters:
-        for letter in (d for ds in dead.values() for d in ds):
-            metrics.DEADLETTER_EVENTS.labels(str(letter.reason)).inc(letter.events)
-    ids = batch.ids
-    log.info(
-        "%s: %d rows in %d files (%d bytes) from %d entries %s..%s, %d dead letters, %.2fs.",
-        batch.type, rows, len(files), size, len(ids), ids[0], ids[-1], letters, seconds,
-    )  # fmt: skip

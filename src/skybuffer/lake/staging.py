@@ -1,0 +1,140 @@
+"""The temp files of one batch, before they are published (lake/writer.py)."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from skybuffer.buffer.stream_ids import id_key
+from skybuffer.lake.layout import ENTRIES_KEY, TEMP_PREFIX, TEMP_SUFFIX, file_name
+from skybuffer.lake.writer import LakeWriter, PartFile, failure
+from skybuffer.processes import fsync
+
+
+class StagedBatch:
+    """The temp files of one batch, one per hour partition, written row group by row group.
+
+    Rows arrive in chunks of any size (``append``); each partition's rows are held until
+    they make a row group of ``lake.row_group_rows`` rows (pyarrow's ParquetWriter closes
+    a row group per write, so holding is what keeps row groups that long whatever the
+    chunk). One background thread encodes a full row group while the next rows are built;
+    ``append`` waits for the previous row group first, so at most two row groups are in
+    memory whatever the batch size. The rows held across partitions are bounded too: past
+    one row group's worth, the partition holding the most is written as a shorter group.
+    """
+
+    def __init__(self, lake: LakeWriter, type_: str, tag: str) -> None:
+        self.lake = lake
+        self.type = type_
+        self.tag = tag
+        self.parts: dict[int, PartFile] = {}
+        self._writers: dict[int, pq.ParquetWriter] = {}
+        self._held: dict[int, list[pa.Table]] = {}
+        self._held_rows: dict[int, int] = {}
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="lake-stage")
+        self._pending: Future[None] | None = None
+
+    def append(self, table: pa.Table, hours: pa.Array) -> None:
+        """Hold the rows by partition; write each partition that has a row group's worth."""
+        buckets = pc.unique(hours).to_pylist()
+        for bucket in buckets:
+            rows = table if len(buckets) == 1 else table.filter(pc.equal(hours, bucket))
+            part = self.parts.get(bucket) or self._open(bucket)
+            part.rows += rows.num_rows
+            part.entry_ids.update(pc.unique(rows["stream_id"]).to_pylist())
+            self._held.setdefault(bucket, []).append(rows)
+            self._held_rows[bucket] = self._held_rows.get(bucket, 0) + rows.num_rows
+        self._write_full()
+
+    def _write_full(self) -> None:
+        group = self.lake.settings.row_group_rows
+        for bucket in list(self._held):
+            while self._held_rows.get(bucket, 0) >= group:
+                self._write_held(bucket, group)
+        while sum(self._held_rows.values()) > group:
+            bucket = max(self._held_rows, key=lambda b: self._held_rows[b])
+            self._write_held(bucket, self._held_rows[bucket])
+
+    def _write_held(self, bucket: int, rows: int) -> None:
+        """Hand the first ``rows`` held rows of a partition to the encoding thread."""
+        held = pa.concat_tables(self._held.pop(bucket))
+        group, rest = held.slice(0, rows), held.slice(rows)
+        if rest.num_rows:
+            self._held[bucket], self._held_rows[bucket] = [rest], rest.num_rows
+        else:
+            del self._held_rows[bucket]
+        del held
+        self._wait()
+        self._pending = self._pool.submit(self._write_group, bucket, group)
+
+    def _write_group(self, bucket: int, group: pa.Table) -> None:
+        try:
+            self._writers[bucket].write_table(group, group.num_rows)
+        except (OSError, pa.ArrowException) as exc:
+            raise failure(self.parts[bucket].directory, exc) from exc
+
+    def finish(self) -> list[PartFile]:
+        """Close every file with its entry IDs in the footer, fsync it, and name it."""
+        try:
+            for bucket in sorted(self._held):
+                self._write_held(bucket, self._held_rows[bucket])
+            self._wait()
+            for bucket, part in self.parts.items():
+                writer = self._writers.pop(bucket)
+                ids = ",".join(sorted(part.entry_ids, key=id_key))
+                writer.add_key_value_metadata({ENTRIES_KEY: ids})
+                writer.close()
+                if self.lake.local:
+                    fsync(part.temp)
+                self.lake.verify(part)
+                part.name = file_name(part.entry_ids)
+        except (OSError, pa.ArrowException) as exc:
+            self.abort()
+            raise failure(self._where(), exc) from exc
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            self._pool.shutdown()
+        return [self.parts[b] for b in sorted(self.parts)]
+
+    def abort(self) -> None:
+        """Stop, close and remove every temp file of the batch."""
+        try:
+            self._wait()
+        except Exception:  # noqa: BLE001 - the caller is already failing
+            pass
+        for writer in self._writers.values():
+            try:
+                writer.close()
+            except (OSError, pa.ArrowException):
+                pass
+        self._writers.clear()
+        self._held.clear()
+        self._held_rows.clear()
+        self.lake.discard(list(self.parts.values()))
+        self._pool.shutdown()
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _open(self, bucket: int) -> PartFile:
+        directory = f"{self.lake.layout.root}/{self.lake.layout.partition(self.type, bucket)}"
+        self.lake.makedirs(directory)
+        self.lake.remove_leftovers(directory)
+        temp = f"{directory}/{TEMP_PREFIX}{self.lake.consumer}.{self.tag}-{bucket}{TEMP_SUFFIX}"
+        part = PartFile(self.type, directory, temp)
+        try:
+            self._writers[bucket] = self.lake.parquet_writer(self.type, temp)
+        except (OSError, pa.ArrowException) as exc:
+            raise failure(directory, exc) from exc
+        self.parts[bucket] = part
+        return part
+
+    def _where(self) -> str:
+        return ", ".join(p.directory for p in self.parts.values()) or self.lake.layout.root
