@@ -57,7 +57,7 @@ class Entry:
 
 
 @dataclass
-class Batch:
+class ReadBatch:
     """Entries of one type read together; ``caught_up`` once the read reached ``until``."""
 
     type: str
@@ -146,7 +146,7 @@ class StreamConsumer:
     # --- reading -------------------------------------------------------------------------
     def read_batch(
         self, type_: str, max_events: int, until: str | None = None, new: bool = True
-    ) -> Batch:
+    ) -> ReadBatch:
         """Own pending entries, then claimed ones, then (if ``new``) new ones, up to
         ``max_events`` events (plus the rest of the last entry).
 
@@ -155,7 +155,7 @@ class StreamConsumer:
         come back in stream order.
         """
         self._ensure(type_)
-        batch = Batch(type_)
+        batch = ReadBatch(type_)
         self._read_pending(batch, max_events)
         if batch.events < max_events:
             self._claim(batch, max_events)
@@ -166,7 +166,7 @@ class StreamConsumer:
         batch.entries.sort(key=lambda e: id_key(e.id))
         return batch
 
-    def _read_pending(self, batch: Batch, max_events: int) -> None:
+    def _read_pending(self, batch: ReadBatch, max_events: int) -> None:
         cursor = "0"
         while batch.events < max_events:
             items = self._xreadgroup(batch.type, cursor)
@@ -175,7 +175,7 @@ class StreamConsumer:
             cursor = _text(items[-1][0])
             _take(batch, items, max_events)
 
-    def _claim(self, batch: Batch, max_events: int) -> None:
+    def _claim(self, batch: ReadBatch, max_events: int) -> None:
         stream, cursor = self.keys.stream(batch.type), "0-0"
         claim = (stream, self.group, self.consumer, self.claim_idle_ms)
         while batch.events < max_events:
@@ -185,7 +185,7 @@ class StreamConsumer:
             if cursor == "0-0":
                 return
 
-    def _read_new(self, batch: Batch, max_events: int, until: str | None) -> None:
+    def _read_new(self, batch: ReadBatch, max_events: int, until: str | None) -> None:
         if until is not None and id_key(until) == (0, 0):
             batch.caught_up = True
             return
@@ -199,7 +199,7 @@ class StreamConsumer:
                 batch.caught_up = True
                 return
 
-    def _new_count(self, batch: Batch, max_events: int) -> int:
+    def _new_count(self, batch: ReadBatch, max_events: int) -> int:
         """How many new entries to ask for: no more than the batch can take, so entries
         another writer could have taken do not sit in this consumer's pending list."""
         if batch.entries:
@@ -297,7 +297,7 @@ class StreamConsumer:
     _call = staticmethod(redis_call)
 
 
-def _take(batch: Batch, items: list, max_events: int) -> None:
+def _take(batch: ReadBatch, items: list, max_events: int) -> None:
     """Append read entries until the batch is full; the rest stay pending in this
     consumer and open its next batch, so a batch is at most one entry over the limit."""
     for entry_id, fields in items:

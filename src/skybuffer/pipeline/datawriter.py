@@ -51,7 +51,7 @@ from typing import Any
 import redis
 
 from skybuffer import metrics
-from skybuffer.buffer.consumer import Batch, Commit, StreamConsumer
+from skybuffer.buffer.consumer import Commit, ReadBatch, StreamConsumer
 from skybuffer.buffer.deadletter import DeadLetter
 from skybuffer.buffer.lease import Lease
 from skybuffer.buffer.stream_ids import id_key
@@ -219,7 +219,7 @@ class DataWriter:
                 read_new = True  # start over from what the buffer says now
 
     # --- one batch -----------------------------------------------------------------------
-    def _write_batch(self, batch: Batch, result: TypeResult) -> None:
+    def _write_batch(self, batch: ReadBatch, result: TypeResult) -> None:
         """Stage, publish and commit one batch; one that fails gives back to the replay
         guard what it dropped, so its next attempt drops it again (no duplicates)."""
         try:
@@ -228,7 +228,7 @@ class DataWriter:
             self.forgetting.abandon(batch.type)
             raise
 
-    def _stage_publish_commit(self, batch: Batch, result: TypeResult) -> None:
+    def _stage_publish_commit(self, batch: ReadBatch, result: TypeResult) -> None:
         began = time.monotonic()
         dead: dict[str, list[DeadLetter]] = {}
         staged = StagedBatch(self.lake, batch.type, batch.ids[0])
@@ -264,7 +264,7 @@ class DataWriter:
         writer_stats.remember(self.client, self.keys, record, *args)
 
     def _publish_and_commit(
-        self, batch: Batch, parts: list[PartFile], dead: dict[str, list[DeadLetter]]
+        self, batch: ReadBatch, parts: list[PartFile], dead: dict[str, list[DeadLetter]]
     ) -> tuple[Commit, list[WrittenFile]]:
         """Lease check, publish, fenced commit, ledger: the step the publish lock covers."""
         try:

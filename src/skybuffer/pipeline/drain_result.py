@@ -8,7 +8,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 
 from skybuffer import metrics
-from skybuffer.buffer.consumer import Batch, Commit
+from skybuffer.buffer.consumer import Commit, ReadBatch
 from skybuffer.buffer.deadletter import DeadLetter
 from skybuffer.lake.writer import WrittenFile
 from skybuffer.processes import peak_rss_bytes
@@ -84,7 +84,7 @@ class DrainResult:
 
 
 def record_batch(
-    batch: Batch,
+    batch: ReadBatch,
     files: list[WrittenFile],
     dead: dict[str, list[DeadLetter]],
     letters: int,
