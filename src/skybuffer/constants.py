@@ -34,6 +34,23 @@ FIELD_VERSION = b"v"  # codec version
 FIELD_COUNT = b"n"  # number of events in the entry
 FIELD_DATA = b"d"  # the encoded events
 
+# Fields of the DataWriter's figures hash (Keys.writer_stats; observability/writer_stats.py
+# adds and reads them): "{what}:{type}" per type, "runs:{outcome}" per run outcome,
+# "le:{bound}" per histogram bucket, and the last run's figures.
+WS_RUNS = "runs"
+WS_BUCKET = "le"
+WS_RUNS_COUNT = "runs:count"
+WS_RUNS_SUM = "runs:sum"
+WS_LAST_RUN = "last_run"
+WS_LAST_SUCCESS = "last_success"
+WS_LAST_DURATION = "last_duration"
+
+
+def ws_field(what: str, label: object) -> str:
+    """A labelled field of the figures hash: ``rows:posts``, ``runs:success``, ``le:5.0``."""
+    return f"{what}:{label}"
+
+
 # Dead-letter entry fields.
 DL_REASON = b"reason"
 DL_SOURCE = b"source"

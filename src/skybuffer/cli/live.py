@@ -18,7 +18,7 @@ from rich.live import Live
 from skybuffer.buffer.server import connect
 from skybuffer.cli.tables import live_line
 from skybuffer.console import err_console, human_bytes
-from skybuffer.constants import Keys
+from skybuffer.constants import WS_LAST_DURATION, WS_LAST_RUN, WS_LAST_SUCCESS, Keys
 from skybuffer.observability.status import buffer_status
 from skybuffer.observability.writer_stats import lake_totals, read_stats
 from skybuffer.pipeline.runner import (
@@ -185,13 +185,13 @@ def _writer_line(stats: dict[str, float], services: Services) -> str:
         return "datawriter: serving process exited (see prefect/serve.log)"
     rows, size = lake_totals(stats)
     lake = human_bytes(size)
-    if "last_run" not in stats:
+    if WS_LAST_RUN not in stats:
         return f"datawriter: no run yet │ lake {lake}"
-    ok = stats.get("last_success") == stats["last_run"]
-    age = time.time() - stats["last_run"]
+    ok = stats.get(WS_LAST_SUCCESS) == stats[WS_LAST_RUN]
+    age = time.time() - stats[WS_LAST_RUN]
     state = "ok" if ok else "FAILED"
     return (
-        f"datawriter: {state} {age:.0f}s ago in {stats.get('last_duration', 0):.1f}s │ "
+        f"datawriter: {state} {age:.0f}s ago in {stats.get(WS_LAST_DURATION, 0):.1f}s │ "
         f"lake {rows:,} rows {lake}"
     )
 

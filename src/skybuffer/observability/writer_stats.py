@@ -19,7 +19,18 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from skybuffer.constants import TYPES, Keys
+from skybuffer.constants import (
+    TYPES,
+    WS_BUCKET,
+    WS_LAST_DURATION,
+    WS_LAST_RUN,
+    WS_LAST_SUCCESS,
+    WS_RUNS,
+    WS_RUNS_COUNT,
+    WS_RUNS_SUM,
+    Keys,
+    ws_field,
+)
 
 log = logging.getLogger(__name__)
 RUN_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0, 240.0, 300.0, 600.0)
@@ -27,11 +38,11 @@ OUTCOMES = ("success", "failure", "timeout", "skipped")
 LAST_RUN_GAUGES = (
     (
         "last_success_timestamp_seconds",
-        "last_success",
+        WS_LAST_SUCCESS,
         "Unix time of the last successful DataWriter run.",
     ),
-    ("last_run_timestamp_seconds", "last_run", "Unix time of the last DataWriter run."),
-    ("last_run_duration_seconds", "last_duration", "Duration of the last DataWriter run."),
+    ("last_run_timestamp_seconds", WS_LAST_RUN, "Unix time of the last DataWriter run."),
+    ("last_run_duration_seconds", WS_LAST_DURATION, "Duration of the last DataWriter run."),
 )
 """Gauge name, stats field, help: the last run's figures."""
 
@@ -50,38 +61,38 @@ def record_batch(
 ) -> None:
     """Add one committed batch's rows, bytes and files."""
     pipe = client.pipeline(transaction=False)
-    pipe.hincrby(keys.writer_stats, f"rows:{type_}", rows)
-    pipe.hincrby(keys.writer_stats, f"bytes:{type_}", size)
-    pipe.hincrby(keys.writer_stats, f"files:{type_}", files)
+    pipe.hincrby(keys.writer_stats, ws_field("rows", type_), rows)
+    pipe.hincrby(keys.writer_stats, ws_field("bytes", type_), size)
+    pipe.hincrby(keys.writer_stats, ws_field("files", type_), files)
     pipe.execute()
 
 
 def record_forgot(client: redis.Redis, keys: Keys, type_: str, guarded: int) -> None:
     """Count one time Redis was found to have forgotten commits of ``type_``."""
     pipe = client.pipeline(transaction=False)
-    pipe.hincrby(keys.writer_stats, f"forgot:{type_}", 1)
-    pipe.hincrby(keys.writer_stats, f"guarded:{type_}", guarded)
+    pipe.hincrby(keys.writer_stats, ws_field("forgot", type_), 1)
+    pipe.hincrby(keys.writer_stats, ws_field("guarded", type_), guarded)
     pipe.execute()
 
 
 def record_replayed(client: redis.Redis, keys: Keys, type_: str, events: int) -> None:
     """Count replayed copies dropped because the lake held them already."""
-    client.hincrby(keys.writer_stats, f"replayed:{type_}", events)
+    client.hincrby(keys.writer_stats, ws_field("replayed", type_), events)
 
 
 def record_run(client: redis.Redis, keys: Keys, outcome: str, seconds: float) -> None:
     """Count one run by outcome, with its duration in the histogram."""
     pipe = client.pipeline(transaction=False)
-    pipe.hincrby(keys.writer_stats, f"runs:{outcome}", 1)
+    pipe.hincrby(keys.writer_stats, ws_field(WS_RUNS, outcome), 1)
     for bound in RUN_BUCKETS:
         if seconds <= bound:
-            pipe.hincrby(keys.writer_stats, f"le:{bound}", 1)
-    pipe.hincrby(keys.writer_stats, "runs:count", 1)
-    pipe.hincrbyfloat(keys.writer_stats, "runs:sum", seconds)
+            pipe.hincrby(keys.writer_stats, ws_field(WS_BUCKET, bound), 1)
+    pipe.hincrby(keys.writer_stats, WS_RUNS_COUNT, 1)
+    pipe.hincrbyfloat(keys.writer_stats, WS_RUNS_SUM, seconds)
     now = time.time()
-    pipe.hset(keys.writer_stats, mapping={"last_duration": seconds, "last_run": now})
+    pipe.hset(keys.writer_stats, mapping={WS_LAST_DURATION: seconds, WS_LAST_RUN: now})
     if outcome == "success":
-        pipe.hset(keys.writer_stats, "last_success", now)
+        pipe.hset(keys.writer_stats, WS_LAST_SUCCESS, now)
     pipe.execute()
 
 
@@ -92,8 +103,8 @@ def read_stats(client: redis.Redis, keys: Keys) -> dict[str, float]:
 
 def lake_totals(stats: dict[str, float]) -> tuple[int, int]:
     """Rows and bytes the DataWriter has committed to the lake, all types together."""
-    rows = sum(v for k, v in stats.items() if k.startswith("rows:"))
-    size = sum(v for k, v in stats.items() if k.startswith("bytes:"))
+    rows = sum(v for k, v in stats.items() if k.startswith(ws_field("rows", "")))
+    size = sum(v for k, v in stats.items() if k.startswith(ws_field("bytes", "")))
     return int(rows), int(size)
 
 
@@ -113,7 +124,7 @@ class WriterStatsCollector(Collector):
 
     def describe(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         """The families without samples: registering needs no Redis round trip."""
-        yield from families({key: 0.0 for key in ("last_success", "last_run", "last_duration")})
+        yield from families({key: 0.0 for key in (WS_LAST_SUCCESS, WS_LAST_RUN, WS_LAST_DURATION)})
 
 
 def families(
@@ -139,7 +150,7 @@ def _per_type(stats: Mapping[str, float]) -> Iterator[CounterMetricFamily]:
     ):
         family = CounterMetricFamily(f"skybuffer_writer_{unit}", doc, labels=["type"])
         for type_ in TYPES:
-            family.add_metric([type_], stats.get(f"{what}:{type_}", 0.0))
+            family.add_metric([type_], stats.get(ws_field(what, type_), 0.0))
         yield family
 
 
@@ -150,18 +161,18 @@ def _runs(stats: Mapping[str, float]) -> CounterMetricFamily:
         labels=["outcome"],
     )
     for outcome in OUTCOMES:
-        family.add_metric([outcome], stats.get(f"runs:{outcome}", 0.0))
+        family.add_metric([outcome], stats.get(ws_field(WS_RUNS, outcome), 0.0))
     return family
 
 
 def _duration_histogram(stats: Mapping[str, float]) -> HistogramMetricFamily:
-    buckets = [(str(b), stats.get(f"le:{b}", 0.0)) for b in RUN_BUCKETS]
-    buckets.append(("+Inf", stats.get("runs:count", 0.0)))
+    buckets = [(str(b), stats.get(ws_field(WS_BUCKET, b), 0.0)) for b in RUN_BUCKETS]
+    buckets.append(("+Inf", stats.get(WS_RUNS_COUNT, 0.0)))
     return HistogramMetricFamily(
         "skybuffer_writer_run_duration_seconds",
         "Duration of DataWriter runs (budget: 240 s).",
         buckets=buckets,
-        sum_value=stats.get("runs:sum", 0.0),
+        sum_value=stats.get(WS_RUNS_SUM, 0.0),
     )
 
 
