@@ -15,8 +15,8 @@ class Prefetcher:
     """Reads and classifies the next source batches on a thread, at most two ahead.
 
     Classifying is Python work; compressing and writing release the GIL. Overlapping
-    the two measured +5 % (468k vs 446k events/s) on the 2-core reference machine, where
-    redis-server competes for the second core. The queue is tiny, so backpressure
+    the two is faster even on two cores, where redis-server competes for the second one
+    (docs/BENCHMARKS.md, "bench ingest"). The queue is tiny, so backpressure
     still reaches the source at once: when the ingester stops pulling, the thread blocks
     and stops reading its source. Batches it holds when the ingester stops are simply
     not written: the cursor never covered them, and the source re-reads them.
