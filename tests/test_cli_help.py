@@ -1,6 +1,11 @@
 """Help reads like a manual and output is readable: every command's help at 80 and 200
 columns, the command order, `stack status` as a table, a Redis without maxmemory, and log
-lines printed above the live status line."""
+lines printed above the live status line.
+
+Also covers: skybuffer.cli.apps, skybuffer.cli.dataflow, skybuffer.cli.ops,
+skybuffer.cli.options, skybuffer.cli.tables, skybuffer.cli.live, skybuffer.console,
+skybuffer.observability.status (through the behaviour above).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Settings: one clear error for bad values, env and TOML layering, documented fields."""
+"""Settings: one clear error for bad values, env and TOML layering, documented fields.
+
+Also covers: skybuffer.settings.reference, skybuffer.settings.sections (through the
+behaviour above).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""The DataWriter's consumer: group reads split the work, commits are atomic and exact."""
+"""The DataWriter's consumer: group reads split the work, commits are atomic and exact.
+
+Also covers: skybuffer.buffer.drain_scripts, skybuffer.buffer.stream_ids (through the
+behaviour above).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """The producer's batch script: at most once per batch, fenced by the ingest lease, and
-it notices a Redis that forgot confirmed batches (real redis-server)."""
+it notices a Redis that forgot confirmed batches (real redis-server).
+
+Also covers: skybuffer.constants (through the behaviour above).
+"""
 
 from __future__ import annotations
 

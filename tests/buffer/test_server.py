@@ -1,4 +1,7 @@
-"""The managed redis-server: config as committed, least privilege, clean stop."""
+"""The managed redis-server: config as committed, least privilege, clean stop.
+
+Also covers: skybuffer.buffer.aof (through the behaviour above).
+"""
 
 from __future__ import annotations
 

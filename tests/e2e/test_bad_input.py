@@ -1,6 +1,10 @@
 """Bad bytes and floods of them, on real processes: each bad event is one dead letter with
 its reason, never its neighbours; dead letters can be listed, shown, exported and
-replayed exactly once; and a flood of them never pushes Redis past maxmemory."""
+replayed exactly once; and a flood of them never pushes Redis past maxmemory.
+
+Also covers: skybuffer.buffer.deadletter, skybuffer.pipeline.deadletters,
+skybuffer.cli.deadletter (through the behaviour above).
+"""
 
 from __future__ import annotations
 

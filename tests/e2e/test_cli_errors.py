@@ -1,5 +1,8 @@
 """What a user sees when something is wrong: one line naming the fix, the exit code
-`skybuffer --help` documents, and nothing created or started behind their back."""
+`skybuffer --help` documents, and nothing created or started behind their back.
+
+Also covers: skybuffer.errors, skybuffer.cli (through the behaviour above).
+"""
 
 from __future__ import annotations
 

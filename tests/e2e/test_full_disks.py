@@ -8,6 +8,8 @@ a retry every second), and so does the spool's writer (an OSError). The limit is
 and raised again with prlimit(2) on our own processes, which needs no privilege; raising
 it is "space is back". SIGXFSZ stays ignored (Python ignores it, and the managed
 redis-server inherits that), so the limit makes writes fail instead of killing.
+
+Also covers: skybuffer.pipeline.outage (through the behaviour above).
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """What operators do, on real processes: two of each, kill -9, SIGSTOP past a lease, a
 second `run`, a Redis that forgets. Afterwards every event is counted by identity.
 
-Randomness (which process is killed when) is seeded, so a failure can be replayed."""
+Randomness (which process is killed when) is seeded, so a failure can be replayed.
+
+Also covers: skybuffer.pipeline.forgetting (through the behaviour above).
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,10 @@
 """`skybuffer run` end to end, CI-sized: managed Redis, a real Prefect server with the
 DataWriter on a 20-second schedule, synthetic ingest at 2,000 events/s, clean shutdown;
-then a DataWriter run on the quiescent buffer frees what it drained."""
+then a DataWriter run on the quiescent buffer frees what it drained.
+
+Also covers: skybuffer.pipeline.prefect_server, skybuffer.pipeline.services (through the
+behaviour above).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Lake files are atomic, named from the entries they hold, and replace unfinished attempts."""
+"""Lake files are atomic, named from the entries they hold, and replace unfinished attempts.
+
+Also covers: skybuffer.lake.layout, skybuffer.lake.staging (through the behaviour
+above).
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,9 @@ Grafana is not packaged for Debian, so the dashboards are checked where they mee
 rest of the system: a real Prometheus must accept each panel's query, and return data
 once it scrapes a real redis_exporter (watching skybuffer streams made with XADD) and
 skybuffer's own registry (served from this test process with values set).
+
+Also covers: skybuffer.observability.exporter, skybuffer.observability.writer_stats
+(through the behaviour above).
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """docs/METRICS.md documents every metric skybuffer declares; docs/RUNBOOK.md every alert
-(checked in test_prometheus_rules.py)."""
+(checked in test_prometheus_rules.py).
+
+Also covers: skybuffer.metrics (through the behaviour above).
+"""
 
 from __future__ import annotations
 

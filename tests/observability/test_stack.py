@@ -1,4 +1,7 @@
-"""`skybuffer stack up|down|status`: the committed files, loopback only, stopped by pid."""
+"""`skybuffer stack up|down|status`: the committed files, loopback only, stopped by pid.
+
+Also covers: skybuffer.observability.programs (through the behaviour above).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The pages `run` and `stack up` print open on the installed builds (Debian's included)."""
+"""The pages `run` and `stack up` print open on the installed builds (Debian's included).
+
+Also covers: skybuffer.observability.pages (through the behaviour above).
+"""
 
 from __future__ import annotations
 

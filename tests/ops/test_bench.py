@@ -1,4 +1,8 @@
-"""`skybuffer bench ingest|codec|write` run end to end on scratch servers and leave nothing."""
+"""`skybuffer bench ingest|codec|write` run end to end on scratch servers and leave nothing.
+
+Also covers: skybuffer.lake.bench, skybuffer.lake.reference (through the behaviour
+above).
+"""
 
 from __future__ import annotations
 

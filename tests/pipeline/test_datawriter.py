@@ -1,6 +1,8 @@
 """The DataWriter drains the buffer into the lake exactly once, through crashes and faults.
 
 Real redis-server, real files, and every check of the lake goes through DuckDB.
+
+Also covers: skybuffer.pipeline.drain_result (through the behaviour above).
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """The ingester buffers every event exactly once: through a full Redis, a Redis that goes
-away, and a kill -9 of the ingester itself."""
+away, and a kill -9 of the ingester itself.
+
+Also covers: skybuffer.pipeline.holding, skybuffer.pipeline.tally,
+skybuffer.pipeline.runner (through the behaviour above).
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,10 @@
 """`--count N` is N more valid events from wherever the source resumes, for every source;
 dead letters are taken but do not count, and the summary names events, dead letters and
-the source's items apart."""
+the source's items apart.
+
+Also covers: skybuffer.pipeline.prefetch, skybuffer.sources.memory,
+skybuffer.sources.replay, skybuffer.sources.base (through the behaviour above).
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,9 @@
 Exactly-once is checked the strict way: the buffer's events, decoded, equal the served
 file's lines as a multiset (nothing missing, nothing twice), after server kills,
 ingester kill -9s, slow-consumer drops, silent connections and failovers.
+
+Also covers: skybuffer.sources.inbox, skybuffer.sources.subscription,
+skybuffer.sources.overlap (through the behaviour above).
 """
 
 from __future__ import annotations
