@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from skybuffer.buffer.server import USERS, ManagedRedis
 from skybuffer.cli import app
 from skybuffer.ops.audit import PROFILES, run_audit
+from skybuffer.ops.harness import conf_variant
 from skybuffer.ops.report import SEED_RATE, eight_hours, events_in
-from skybuffer.ops.scratch import conf_variant
 from skybuffer.settings import Settings
 
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from skybuffer.buffer.server import ManagedRedis
-from skybuffer.ops.chaos import run_chaos_memory
-from skybuffer.ops.recovery import BATCH_EVENTS, run_chaos_restart
-from skybuffer.ops.sustained import run_sustained
+from skybuffer.ops.chaos.memory import run_chaos_memory
+from skybuffer.ops.chaos.restart import BATCH_EVENTS, run_chaos_restart
+from skybuffer.ops.chaos.sustained import run_sustained
 from skybuffer.settings import Settings
 
 EVENTS = 72_000  # half as much again as 6 MB holds: both setups overflow it

@@ -17,8 +17,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from skybuffer.buffer.codec import jetstream_dictionary
-from skybuffer.sources.replay_server import EventFile, ReplayServer, ServerThread
-from skybuffer.sources.synthetic import generate
+from skybuffer.testbed.generator import generate
+from skybuffer.testbed.replay_server import EventFile, ReplayServer, ServerThread
 from tests.conftest import GOLDEN, free_port, stop_pid
 
 

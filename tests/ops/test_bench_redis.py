@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from skybuffer.buffer.server import ManagedRedis
 from skybuffer.cli import app
-from skybuffer.ops.baseline import OPERATIONS, run_bench_redis
+from skybuffer.ops.bench.redis import OPERATIONS, run_bench_redis
 from skybuffer.settings import Settings
 
 

@@ -1,0 +1,7 @@
+"""`skybuffer bench ...`: one module per benchmark, named as the command is.
+
+``ingest`` (the ingester against one XADD per event and redis-benchmark), ``codec``
+(Redis bytes per event, codec vs JSON), ``redis`` (the live Redis, one command per round
+trip) and ``jetstream`` (ingest from a local Jetstream-protocol WebSocket). What they
+share (scratch Redis, machine description, checksums, plots) is in ops/harness.py.
+"""
