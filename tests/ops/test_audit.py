@@ -1,4 +1,7 @@
-"""`skybuffer audit` passes the shipped profile and fails the seed's eviction policy."""
+"""`skybuffer audit` passes the shipped profile and fails the seed's eviction policy.
+
+Covers on purpose: ops/audit.py, ops/audit_checks.py (the configuration checks) and
+ops/audit_state.py (the live server's state)."""
 
 from __future__ import annotations
 

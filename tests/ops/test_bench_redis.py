@@ -1,4 +1,5 @@
-"""`skybuffer bench redis` measures every operation and leaves the live Redis as it was."""
+"""`skybuffer bench redis` (ops/bench/redis.py) measures every operation and leaves the
+live Redis as it was."""
 
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
 """Chaos experiments: a full Redis loses nothing under noeviction and whole streams under
 allkeys-lru; a killed Redis recovers every acknowledged event (and a torn AOF tail loses
-one whole transaction at most); steady load drains fully."""
+one whole transaction at most); steady load drains fully.
+
+Covers on purpose: ops/chaos/memory.py, ops/chaos/restart.py, ops/chaos/sustained.py;
+ops/chaos/forget.py is run by tests/e2e/test_operators.py (it needs the whole pipeline)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The local Jetstream: v1 cursor, filter, compression, pacing, outbox and loop semantics."""
+"""The local Jetstream: v1 cursor, filter, compression, pacing, outbox and loop semantics.
+
+Covers on purpose: testbed/replay_server.py and testbed/event_file.py (what a request
+selects of the file, and the loop's shifted passes)."""
 
 from __future__ import annotations
 
