@@ -28,7 +28,7 @@ from skybuffer.constants import Keys
 from skybuffer.events import identity
 from skybuffer.pipeline.datawriter import drain_once
 from skybuffer.settings import Settings
-from skybuffer.sources.synthetic import generate
+from skybuffer.testbed.generator import generate
 from tests.e2e.test_operators import env_of, run_cli
 from tests.pipeline.test_datawriter import assert_drained, events_by_type_lists, lake_identities
 

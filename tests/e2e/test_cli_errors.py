@@ -187,7 +187,7 @@ def _settings(tmp_path: Path) -> Settings:
 
 def test_a_second_ingester_of_a_data_dir_goes_on_without_metrics(tmp_path: Path) -> None:
     """Its recorded /metrics port is the first ingester's: a warning, not a failure."""
-    from skybuffer.sources.synthetic import generate
+    from skybuffer.testbed.generator import generate
 
     (tmp_path / "few.jsonl").write_bytes(b"\n".join(generate(3, 50, 1_779_717_600_000_000)))
     assert cli(tmp_path, "redis", "start").returncode == 0

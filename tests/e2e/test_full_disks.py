@@ -32,12 +32,12 @@ from skybuffer.constants import TYPES, Keys
 from skybuffer.errors import persist_error
 from skybuffer.events import identity
 from skybuffer.metrics import REGISTRY
-from skybuffer.ops.forget import lake_identities
+from skybuffer.ops.chaos.forget import lake_identities
 from skybuffer.pipeline.datawriter import drain_once
 from skybuffer.pipeline.ingest import Ingester
 from skybuffer.pipeline.runner import build_ingester
 from skybuffer.settings import Settings
-from skybuffer.sources.synthetic import generate
+from skybuffer.testbed.generator import generate
 from tests.conftest import buffered_events
 from tests.e2e.test_operators import events_file, run_cli, wait_for
 from tests.pipeline.test_datawriter import T0, buffer

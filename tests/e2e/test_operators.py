@@ -3,7 +3,8 @@ second `run`, a Redis that forgets. Afterwards every event is counted by identit
 
 Randomness (which process is killed when) is seeded, so a failure can be replayed.
 
-Also covers: skybuffer.pipeline.forgetting (through the behaviour above).
+Also covers: skybuffer.pipeline.forgetting, skybuffer.ops.chaos.forget (through the
+behaviour above).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from skybuffer.buffer.server import ManagedRedis
 from skybuffer.constants import TYPES, Keys
 from skybuffer.events import identity
 from skybuffer.lake.writer import PUBLISH_LOCK
-from skybuffer.ops.forget import forget_once, lake_identities
+from skybuffer.ops.chaos.forget import forget_once, lake_identities
 from skybuffer.settings import Settings
-from skybuffer.sources.synthetic import generate
+from skybuffer.testbed.generator import generate
 from tests.conftest import stop_pid
 from tests.pipeline.test_datawriter import buffer, writer_env
 

@@ -10,7 +10,7 @@ import pytest
 from skybuffer.constants import TYPES
 from skybuffer.events import classify
 from skybuffer.lake.schema import RowBuilder, Rows, rebuild_event, schema
-from skybuffer.sources.synthetic import generate
+from skybuffer.testbed.generator import generate
 
 T0 = 1_779_719_009_000_000  # 2026-05-25T14:23:29Z
 

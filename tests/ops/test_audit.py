@@ -1,4 +1,8 @@
-"""`skybuffer audit` passes the shipped profile and fails the seed's eviction policy."""
+"""`skybuffer audit` passes the shipped profile and fails the seed's eviction policy.
+
+Covers on purpose: ops/audit.py, ops/audit_checks.py (the configuration checks) and
+ops/audit_state.py (the live server's state), and ops/report.py (the report every
+experiment writes)."""
 
 from __future__ import annotations
 
@@ -12,8 +16,8 @@ from typer.testing import CliRunner
 from skybuffer.buffer.server import USERS, ManagedRedis
 from skybuffer.cli import app
 from skybuffer.ops.audit import PROFILES, run_audit
+from skybuffer.ops.harness import conf_variant
 from skybuffer.ops.report import SEED_RATE, eight_hours, events_in
-from skybuffer.ops.scratch import conf_variant
 from skybuffer.settings import Settings
 
 

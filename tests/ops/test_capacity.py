@@ -14,8 +14,8 @@ from skybuffer.cli import app
 from skybuffer.errors import ConfigError
 from skybuffer.ops.audit import PROFILES
 from skybuffer.ops.capacity import plot_scale, run_capacity
+from skybuffer.ops.harness import delete_keys
 from skybuffer.ops.report import eight_hours, events_in
-from skybuffer.ops.scratch import delete_keys
 from skybuffer.settings import Settings
 
 

@@ -1,6 +1,9 @@
 """Chaos experiments: a full Redis loses nothing under noeviction and whole streams under
 allkeys-lru; a killed Redis recovers every acknowledged event (and a torn AOF tail loses
-one whole transaction at most); steady load drains fully."""
+one whole transaction at most); steady load drains fully.
+
+Covers on purpose: ops/chaos/memory.py, ops/chaos/restart.py, ops/chaos/sustained.py;
+ops/chaos/forget.py is run by tests/e2e/test_operators.py (it needs the whole pipeline)."""
 
 from __future__ import annotations
 
@@ -8,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from skybuffer.buffer.server import ManagedRedis
-from skybuffer.ops.chaos import run_chaos_memory
-from skybuffer.ops.recovery import BATCH_EVENTS, run_chaos_restart
-from skybuffer.ops.sustained import run_sustained
+from skybuffer.ops.chaos.memory import run_chaos_memory
+from skybuffer.ops.chaos.restart import BATCH_EVENTS, run_chaos_restart
+from skybuffer.ops.chaos.sustained import run_sustained
 from skybuffer.settings import Settings
 
 EVENTS = 72_000  # half as much again as 6 MB holds: both setups overflow it

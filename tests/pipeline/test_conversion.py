@@ -18,7 +18,7 @@ from skybuffer.buffer.codec import Codec, Decoder
 from skybuffer.buffer.consumer import Entry
 from skybuffer.lake.schema import RowBuilder, Rows
 from skybuffer.pipeline.conversion import Converter
-from skybuffer.sources.synthetic import generate
+from skybuffer.testbed.generator import generate
 
 T0 = 1_779_717_600_000_000
 MARK = b"POISON"

@@ -34,7 +34,7 @@ from skybuffer.lake.schema import rebuild_event
 from skybuffer.pipeline.datawriter import FAULT_EXIT_CODE, DataWriter, drain_once
 from skybuffer.pipeline.runner import build_ingester
 from skybuffer.settings import Settings
-from skybuffer.sources.synthetic import generate
+from skybuffer.testbed.generator import generate
 
 KEYS = Keys()
 HOUR = 3_600_000_000

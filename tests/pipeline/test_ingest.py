@@ -27,7 +27,7 @@ from skybuffer.events import classify
 from skybuffer.pipeline.ingest import Ingester
 from skybuffer.pipeline.runner import build_ingester
 from skybuffer.settings import Settings
-from skybuffer.sources.synthetic import generate
+from skybuffer.testbed.generator import generate
 from tests.conftest import GOLDEN, buffered_events, stop_pid
 
 KEYS = Keys()

@@ -20,7 +20,7 @@ from skybuffer.constants import Keys
 from skybuffer.pipeline.prefetch import Prefetcher
 from skybuffer.settings import IngestSettings, Settings
 from skybuffer.sources.memory import MemorySource
-from skybuffer.sources.synthetic import generate
+from skybuffer.testbed.generator import generate
 from tests.conftest import buffered_events
 from tests.e2e.test_operators import run_cli
 

@@ -32,9 +32,9 @@ from skybuffer.pipeline.runner import build_ingester
 from skybuffer.settings import JetstreamSettings, Settings
 from skybuffer.sources.jetstream import JetstreamSource
 from skybuffer.sources.overlap import Overlap, ResumePoint, host_tag, identity
-from skybuffer.sources.replay_server import EventFile, ReplayServer, ServerThread
 from skybuffer.sources.subscription import subscribe_url
-from skybuffer.sources.synthetic import generate
+from skybuffer.testbed.generator import generate
+from skybuffer.testbed.replay_server import EventFile, ReplayServer, ServerThread
 from tests.conftest import GOLDEN, buffered_events, free_port, stop_pid
 
 US = 1_000_000

@@ -1,4 +1,8 @@
-"""The synthetic source: real shapes, sizes and mix; byte-exact replay from any position."""
+"""The synthetic source: real shapes, sizes and mix; byte-exact replay from any position.
+
+Covers on purpose, through their one user: testbed/generator.py, testbed/records.py,
+testbed/population.py and testbed/atproto.py (the shapes, sizes, mix, ids and times
+asserted here are theirs) as well as sources/synthetic.py (pacing, resume, close)."""
 
 from __future__ import annotations
 
@@ -18,18 +22,10 @@ import orjson
 import pytest
 
 from skybuffer.errors import ConfigError
-from skybuffer.sources.synthetic import (
-    BLOCK,
-    CHUNK,
-    DELETE_SHARE,
-    FOLLOW,
-    LIKE,
-    MIX,
-    POST,
-    REPOST,
-    SyntheticSource,
-    generate,
-)
+from skybuffer.sources.synthetic import SyntheticSource
+from skybuffer.testbed.atproto import BLOCK, FOLLOW, LIKE, POST, REPOST
+from skybuffer.testbed.generator import CHUNK, generate
+from skybuffer.testbed.records import DELETE_SHARE, MIX
 
 START_US = 1_779_719_009_000_000  # 2026-05-25T14:23:29Z, the golden capture's second
 STEP_US = 667  # round(1e6 / 1500)
@@ -92,7 +88,7 @@ def test_same_seed_gives_same_bytes_and_another_seed_differs(raw: list[bytes]) -
 
 def test_another_process_with_another_hash_seed_gives_the_same_bytes(raw: list[bytes]) -> None:
     code = (
-        "import hashlib, sys; from skybuffer.sources.synthetic import generate; "
+        "import hashlib, sys; from skybuffer.testbed.generator import generate; "
         f"sys.stdout.write(hashlib.sha256(b''.join(generate(42, 3000, {START_US}))).hexdigest())"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

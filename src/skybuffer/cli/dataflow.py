@@ -255,7 +255,7 @@ def replay_server(
 
     Speaks Jetstream's /subscribe protocol on 127.0.0.1 until Ctrl-C; point
     `skybuffer ingest --url` at it."""
-    from skybuffer.sources.replay_server import run_replay_server
+    from skybuffer.testbed.replay_server import run_replay_server
 
     run_replay_server(file, port=port, rate=rate, loop=loop, outbox=outbox)
 

@@ -131,7 +131,7 @@ def chaos_memory(
 ) -> None:
     """Fill a scratch Redis past its memory limit and count the loss: skybuffer's
     noeviction with backpressure against allkeys-lru."""
-    from skybuffer.ops.chaos import run_chaos_memory
+    from skybuffer.ops.chaos.memory import run_chaos_memory
 
     s = settings_for(data_dir, config)
     show_report(run_chaos_memory(s, events, maxmemory, ingest_rate, drain_rate), as_json)
@@ -147,7 +147,7 @@ def chaos_restart(
 ) -> None:
     """Kill a scratch Redis mid-write (appendfsync everysec and always) and compare the
     events it confirmed with those it recovered."""
-    from skybuffer.ops.recovery import run_chaos_restart
+    from skybuffer.ops.chaos.restart import run_chaos_restart
 
     show_report(run_chaos_restart(settings_for(data_dir, config), events, rate), as_json)
 
@@ -181,7 +181,7 @@ def chaos_forget(
 ) -> None:
     """Make Redis forget its last seconds in the middle of a run, and check every event
     still reaches the lake exactly once (lost, duplicated, replayed, recovery time)."""
-    from skybuffer.ops.forget import SOURCES, run_chaos_forget
+    from skybuffer.ops.chaos.forget import SOURCES, run_chaos_forget
 
     chosen = tuple(source or SOURCES)
     for name in chosen:
@@ -202,7 +202,7 @@ def chaos_sustained(
 ) -> None:
     """Ingest and drain at once at a steady rate, for minutes: latency, memory and
     throughput over time."""
-    from skybuffer.ops.sustained import run_sustained
+    from skybuffer.ops.chaos.sustained import run_sustained
 
     s = settings_to_start(data_dir, config)
     with redis_for_command(s):
@@ -239,11 +239,11 @@ def bench_ingest_cmd(
     XADD per event and redis-benchmark; on a scratch Redis removed afterwards."""
     s = settings_for(data_dir, config)
     if source == "jetstream":
-        from skybuffer.sources.bench_jetstream import bench_jetstream_ingest
+        from skybuffer.ops.bench.jetstream import bench_jetstream_ingest
 
         result = bench_jetstream_ingest(events, s)
     else:
-        from skybuffer.ops.bench import bench_ingest
+        from skybuffer.ops.bench.ingest import bench_ingest
 
         result = bench_ingest(events, s.redis, s.ingest)
     show_bench(f"bench ingest ({source})", result, as_json)
@@ -261,7 +261,7 @@ def bench_write_cmd(
     Into a temporary lake, from a scratch Redis removed afterwards; beside a reference
     run in the same conditions (the same events as NDJSON through pyarrow.json and
     pyarrow.parquet, in a child process); with Parquet bytes per event per type."""
-    from skybuffer.lake.bench import bench_write
+    from skybuffer.ops.bench.write import bench_write
 
     result = bench_write(events, settings_for(data_dir, config))
     show_bench("bench write", result, as_json)
@@ -276,7 +276,7 @@ def bench_codec_cmd(
 ) -> None:
     """Measure the Redis bytes per event of a file's events, compressed as the buffer
     stores them, against plain JSON."""
-    from skybuffer.ops.bench import bench_codec
+    from skybuffer.ops.bench.codec import bench_codec
 
     s = settings_for(data_dir, config)
     show_bench("bench codec", bench_codec(file, s.redis, s.ingest.batch_events), as_json)
@@ -292,7 +292,7 @@ def bench_redis_cmd(
 ) -> None:
     """Measure the running Redis: SET/GET and XADD/XREADGROUP operations per second and
     latency, against the MET-27 targets."""
-    from skybuffer.ops.baseline import run_bench_redis
+    from skybuffer.ops.bench.redis import run_bench_redis
 
     s = settings_to_start(data_dir, config)
     with redis_for_command(s):

@@ -16,15 +16,13 @@ at the seed's 94 ev/s, at mid-2026's ~350 ev/s and at the ~1,000 ev/s 2025 avera
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import redis
 
@@ -34,7 +32,15 @@ from skybuffer.buffer.server import connect
 from skybuffer.buffer.spool import Spool
 from skybuffer.constants import TYPES, Keys
 from skybuffer.errors import ConfigError
-from skybuffer.ops.bench import START_US
+from skybuffer.ops.harness import (
+    START_US,
+    Checksum,
+    ChecksumSource,
+    delete_keys,
+    pyplot,
+    save_plot,
+    stream_entries,
+)
 from skybuffer.ops.report import (
     RATES,
     SEED_EVENTS_8H,
@@ -46,13 +52,10 @@ from skybuffer.ops.report import (
     eight_hours,
     events_in,
     progress,
-    pyplot,
     target_of,
 )
-from skybuffer.ops.scratch import delete_keys
 from skybuffer.pipeline.ingest import Ingester, IngestStats
 from skybuffer.settings import Settings
-from skybuffer.sources.base import Source, SourceBatch
 from skybuffer.sources.synthetic import SyntheticSource
 
 SEED_BYTES_PER_EVENT = SEED_JSON_MEMORY_PERCENT / 100 * 2 * 1024**3 / SEED_EVENTS_8H
@@ -62,50 +65,8 @@ backpressure stops after STALL_SECONDS and says so (exit 1), it never hangs."""
 STALL_SECONDS = 60.0
 
 
-class Checksum:
-    """Order-free digest of a multiset of events: count and sum of 64-bit hashes."""
-
-    def __init__(self, keep_distinct: bool = False) -> None:
-        self.count = 0
-        self.total = 0
-        self.keep_distinct = keep_distinct
-        self.distinct: set[int] = set()
-        """With ``keep_distinct``, the digests seen: events counted once however often
-        they came (a rewound source hands some on again). ~60 B per event."""
-
-    def add(self, event: bytes) -> None:
-        digest = int.from_bytes(hashlib.blake2b(event, digest_size=8).digest(), "little")
-        self.total = (self.total + digest) % (1 << 64)
-        self.count += 1
-        if self.keep_distinct:
-            self.distinct.add(digest)
-
-    def hexdigest(self) -> str:
-        return f"{self.count}:{self.total:016x}"
-
-
-class ChecksumSource:
-    """A source that digests every event it hands on: what was offered to the ingester."""
-
-    def __init__(self, inner: Source, checksum: Checksum) -> None:
-        self.inner, self.checksum = inner, checksum
-        self.name = inner.name
-
-    def resume(self, position: str | None) -> None:
-        self.inner.resume(position)
-
-    def batches(self, max_events: int, linger_seconds: float) -> Iterator[SourceBatch]:
-        for batch in self.inner.batches(max_events, linger_seconds):
-            for event in batch.events:
-                self.checksum.add(event)
-            yield batch
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 @dataclass
-class Load:
+class LoadRun:
     """What loading did: stats, memory samples (events, used_memory, seconds), checksum."""
 
     stats: IngestStats
@@ -118,7 +79,7 @@ class Load:
 def run_capacity(
     settings: Settings, events: int = 2_700_000, seed: int = 7, show_progress: bool = True
 ) -> Report:
-    """Load ``events`` on the live Redis, in scratch keys that are removed after."""
+    """LoadRun ``events`` on the live Redis, in scratch keys that are removed after."""
     client = connect(settings.redis, settings.redis_dir)
     keys = Keys(Keys(settings.redis.prefix).ops_prefix + "capacity:")
     delete_keys(client, keys.prefix)
@@ -152,15 +113,15 @@ def _preflight(events: int, maxmemory: int, baseline: int, high_water: float) ->
 
 def load_events(
     client: redis.Redis, keys: Keys, settings: Settings, events: int, seed: int, show: bool
-) -> Load:
+) -> LoadRun:
     """Ingest through the real path on a thread; sample memory every ~0.5% of the run."""
     checksum = Checksum()
-    source = ChecksumSource(SyntheticSource(seed, rate=0, count=events, start_us=START_US),
-                            checksum)  # fmt: skip
+    synthetic = SyntheticSource(seed, rate=0, count=events, start_us=START_US)
+    source = ChecksumSource(synthetic, checksum)
     spool_dir = Path(tempfile.mkdtemp(prefix="skybuffer-capacity-spool-"))
     every, began = max(events // 200, 1), time.monotonic()
-    load = Load(IngestStats(), 0.0, [(0, int(client.info("memory")["used_memory"]), 0.0)],
-                checksum)  # fmt: skip
+    first = (0, int(client.info("memory")["used_memory"]), 0.0)
+    load = LoadRun(IngestStats(), 0.0, [first], checksum)
 
     def sample(stats: IngestStats) -> None:
         if stats.events - load.samples[-1][0] >= every or stats.events >= events:
@@ -168,8 +129,8 @@ def load_events(
             load.samples.append((stats.events, used, time.monotonic() - began))
 
     producer = Producer(client, keys, "capacity")
-    ingester = Ingester(producer, source, settings.ingest, Spool(spool_dir, "capacity"),
-                        on_batch=sample, count=events)  # fmt: skip
+    spool = Spool(spool_dir, "capacity")
+    ingester = Ingester(producer, source, settings.ingest, spool, on_batch=sample, count=events)
     try:
         with progress(events, "loading events", show) as advance:
             load.stalled = _run_watched(ingester, events, advance)
@@ -198,21 +159,6 @@ def _run_watched(ingester: Ingester, events: int, advance: Any) -> bool:
     return False
 
 
-def stream_entries(
-    client: redis.Redis, stream: str, page: int = 20
-) -> Iterator[tuple[str, dict[bytes, bytes]]]:
-    """Every entry of a stream, oldest first, a page at a time (bounded memory)."""
-    cursor = "-"
-    while True:
-        reply = cast(list[tuple[bytes, dict[bytes, bytes]]],
-                     client.xrange(stream, min=cursor, count=page))  # fmt: skip
-        if not reply:
-            return
-        for entry_id, fields in reply:
-            yield entry_id.decode(), fields
-        cursor = "(" + reply[-1][0].decode()
-
-
 def read_back(client: redis.Redis, keys: Keys) -> tuple[dict[str, Any], float]:
     """Read and decode every entry of the scratch streams; digest every event."""
     checksum, decoder, counts = Checksum(), Decoder(), {}
@@ -229,7 +175,7 @@ def read_back(client: redis.Redis, keys: Keys) -> tuple[dict[str, Any], float]:
 
 
 def _figures(
-    load: Load,
+    load: LoadRun,
     found: dict[str, Any],
     read_seconds: float,
     stream_bytes: int,
@@ -270,10 +216,10 @@ def _figures(
         "buffer_hours_at": {
             name: round(usable / (per_event * rate) / 3600, 1) if maxmemory else None
             for name, rate in RATES.items()
-        },  # fmt: skip
+        },
         "samples": [
             {"events": e, "used_memory": u, "seconds": round(s, 2)} for e, u, s in load.samples
-        ],  # fmt: skip
+        ],
     }
 
 
@@ -286,42 +232,50 @@ def describe_run(f: dict[str, Any]) -> str:
     return f"{f['events_loaded']:,} events loaded in {f['load_seconds']:,.1f} s"
 
 
-def _report(f: dict[str, Any], load: Load) -> Report:
-    mb = 2**20
-    rows = [
-        {"figure": "events loaded / read back",
-         "value": f"{f['events_loaded']:,} / {f['events_read_back']:,}"},
-        {"figure": "integrity (checksum)", "value": f"{f['integrity_percent']}%"},
-        {"figure": "load rate", "value": f"{f['events_per_s']:,} ev/s"},
-        {"figure": "peak used memory",
-         "value": f"{f['peak_used_memory'] / mb:,.1f} MB = {f['peak_percent_of_maxmemory']}% of "
-                  f"{f['maxmemory'] / mb:,.0f} MB"},
-        {"figure": "headroom at peak", "value": f"{(f['headroom_bytes'] or 0) / mb:,.1f} MB"},
-        {"figure": "Redis bytes per event", "value": f"{f['bytes_per_event']} "
-         f"(seed's plain JSON: {f['seed_bytes_per_event']})"},
-        {"figure": eight_hours(f["rate_8h"]) + " would take",
-         "value": f"{f['percent_for_8h']}% of maxmemory"},
-        {"figure": "the seed's MET-27 load (2.7M events) would take",
-         "value": f"{f['percent_for_2_7M']}% of maxmemory (seed: {SEED_JSON_MEMORY_PERCENT}%)"},
-    ]  # fmt: skip
-    hours = [{"rate": name, "ev/s": round(RATES[name]), "hours of buffer": h}
-             for name, h in f["buffer_hours_at"].items()]  # fmt: skip
+def _report(f: dict[str, Any], load: LoadRun) -> Report:
+    rows = [{"figure": figure, "value": value} for figure, value in _summary(f).items()]
+    hours = [
+        {"rate": name, "ev/s": round(RATES[name]), "hours of buffer": h}
+        for name, h in f["buffer_hours_at"].items()
+    ]
     notes = [
         "Integrity 100% means every loaded event was read back byte for byte (same count, "
         "same multiset checksum).",
         f"Hours of buffer = (maxmemory x {f['high_water']:.0%} high-water - memory in use "
         "before the run) / (bytes per event x rate): the time until ingest pauses.",
         "Rates: the seed's 2.7M events / 8 h; ~350 ev/s mid-2026 steady and ~1,000 ev/s "
-        "2025 average (docs/JETSTREAM.md, \"Event rates\"). 8 hours of events means "
+        '2025 average (docs/JETSTREAM.md, "Event rates"). 8 hours of events means '
         f"{eight_hours(f['rate_8h'])}, as in `skybuffer audit`.",
         "The load rate includes generating the synthetic events on the same machine.",
-    ]  # fmt: skip
+    ]
     return Report(
-        command="capacity", title=f"skybuffer capacity: {describe_run(f)}", data=f,
-        tables=[Table("capacity", rows), Table("hours of buffer", hours)], notes=notes,
+        command="capacity",
+        title=f"skybuffer capacity: {describe_run(f)}",
+        data=f,
+        tables=[Table("capacity", rows), Table("hours of buffer", hours)],
+        notes=notes,
         plots=[Plot("memory", lambda path: _plot(f, path))],
         exit_code=0 if f["integrity_percent"] == 100.0 and not load.stalled else 1,
-    )  # fmt: skip
+    )
+
+
+def _summary(f: dict[str, Any]) -> dict[str, str]:
+    """The capacity table: figure -> value, as a person reads it."""
+    mb = 2**20
+    peak = f"{f['peak_used_memory'] / mb:,.1f} MB"
+    of_max = f"{f['peak_percent_of_maxmemory']}% of {f['maxmemory'] / mb:,.0f} MB"
+    per_event = f"{f['bytes_per_event']} (seed's plain JSON: {f['seed_bytes_per_event']})"
+    met27 = f"{f['percent_for_2_7M']}% of maxmemory (seed: {SEED_JSON_MEMORY_PERCENT}%)"
+    return {
+        "events loaded / read back": f"{f['events_loaded']:,} / {f['events_read_back']:,}",
+        "integrity (checksum)": f"{f['integrity_percent']}%",
+        "load rate": f"{f['events_per_s']:,} ev/s",
+        "peak used memory": f"{peak} = {of_max}",
+        "headroom at peak": f"{(f['headroom_bytes'] or 0) / mb:,.1f} MB",
+        "Redis bytes per event": per_event,
+        eight_hours(f["rate_8h"]) + " would take": f"{f['percent_for_8h']}% of maxmemory",
+        "the seed's MET-27 load (2.7M events) would take": met27,
+    }
 
 
 LIMIT_STYLES = {"maxmemory": {"color": "red"}, "high-water": {"color": "orange", "linestyle": ":"}}
@@ -377,6 +331,4 @@ def _plot(f: dict[str, Any], path: Path) -> None:
     ax.set_title(f"Redis memory: {describe_run(f)}")
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_plot(fig, path)

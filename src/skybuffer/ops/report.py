@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from skybuffer.ops.bench import machine
+from skybuffer.ops.harness import machine_line
 
 SECRET_WORDS = ("password", "requirepass", "masterauth", "secret")
 
@@ -109,8 +109,8 @@ class Report:
         for name, path in self.paths.items():
             if path.endswith(".png"):
                 lines += [f"![{name}]({Path(path).name})", ""]
-        lines += ["## Figures (JSON)", "", "```json", json.dumps(redact(self.data), indent=2,
-                  default=str), "```", ""]  # fmt: skip
+        figures = json.dumps(redact(self.data), indent=2, default=str)
+        lines += ["## Figures (JSON)", "", "```json", figures, "```", ""]
         return "\n".join(lines)
 
 
@@ -125,11 +125,6 @@ def _unique_base(directory: Path, command: str) -> Path:
 
 def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def machine_line() -> str:
-    m = machine()
-    return f"{m['cpus']} CPUs, {m['platform']}, Python {m['python']}"
 
 
 def redact(value: Any) -> Any:
@@ -203,21 +198,15 @@ def progress(total: int, description: str, enabled: bool = True) -> Iterator[Cal
 
     from skybuffer.console import err_console
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())  # fmt: skip
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=err_console, transient=True) as bar:
         task = bar.add_task(description, total=total)
         yield lambda done: bar.update(task, completed=done)
-
-
-def pyplot() -> Any:
-    """matplotlib's pyplot on the Agg backend (no display needed), imported lazily."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:

@@ -33,10 +33,15 @@ from skybuffer.buffer.consumer import StreamConsumer
 from skybuffer.buffer.producer import Producer
 from skybuffer.buffer.spool import Spool
 from skybuffer.constants import TYPES, Keys
-from skybuffer.ops.bench import START_US
-from skybuffer.ops.capacity import Checksum, ChecksumSource
-from skybuffer.ops.report import Plot, Report, Table, pyplot
-from skybuffer.ops.scratch import scratch_redis
+from skybuffer.ops.harness import (
+    START_US,
+    Checksum,
+    ChecksumSource,
+    pyplot,
+    save_plot,
+    scratch_redis,
+)
+from skybuffer.ops.report import Plot, Report, Table
 from skybuffer.pipeline.ingest import Ingester
 from skybuffer.settings import IngestSettings, Settings
 from skybuffer.sources.synthetic import SyntheticSource
@@ -112,7 +117,7 @@ class Drain(threading.Thread):
 
 
 @dataclass(frozen=True)
-class Load:
+class OfferedLoad:
     """The offered load, identical for both setups."""
 
     events: int = 600_000
@@ -130,27 +135,27 @@ def run_chaos_memory(
     drain_rate: float = 10_000,
 ) -> Report:
     """Both setups under the same load; the table that justifies the default policy."""
-    load = Load(events, maxmemory, ingest_rate, drain_rate)
-    runs = {name: fill(settings, policy, backpressure, load)
-            for name, (policy, backpressure) in SETUPS.items()}  # fmt: skip
+    load = OfferedLoad(events, maxmemory, ingest_rate, drain_rate)
+    runs = {name: fill(settings, *setup, load) for name, setup in SETUPS.items()}
     return _report(runs, asdict(load)).write(settings.reports_dir)
 
 
-def fill(settings: Settings, policy: str, backpressure: bool, load: Load) -> dict[str, Any]:
+def fill(settings: Settings, policy: str, backpressure: bool, load: OfferedLoad) -> dict[str, Any]:
     """One setup on its own scratch server: ingest while draining slower, then drain all."""
     keys = Keys(Keys(settings.redis.prefix).ops_prefix + "chaos:")
     ingest = _ingest_settings(settings.ingest, backpressure)
     spool_dir = Path(tempfile.mkdtemp(prefix="skybuffer-chaos-spool-"))
-    scratch = scratch_redis(settings.redis, maxmemory=load.maxmemory,
-                            config={"maxmemory-policy": policy})  # fmt: skip
+    config = {"maxmemory-policy": policy}
+    scratch = scratch_redis(settings.redis, maxmemory=load.maxmemory, config=config)
     try:
         with scratch as server:
             admin, offered = server.client("admin"), Checksum(keep_distinct=True)
-            synthetic = SyntheticSource(load.seed, rate=load.ingest_rate, count=load.events,
-                                        start_us=START_US)  # fmt: skip
-            ingester = Ingester(Producer(server.client(), keys, "chaos"),
-                                ChecksumSource(synthetic, offered), ingest,
-                                Spool(spool_dir, "chaos"))  # fmt: skip
+            synthetic = SyntheticSource(
+                load.seed, rate=load.ingest_rate, count=load.events, start_us=START_US
+            )
+            producer = Producer(server.client(), keys, "chaos")
+            source = ChecksumSource(synthetic, offered)
+            ingester = Ingester(producer, source, ingest, Spool(spool_dir, "chaos"))
             drain = Drain(server.client("admin"), keys, rate=load.drain_rate)
             timeline = _run_with_drain(admin, ingester, drain)
             return _outcome(admin, policy, backpressure, ingester, drain, offered, timeline)
@@ -228,15 +233,12 @@ def _outcome(
         "timeline": [
             {"s": round(t, 2), "memory_percent": round(m, 1), "evicted_keys": e}
             for t, m, e in timeline
-        ],  # fmt: skip
+        ],
     }
 
 
 def _report(runs: dict[str, dict[str, Any]], params: dict[str, Any]) -> Report:
-    rows = [{"setup": name, "accepted": r["accepted"], "readable": r["readable"],
-             "lost": r["lost"], "evicted keys": r["evicted_keys"],
-             "peak memory %": r["peak_memory_percent"],
-             "backpressure s": r["backpressure_seconds"]} for name, r in runs.items()]  # fmt: skip
+    rows = [_row(name, run) for name, run in runs.items()]
     notes = [
         f"Same load for both: {params['events']:,} synthetic events offered at "
         f"{params['ingest_rate']:,.0f} ev/s into maxmemory {params['maxmemory']}; one consumer "
@@ -254,15 +256,31 @@ def _report(runs: dict[str, dict[str, Any]], params: dict[str, Any]) -> Report:
         "With allkeys-lru and backpressure together the ingester would usually stop first, "
         "but any memory the ingester does not control (another writer, client buffers, "
         "fragmentation) still evicts whole streams: noeviction makes that impossible.",
-    ]  # fmt: skip
-    data = {"parameters": params, "runs": runs,
-            "noeviction_lost": runs[next(iter(SETUPS))]["lost"]}  # fmt: skip
+    ]
+    lost = runs[next(iter(SETUPS))]["lost"]
+    data = {"parameters": params, "runs": runs, "noeviction_lost": lost}
     return Report(
-        command="chaos-memory", title="skybuffer chaos memory: noeviction vs allkeys-lru",
-        data=data, tables=[Table("chaos memory: events accepted, readable, lost", rows)],
-        notes=notes, plots=[Plot("memory", lambda path: _plot(runs, path))],
-        exit_code=0 if data["noeviction_lost"] == 0 else 1,
-    )  # fmt: skip
+        command="chaos-memory",
+        title="skybuffer chaos memory: noeviction vs allkeys-lru",
+        data=data,
+        tables=[Table("chaos memory: events accepted, readable, lost", rows)],
+        notes=notes,
+        plots=[Plot("memory", lambda path: _plot(runs, path))],
+        exit_code=0 if lost == 0 else 1,
+    )
+
+
+def _row(name: str, run: dict[str, Any]) -> dict[str, Any]:
+    """One setup's line of the table."""
+    return {
+        "setup": name,
+        "accepted": run["accepted"],
+        "readable": run["readable"],
+        "lost": run["lost"],
+        "evicted keys": run["evicted_keys"],
+        "peak memory %": run["peak_memory_percent"],
+        "backpressure s": run["backpressure_seconds"],
+    }
 
 
 def _plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
@@ -280,6 +298,4 @@ def _plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_plot(fig, path)

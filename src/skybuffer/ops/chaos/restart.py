@@ -40,13 +40,11 @@ from skybuffer import processes
 from skybuffer.buffer.codec import Decoder
 from skybuffer.buffer.consumer import StreamConsumer
 from skybuffer.buffer.producer import Encoder, Producer
-from skybuffer.buffer.server import ManagedRedis
+from skybuffer.buffer.server import ManagedRedis, free_port
 from skybuffer.constants import TYPES, WRITER_GROUP, Keys
 from skybuffer.errors import BufferFull, RedisUnavailable
-from skybuffer.ops.bench import START_US
-from skybuffer.ops.capacity import stream_entries
+from skybuffer.ops.harness import START_US, scratch_redis, stream_entries
 from skybuffer.ops.report import Report, Table
-from skybuffer.ops.scratch import free_port, scratch_redis
 from skybuffer.privilege import PRIVATE_UMASK, program_env
 from skybuffer.settings import RedisSettings, Settings
 from skybuffer.sources.synthetic import SyntheticSource
@@ -54,6 +52,7 @@ from skybuffer.sources.synthetic import SyntheticSource
 BATCH_EVENTS = 500
 EVERYSEC_WINDOW = 1.0  # seconds between two everysec fsyncs
 TORN_BYTES = 20  # cuts into the last transaction's final command
+FSYNC_MODES = ("everysec", "always")
 LOADED = re.compile(r"DB loaded from append only file: ([\d.]+) seconds")
 
 
@@ -83,8 +82,7 @@ class Writer(threading.Thread):
 
 def run_chaos_restart(settings: Settings, events: int = 200_000, rate: float = 20_000) -> Report:
     """Both fsync modes; each on its own scratch server, removed afterwards."""
-    modes = {mode: crash_and_recover(settings, mode, events, rate)
-             for mode in ("everysec", "always")}  # fmt: skip
+    modes = {mode: crash_and_recover(settings, mode, events, rate) for mode in FSYNC_MODES}
     return _report(modes, events, rate).write(settings.reports_dir)
 
 
@@ -101,8 +99,9 @@ def crash_and_recover(settings: Settings, fsync: str, events: int, rate: float) 
             for copy in ("host-crash", "torn-tail"):
                 shutil.copytree(aof_dir, work / copy / "appendonlydir")
             result = _restart(server, keys, writer, groups)
-            result["host_crash"] = simulate_host_crash(server.settings, work / "host-crash",
-                                                       writer, killed_at, fsync, keys)  # fmt: skip
+            result["host_crash"] = simulate_host_crash(
+                server.settings, work / "host-crash", writer, killed_at, fsync, keys
+            )
             if fsync == "everysec":
                 result["torn_tail"] = torn_tail(server.settings, work / "torn-tail", writer, keys)
             return result
@@ -155,12 +154,14 @@ def group_state(client: redis.Redis, keys: Keys) -> dict[str, Any]:
             groups = client.xinfo_groups(keys.stream(type_))
         except redis.ResponseError:
             groups = []
-        state[type_] = [
-            {"name": _text(g["name"]), "pending": int(g["pending"]),
-             "last_delivered": _text(g["last-delivered-id"])}
-            for g in groups
-        ]  # fmt: skip
+        state[type_] = [_group(g) for g in groups]
     return state
+
+
+def _group(info: dict[str, Any]) -> dict[str, Any]:
+    """What must survive a restart of one consumer group: its name, pending, position."""
+    name, last = _text(info["name"]), _text(info["last-delivered-id"])
+    return {"name": name, "pending": int(info["pending"]), "last_delivered": last}
 
 
 def _text(value: Any) -> str:
@@ -277,13 +278,15 @@ def _refuses_without_load_truncated(conf: Path, root: Path) -> tuple[bool, str]:
     """Start redis-server with aof-load-truncated no on the torn copy: does it exit?"""
     binary = shutil.which("redis-server") or "redis-server"
     log = root / "refuse.log"
+    where = ["--port", str(free_port()), "--bind", "127.0.0.1", "--dir", str(root)]
+    how = ["--daemonize", "no", "--logfile", str(log), "--aof-load-truncated", "no"]
     proc = subprocess.Popen(
-        [binary, str(conf), "--port", str(free_port()), "--bind", "127.0.0.1",
-         "--dir", str(root), "--daemonize", "no", "--logfile", str(log),
-         "--aof-load-truncated", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        umask=PRIVATE_UMASK, env=program_env(),
-    )  # fmt: skip
+        [binary, str(conf), *where, *how],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        umask=PRIVATE_UMASK,
+        env=program_env(),
+    )
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
@@ -295,22 +298,8 @@ def _refuses_without_load_truncated(conf: Path, root: Path) -> tuple[bool, str]:
 
 
 def _report(modes: dict[str, dict[str, Any]], events: int, rate: float) -> Report:
-    rows = []
-    for mode, r in modes.items():
-        crash = r["host_crash"]
-        rows.append({"appendfsync": mode, "acknowledged": r["acknowledged"],
-                     "recovered (SIGKILL)": r["recovered"], "lost (SIGKILL)": r["lost"],
-                     "lost (host crash, simulated)": crash["lost"],
-                     "window s (host crash)": crash["window_seconds"],
-                     "AOF load s": r["aof_load_seconds"],
-                     "group state kept": "yes" if r["group_state_survived"] else "NO"})  # fmt: skip
-    torn = modes["everysec"]["torn_tail"]
-    torn_rows = [
-        {"aof-load-truncated": "yes (shipped)", "outcome": "starts",
-         "events dropped": torn["dropped_events"]},
-        {"aof-load-truncated": "no", "outcome": "refuses to start" if
-         torn["refused_with_load_truncated_no"] else "started", "events dropped": "-"},
-    ]  # fmt: skip
+    rows = [_mode_row(mode, r) for mode, r in modes.items()]
+    torn_rows = _torn_rows(modes["everysec"]["torn_tail"])
     notes = [
         f"Writes: {rate:,.0f} ev/s in {BATCH_EVENTS}-event MULTI/EXEC batches; SIGKILL after "
         f">= {events:,} events were acknowledged, in the middle of the writes.",
@@ -322,12 +311,40 @@ def _report(modes: dict[str, dict[str, Any]], events: int, rate: float) -> Repor
         "power cut can lose up to ~2 s under everysec when fsync is delayed.",
         f"Torn tail: {TORN_BYTES} bytes cut from the AOF end, inside the last transaction. "
         "Redis drops the incomplete MULTI/EXEC as a whole: no half batch is ever loaded.",
-    ]  # fmt: skip
+    ]
     data = {"events": events, "rate": rate, "batch_events": BATCH_EVENTS, "modes": modes}
     ok = all(r["lost"] == 0 and r["group_state_survived"] for r in modes.values())
     ok = ok and modes["always"]["host_crash"]["lost"] == 0
     return Report(
-        command="chaos-restart", title="skybuffer chaos restart: what a Redis crash loses",
-        data=data, tables=[Table("chaos restart", rows), Table("torn AOF tail", torn_rows)],
-        notes=notes, exit_code=0 if ok else 1,
-    )  # fmt: skip
+        command="chaos-restart",
+        title="skybuffer chaos restart: what a Redis crash loses",
+        data=data,
+        tables=[Table("chaos restart", rows), Table("torn AOF tail", torn_rows)],
+        notes=notes,
+        exit_code=0 if ok else 1,
+    )
+
+
+def _mode_row(mode: str, r: dict[str, Any]) -> dict[str, Any]:
+    """One fsync mode's line: what a SIGKILL and a (simulated) host crash lost."""
+    crash = r["host_crash"]
+    return {
+        "appendfsync": mode,
+        "acknowledged": r["acknowledged"],
+        "recovered (SIGKILL)": r["recovered"],
+        "lost (SIGKILL)": r["lost"],
+        "lost (host crash, simulated)": crash["lost"],
+        "window s (host crash)": crash["window_seconds"],
+        "AOF load s": r["aof_load_seconds"],
+        "group state kept": "yes" if r["group_state_survived"] else "NO",
+    }
+
+
+def _torn_rows(torn: dict[str, Any]) -> list[dict[str, Any]]:
+    """A torn AOF tail under both aof-load-truncated settings."""
+    refused = "refuses to start" if torn["refused_with_load_truncated_no"] else "started"
+    dropped = torn["dropped_events"]
+    return [
+        {"aof-load-truncated": "yes (shipped)", "outcome": "starts", "events dropped": dropped},
+        {"aof-load-truncated": "no", "outcome": refused, "events dropped": "-"},
+    ]

@@ -1,7 +1,7 @@
 """The in-run reference of ``bench write``: the Arrow-native path over the same events.
 
 ``bench write`` would be a bare figure that only compares with itself on the same
-machine. So before the drain, a child process (``python -m skybuffer.lake.reference``)
+machine. So before the drain, a child process (``python -m skybuffer.ops.bench.reference``)
 exports the buffered events of each type from the scratch Redis as NDJSON files (not
 timed), then times ``pyarrow.json.read_json`` + ``pyarrow.parquet.write_table`` of
 each file with the lake's compression: no Redis, no per-event validation, no exactly-once
@@ -42,7 +42,7 @@ def run_reference(settings: Settings, workdir: Path) -> dict[str, Any]:
     command = [
         sys.executable,
         "-m",
-        "skybuffer.lake.reference",
+        "skybuffer.ops.bench.reference",
         str(workdir),
         settings.lake.compression,
         str(settings.lake.compression_level),

@@ -1,4 +1,4 @@
-"""Benchmark: Jetstream events from a real WebSocket to Redis-confirmed, on one machine.
+"""`skybuffer bench ingest --source jetstream`: events from a real WebSocket to Redis-confirmed.
 
 ``bench_jetstream_ingest`` starts the local replay server in its own process (unpaced,
 looping a synthetic file so every event is unique) and a scratch redis-server, then runs
@@ -27,7 +27,7 @@ from skybuffer.pipeline.ingest import Ingester
 from skybuffer.privilege import skybuffer_env
 from skybuffer.settings import IngestSettings, JetstreamSettings, Settings
 from skybuffer.sources.jetstream import JetstreamSource
-from skybuffer.sources.synthetic import generate
+from skybuffer.testbed.generator import generate
 
 FILE_EVENTS = 100_000
 """Events in the served file; larger runs loop over it (time_us, rev, seq shifted)."""
@@ -93,6 +93,7 @@ def _run(
     stats = ingester.run()
     seconds = time.perf_counter() - began
     position = producer.checkpoint().position or ""
+    wire = _sample("skybuffer_source_received_bytes_total") - wire_before
     return {
         "source": "jetstream",
         "events": stats.events,
@@ -101,10 +102,7 @@ def _run(
         "mb_per_s": round(stats.raw_bytes / seconds / 1e6, 1),
         "batches": stats.batches,
         "compress": jetstream.compress,
-        "wire_bytes_per_event": round(
-            (_sample("skybuffer_source_received_bytes_total") - wire_before) / max(stats.events, 1),
-            1,
-        ),  # fmt: skip
+        "wire_bytes_per_event": round(wire / max(stats.events, 1), 1),
         "position_bytes": len(position),
         "redis_used_memory": int(client.info("memory")["used_memory"]),
     }
@@ -117,7 +115,7 @@ def _sample(name: str) -> float:
 def _start_server(path: Path, port: int, *, loop: bool) -> subprocess.Popen[bytes]:
     """The replay server in its own process, so it has its own core and GIL."""
     code = (
-        "from pathlib import Path; from skybuffer.sources.replay_server import run_replay_server;"
+        "from pathlib import Path; from skybuffer.testbed.replay_server import run_replay_server;"
         f"run_replay_server(Path({str(path)!r}), port={port}, loop={loop})"
     )
     return subprocess.Popen(

@@ -32,22 +32,22 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 
+from skybuffer import processes
 from skybuffer.buffer.lease import Lease
 from skybuffer.buffer.producer import Producer
-from skybuffer.buffer.server import ManagedRedis
+from skybuffer.buffer.server import ManagedRedis, free_port
 from skybuffer.buffer.spool import Spool
 from skybuffer.constants import TYPES, Keys
 from skybuffer.errors import RedisUnavailable
 from skybuffer.events import identity
-from skybuffer.ops.bench import START_US
-from skybuffer.ops.recovery import incr_file
+from skybuffer.ops.chaos.restart import incr_file
+from skybuffer.ops.harness import START_US, conf_variant
 from skybuffer.ops.report import Report, Table
-from skybuffer.ops.scratch import conf_variant, free_port
 from skybuffer.pipeline.datawriter import DataWriter
 from skybuffer.pipeline.ingest import Ingester
 from skybuffer.settings import Settings, load_settings
 from skybuffer.sources.base import Source, SourceBatch
-from skybuffer.sources.synthetic import generate
+from skybuffer.testbed.generator import generate
 
 SOURCES = ("jetstream", "replay")
 GATE_AT = 0.7
@@ -206,7 +206,7 @@ class Run:
         assert pid is not None, "the scratch redis-server has no pid"
         os.kill(pid, signal.SIGKILL)
         killed_at = time.monotonic()
-        _reap(pid)
+        processes.wait_gone(pid, timeout=10)
         cut = aof.stat().st_size - mark_size
         if self.restore:
             shutil.rmtree(aof_dir)
@@ -324,22 +324,9 @@ def _last_id(admin: Any, settings: Settings, type_: str) -> str:
 
 
 def _start_replay_server(path: Path, rate: float) -> Any:
-    from skybuffer.sources.replay_server import EventFile, ReplayServer, ServerThread
+    from skybuffer.testbed.replay_server import EventFile, ReplayServer, ServerThread
 
     return ServerThread(ReplayServer(EventFile.load(path), rate=rate)).start()
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.02)
 
 
 def _report(

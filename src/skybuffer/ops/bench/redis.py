@@ -25,7 +25,7 @@ import redis
 from skybuffer.buffer.producer import Encoder
 from skybuffer.buffer.server import connect
 from skybuffer.constants import TYPES, Keys
-from skybuffer.ops.bench import START_US
+from skybuffer.ops.harness import START_US, delete_keys, pyplot, save_plot
 from skybuffer.ops.report import (
     MET27,
     SEED_OPS_PER_S,
@@ -33,13 +33,11 @@ from skybuffer.ops.report import (
     Report,
     Table,
     percentile,
-    pyplot,
     target_of,
     verdict,
 )
-from skybuffer.ops.scratch import delete_keys
 from skybuffer.settings import Settings
-from skybuffer.sources.synthetic import generate
+from skybuffer.testbed.generator import generate
 
 OPERATIONS = ("SET", "GET", "XADD", "XREADGROUP")
 GROUP = "baseline"
@@ -174,13 +172,12 @@ def _report(
         "seed_ops_per_s": SEED_OPS_PER_S,
         "all_pass": all(r["met27"] == "PASS" for r in rows),
     }
-    memory_rows = [
-        {"layout": "seed: one JSON event per stream entry",
-         "bytes per event": memory["json_entry_bytes"]},
-        {"layout": "skybuffer: compressed micro-batch entries",
-         "bytes per event": memory["codec_bytes_per_event"]},
-        {"layout": "one event as a string key (SET)", "bytes per event": memory["set_key_bytes"]},
-    ]  # fmt: skip
+    layouts = {
+        "seed: one JSON event per stream entry": memory["json_entry_bytes"],
+        "skybuffer: compressed micro-batch entries": memory["codec_bytes_per_event"],
+        "one event as a string key (SET)": memory["set_key_bytes"],
+    }
+    memory_rows = [{"layout": name, "bytes per event": value} for name, value in layouts.items()]
     notes = [
         "Each command is one round trip from redis-py, as the seed issued them; latencies are "
         "per call as the application sees them (GIL and thread scheduling included).",
@@ -190,13 +187,19 @@ def _report(
         "much as Redis. skybuffer itself never writes one event per command (bench ingest).",
         f"Memory: the same {int(memory['events']):,} realistic events "
         f"(mean {memory['mean_event_bytes']:.0f} B of JSON) in each layout (MEMORY USAGE).",
-    ]  # fmt: skip
+    ]
+    tables = [
+        Table("bench redis: ops/s and latency", rows),
+        Table("Redis memory per event", memory_rows),
+    ]
     return Report(
-        command="bench-redis", title="skybuffer bench redis: the seed's baseline", data=data,
-        tables=[Table("bench redis: ops/s and latency", rows),
-                Table("Redis memory per event", memory_rows)],
-        notes=notes, plots=[Plot("latency", lambda path: _plot(latencies, path))],
-    )  # fmt: skip
+        command="bench-redis",
+        title="skybuffer bench redis: the seed's baseline",
+        data=data,
+        tables=tables,
+        notes=notes,
+        plots=[Plot("latency", lambda path: _plot(latencies, path))],
+    )
 
 
 def _plot(latencies: dict[str, list[float]], path: Path) -> None:
@@ -209,10 +212,9 @@ def _plot(latencies: dict[str, list[float]], path: Path) -> None:
         ax.plot(ordered, ys, label=label, linewidth=1.2)
     ax.axvline(MET27["p50_ms"], color="grey", linestyle=":", label="MET-27 P50 10 ms")
     ax.axvline(MET27["p95_ms"], color="black", linestyle=":", label="MET-27 P95 50 ms")
-    ax.set(xscale="log", xlabel="latency per command (ms, log)", ylabel="percent of calls",
-           title="Redis command latency (redis-py, one round trip per command)")  # fmt: skip
+    title = "Redis command latency (redis-py, one round trip per command)"
+    ax.set(xscale="log", xlabel="latency per command (ms, log)", ylabel="percent of calls")
+    ax.set_title(title)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_plot(fig, path)

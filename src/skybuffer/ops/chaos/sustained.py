@@ -24,15 +24,21 @@ from skybuffer.buffer.producer import EncodedBatch, Producer
 from skybuffer.buffer.server import connect
 from skybuffer.buffer.spool import Spool
 from skybuffer.constants import Keys
-from skybuffer.ops.chaos import Drain
-from skybuffer.ops.report import Plot, Report, Table, percentile, progress, pyplot, target_of
-from skybuffer.ops.scratch import delete_keys
+from skybuffer.ops.chaos.memory import Drain
+from skybuffer.ops.harness import delete_keys, pyplot, save_plot
+from skybuffer.ops.report import Plot, Report, Table, percentile, progress, target_of
 from skybuffer.pipeline.ingest import Ingester, IngestStats
 from skybuffer.settings import Settings
 from skybuffer.sources.synthetic import SyntheticSource
 
 DEGRADED_RATIO = 2.0  # last window's P95 over the first one's
 DEGRADED_MIN_MS = 5.0  # ...and above this, to ignore sub-millisecond noise
+LATENCY_LINES = {
+    "write_p50_ms": "write P50",
+    "write_p95_ms": "write P95",
+    "write_p99_ms": "write P99",
+    "read_p95_ms": "read P95",
+}
 
 
 class TimedProducer(Producer):
@@ -115,9 +121,16 @@ def _run(
     drain.finish()
     recorder.halt.set()
     recorder.thread.join()
-    return {"began": began, "seconds": time.monotonic() - began, "writes": producer.writes,
-            "reads": drain.reads, "samples": recorder.samples, "accepted": ingester.stats.events,
-            "drained": drain.events, "backlog_at_stop": backlog}  # fmt: skip
+    return {
+        "began": began,
+        "seconds": time.monotonic() - began,
+        "writes": producer.writes,
+        "reads": drain.reads,
+        "samples": recorder.samples,
+        "accepted": ingester.stats.events,
+        "drained": drain.events,
+        "backlog_at_stop": backlog,
+    }
 
 
 def per_window(run: dict[str, Any], window: float, duration: float) -> list[dict[str, Any]]:
@@ -130,18 +143,29 @@ def per_window(run: dict[str, Any], window: float, duration: float) -> list[dict
         writes = sorted(ms for t, ms in run["writes"] if lo <= t - began < hi)
         reads = [(ms, n, lag) for t, ms, n, lag in run["reads"] if lo <= t - began < hi]
         samples = [(t, acc, used) for t, acc, used in run["samples"] if lo <= t < hi]
-        out.append({
-            "window": index + 1,
-            "write_p50_ms": round(percentile(writes, 50), 2),
-            "write_p95_ms": round(percentile(writes, 95), 2),
-            "write_p99_ms": round(percentile(writes, 99), 2),
-            "read_p95_ms": round(percentile(sorted(r[0] for r in reads), 95), 2),
-            "lag_p95_ms": round(percentile(sorted(r[2] for r in reads), 95), 1),
-            "in_ev_s": round(_rate_in(samples)),
-            "out_ev_s": round(sum(r[1] for r in reads) / window),
-            "memory_mb": round(max((u for _, _, u in samples), default=0) / 2**20, 1),
-        })  # fmt: skip
+        out.append(_window(index, writes, reads, samples, window))
     return out
+
+
+def _window(
+    index: int,
+    writes: list[float],
+    reads: list[tuple[float, int, float]],
+    samples: list[tuple[float, int, int]],
+    window: float,
+) -> dict[str, Any]:
+    """One window's figures from its sorted write latencies, reads and memory samples."""
+    return {
+        "window": index + 1,
+        "write_p50_ms": round(percentile(writes, 50), 2),
+        "write_p95_ms": round(percentile(writes, 95), 2),
+        "write_p99_ms": round(percentile(writes, 99), 2),
+        "read_p95_ms": round(percentile(sorted(r[0] for r in reads), 95), 2),
+        "lag_p95_ms": round(percentile(sorted(r[2] for r in reads), 95), 1),
+        "in_ev_s": round(_rate_in(samples)),
+        "out_ev_s": round(sum(r[1] for r in reads) / window),
+        "memory_mb": round(max((u for _, _, u in samples), default=0) / 2**20, 1),
+    }
 
 
 def _rate_in(samples: list[tuple[float, int, int]]) -> float:
@@ -156,8 +180,8 @@ def verdict_of(windows: list[dict[str, Any]], rate: float, backlog: int) -> list
     problems = []
     first, last = windows[0], windows[-1]
     if last["write_p95_ms"] > max(DEGRADED_RATIO * first["write_p95_ms"], DEGRADED_MIN_MS):
-        problems.append(f"write P95 rose from {first['write_p95_ms']} to "
-                        f"{last['write_p95_ms']} ms")  # fmt: skip
+        rose = f"write P95 rose from {first['write_p95_ms']} to {last['write_p95_ms']} ms"
+        problems.append(rose)
     slow = [w["window"] for w in windows if w["in_ev_s"] < 0.9 * rate]
     if slow:
         problems.append(f"ingest below 90% of {rate:,.0f} ev/s in windows {slow}")
@@ -188,13 +212,13 @@ def _figures(
 
 
 def _report(f: dict[str, Any]) -> Report:
+    verdict = f["verdict"] + ("" if not f["problems"] else ": " + "; ".join(f["problems"]))
+    counts = f"{f['accepted']:,} / {f['drained']:,} / {f['lost']:,}"
     summary = [
-        {"figure": "verdict", "value": f["verdict"] + ("" if not f["problems"] else
-                                                       ": " + "; ".join(f["problems"]))},
-        {"figure": "accepted / drained / lost",
-         "value": f"{f['accepted']:,} / {f['drained']:,} / {f['lost']:,}"},
+        {"figure": "verdict", "value": verdict},
+        {"figure": "accepted / drained / lost", "value": counts},
         {"figure": "target", "value": f"{f['rate']:,.0f} ev/s for {f['minutes']} min"},
-    ]  # fmt: skip
+    ]
     notes = [
         "write = one ingest batch (MULTI/EXEC of every type's entry, counters and cursor); "
         "read = one XREADGROUP + decode + XACK/XDEL call; lag = read time - XADD time.",
@@ -202,13 +226,16 @@ def _report(f: dict[str, Any]) -> Report:
         f"(and > {DEGRADED_MIN_MS:.0f} ms), ingest falls below 90% of the target, the drain "
         "ends more than 5 s behind, or memory grows by half.",
         "The windows are wall-clock; on a shared machine other load shows up as noise.",
-    ]  # fmt: skip
+    ]
     return Report(
-        command="chaos-sustained", title="skybuffer chaos sustained: steady load over time",
-        data=f, tables=[Table("sustained load", summary), Table("per window", f["windows"])],
-        notes=notes, plots=[Plot("sustained", lambda path: _plot(f, path))],
+        command="chaos-sustained",
+        title="skybuffer chaos sustained: steady load over time",
+        data=f,
+        tables=[Table("sustained load", summary), Table("per window", f["windows"])],
+        notes=notes,
+        plots=[Plot("sustained", lambda path: _plot(f, path))],
         exit_code=0 if f["verdict"] == "stable" and f["lost"] == 0 else 1,
-    )  # fmt: skip
+    )
 
 
 def _plot(f: dict[str, Any], path: Path) -> None:
@@ -217,8 +244,7 @@ def _plot(f: dict[str, Any], path: Path) -> None:
     windows = f["windows"]
     xs = [w["window"] * f["window_seconds"] / 60 for w in windows]
     fig, (lat, mem, thr) = plt.subplots(3, 1, figsize=(8, 8), sharex=False)
-    for key, label in (("write_p50_ms", "write P50"), ("write_p95_ms", "write P95"),
-                       ("write_p99_ms", "write P99"), ("read_p95_ms", "read P95")):  # fmt: skip
+    for key, label in LATENCY_LINES.items():
         lat.plot(xs, [w[key] for w in windows], marker="o", label=label)
     lat.set(ylabel="ms", title="Latency per window")
     mem.plot([m["s"] / 60 for m in f["memory"]], [m["used_memory"] / 2**20 for m in f["memory"]])
@@ -231,6 +257,4 @@ def _plot(f: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3)
     lat.legend(fontsize=8)
     thr.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_plot(fig, path)

@@ -8,7 +8,7 @@ wall time on a shared machine), Parquet bytes per event (overall and per type), 
 Redis used_memory before and after, and this process's peak RSS (and its RSS before the
 drain: the libraries' share of the peak).
 
-Before the drain, the in-run reference (lake/reference.py) converts the same events, as
+Before the drain, the in-run reference (ops/bench/reference.py) converts the same events, as
 NDJSON, with pyarrow alone in a child process; ``vs_reference`` is the writer's events/s
 over the reference's, a figure that travels between machines (the raw events/s does not).
 """
@@ -26,8 +26,11 @@ from typing import Any
 
 from skybuffer.buffer.server import ManagedRedis, free_port
 from skybuffer.errors import SkybufferError
-from skybuffer.lake.reference import run_reference
+from skybuffer.ops.bench.reference import run_reference
+from skybuffer.pipeline.datawriter import DataWriter
+from skybuffer.pipeline.drain_result import TypeResult
 from skybuffer.privilege import skybuffer_env
+from skybuffer.processes import peak_rss_bytes
 from skybuffer.settings import Settings, load_settings
 
 
@@ -72,10 +75,9 @@ def _scratch_settings(workdir: Path, base: Settings | None) -> Settings:
     writer = base.writer.model_dump() if base else {}
     lake = base.lake.model_dump() if base else {}
     lake["root"] = None  # always the scratch lake
-    return load_settings(
-        data_dir=workdir, redis={"port": free_port(), "maxmemory": "4gb"},
-        writer=writer, lake=lake, metrics={"ingest_port": 0, "writer_port": 0},
-    )  # fmt: skip
+    redis = {"port": free_port(), "maxmemory": "4gb"}
+    metrics = {"ingest_port": 0, "writer_port": 0}
+    return load_settings(data_dir=workdir, redis=redis, writer=writer, lake=lake, metrics=metrics)
 
 
 def _fill(settings: Settings, events: int, seed: int) -> None:
@@ -86,17 +88,14 @@ def _fill(settings: Settings, events: int, seed: int) -> None:
         "SKYBUFFER_REDIS__MAXMEMORY": "4gb",
         "SKYBUFFER_METRICS__INGEST_PORT": "0",
     }
-    command = [sys.executable, "-m", "skybuffer", "ingest", "--source", "synthetic",
-               "--rate", "0", "--count", str(events), "--seed", str(seed)]  # fmt: skip
+    source = ["--source", "synthetic", "--rate", "0", "--seed", str(seed)]
+    command = [sys.executable, "-m", "skybuffer", "ingest", *source, "--count", str(events)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SkybufferError(f"bench: filling the buffer failed: {done.stderr[-2000:]}")
 
 
 def _drain(settings: Settings, server: ManagedRedis, events: int) -> dict[str, Any]:
-    from skybuffer.pipeline.datawriter import DataWriter
-    from skybuffer.processes import peak_rss_bytes
-
     admin = server.client("admin")
     before = int(admin.info("memory")["used_memory"])
     writer = DataWriter.from_settings(settings)
@@ -124,16 +123,7 @@ def _drain(settings: Settings, server: ManagedRedis, events: int) -> dict[str, A
         "parquet_bytes_per_event": round(size / result.rows, 1) if result.rows else 0.0,
         "files": sum(r.files for r in result.types.values()),
         "batches": sum(r.batches for r in result.types.values()),
-        "per_type": {
-            t: {
-                "rows": r.rows,
-                "files": r.files,
-                "bytes": r.bytes,
-                "bytes_per_event": round(r.bytes / r.rows, 1) if r.rows else 0.0,
-                "seconds": round(r.seconds, 3),
-            }
-            for t, r in result.types.items()
-        },  # fmt: skip
+        "per_type": {t: _type_figures(r) for t, r in result.types.items()},
         "redis_used_memory_before": before,
         "redis_used_memory_after": after,
         "writer_peak_rss_bytes": peak_rss_bytes(),
@@ -152,3 +142,13 @@ def _rss_bytes() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def _type_figures(r: TypeResult) -> dict[str, Any]:
+    return {
+        "rows": r.rows,
+        "files": r.files,
+        "bytes": r.bytes,
+        "bytes_per_event": round(r.bytes / r.rows, 1) if r.rows else 0.0,
+        "seconds": round(r.seconds, 3),
+    }

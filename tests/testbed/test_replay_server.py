@@ -1,4 +1,7 @@
-"""The local Jetstream: v1 cursor, filter, compression, pacing, outbox and loop semantics."""
+"""The local Jetstream: v1 cursor, filter, compression, pacing, outbox and loop semantics.
+
+Covers on purpose: testbed/replay_server.py and testbed/event_file.py (what a request
+selects of the file, and the loop's shifted passes)."""
 
 from __future__ import annotations
 
@@ -17,8 +20,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from skybuffer.buffer.codec import jetstream_dictionary
-from skybuffer.sources.replay_server import EventFile, ReplayServer, ServerThread
-from skybuffer.sources.synthetic import generate
+from skybuffer.testbed.generator import generate
+from skybuffer.testbed.replay_server import EventFile, ReplayServer, ServerThread
 from tests.conftest import GOLDEN, free_port, stop_pid
 
 

@@ -1,4 +1,5 @@
-"""`skybuffer bench redis` measures every operation and leaves the live Redis as it was."""
+"""`skybuffer bench redis` (ops/bench/redis.py) measures every operation and leaves the
+live Redis as it was."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typer.testing import CliRunner
 
 from skybuffer.buffer.server import ManagedRedis
 from skybuffer.cli import app
-from skybuffer.ops.baseline import OPERATIONS, run_bench_redis
+from skybuffer.ops.bench.redis import OPERATIONS, run_bench_redis
 from skybuffer.settings import Settings
 
 

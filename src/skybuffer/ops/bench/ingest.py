@@ -1,4 +1,4 @@
-"""`skybuffer bench ingest|codec`: skybuffer's ingest against its baselines, in one run.
+"""`skybuffer bench ingest`: skybuffer's ingest against its baselines, in one run.
 
 Each benchmark runs on the same pre-generated realistic events (generation is not
 timed) against a scratch redis-server of the shipped profile, and reports JSON-ready
@@ -8,14 +8,12 @@ them means something on whatever machine runs it.
 
 from __future__ import annotations
 
-import platform
 import re
 import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import redis
 
@@ -24,27 +22,15 @@ from skybuffer.buffer.server import ManagedRedis
 from skybuffer.buffer.spool import Spool
 from skybuffer.constants import TYPES, Keys
 from skybuffer.errors import MissingBinaryError
-from skybuffer.ops.scratch import scratch_redis
+from skybuffer.ops.harness import START_US, machine, scratch_redis
 from skybuffer.pipeline.ingest import Ingester
 from skybuffer.privilege import program_env
 from skybuffer.settings import IngestSettings, RedisSettings
 from skybuffer.sources.memory import MemorySource
-from skybuffer.sources.synthetic import generate
+from skybuffer.testbed.generator import generate
 
-START_US = 1_779_719_009_000_000  # 2026-05-25 14:23 UTC, the golden capture's hour
 BASELINE_SECONDS = 5.0  # the seed-style loop is slow: time-box it
 BENCH_USER = "skybuffer-bench"
-
-
-def machine() -> dict[str, Any]:
-    import os
-
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-    }
 
 
 def bench_ingest(events: int, base: RedisSettings, ingest: IngestSettings, seed: int = 1) -> dict:
@@ -54,7 +40,7 @@ def bench_ingest(events: int, base: RedisSettings, ingest: IngestSettings, seed:
     mean_size = sum(map(len, data)) / len(data)
     with scratch_redis(base) as server:
         result = _skybuffer_ingest(server, data, ingest)
-        result["bytes_per_event"] = _stream_bytes(server.client("admin"), Keys()) / events
+        result["bytes_per_event"] = stream_bytes(server.client("admin"), Keys()) / events
         baseline = _seed_style(server.client("admin"), data)
         result["baseline_events_per_s"] = baseline["events_per_s"]
         result["json_bytes_per_event"] = baseline["bytes_per_event"]
@@ -89,7 +75,7 @@ def _skybuffer_ingest(server: ManagedRedis, data: list[bytes], settings: IngestS
     }
 
 
-def _stream_bytes(client: redis.Redis, keys: Keys) -> int:
+def stream_bytes(client: redis.Redis, keys: Keys) -> int:
     """Redis memory of every stream, entry overhead included (MEMORY USAGE, exact)."""
     total = 0
     for type_ in TYPES:
@@ -99,7 +85,7 @@ def _stream_bytes(client: redis.Redis, keys: Keys) -> int:
 
 def _seed_style(client: redis.Redis, data: list[bytes]) -> dict:
     """The seed's approach: one JSON XADD per event, one round trip each (time-boxed)."""
-    key = "skybuffer:ops:bench:json"
+    key = Keys().ops_prefix + "bench:json"
     sent = 0
     started = time.perf_counter()
     deadline = started + BASELINE_SECONDS
@@ -119,22 +105,25 @@ def _redis_benchmark(server: ManagedRedis, payload_bytes: int, requests: int = 2
     binary = shutil.which("redis-benchmark")
     if binary is None:
         raise MissingBinaryError("redis-benchmark", "redis-tools")
-    key = "skybuffer:ops:bench:redis-benchmark"
+    key = Keys().ops_prefix + "bench:redis-benchmark"
     admin = server.client("admin")
     # redis-benchmark takes a password only on its command line (visible in `ps`): give
     # it a throw-away user that needs none, confined to one scratch key, deleted after.
-    admin.acl_setuser(
-        BENCH_USER, enabled=True, nopass=True, keys=[key],
-        commands=["+xadd", "+ping", "+hello", "+config|get"],
-    )  # fmt: skip
+    commands = ["+xadd", "+ping", "+hello", "+config|get"]
+    admin.acl_setuser(BENCH_USER, enabled=True, nopass=True, keys=[key], commands=commands)
+    # An explicit command: redis-benchmark of Redis 7.0 has no built-in xadd test.
+    where = ["-h", server.settings.host, "-p", str(server.settings.port)]
+    login = ["--user", BENCH_USER, "-a", "unused"]
+    load = ["-P", "32", "-n", str(requests), "-q", "XADD", key, "*", "json", "x" * payload_bytes]
     try:
-        # An explicit command: redis-benchmark of Redis 7.0 has no built-in xadd test.
         out = subprocess.run(
-            [binary, "-h", server.settings.host, "-p", str(server.settings.port),
-             "--user", BENCH_USER, "-a", "unused", "-P", "32", "-n", str(requests),
-             "-q", "XADD", key, "*", "json", "x" * payload_bytes],
-            capture_output=True, text=True, timeout=300, check=True, env=program_env(),
-        )  # fmt: skip
+            [binary, *where, *login, *load],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+            env=program_env(),
+        )
     finally:
         admin.acl_deluser(BENCH_USER)
     server.client("admin").delete(key)
@@ -142,37 +131,3 @@ def _redis_benchmark(server: ManagedRedis, payload_bytes: int, requests: int = 2
     if match is None:
         raise RuntimeError(f"unexpected redis-benchmark output: {out.stdout[-300:]!r}")
     return round(float(match.group(1)))
-
-
-def bench_codec(path: Path, base: RedisSettings, batch_events: int = 5000) -> dict:
-    """Redis bytes per event of a JSONL file's events through the codec (at the level
-    that ships) vs plain JSON."""
-    from skybuffer.buffer.producer import Encoder
-    from skybuffer.constants import CODEC_LEVEL
-
-    data = [line for line in path.read_bytes().splitlines() if line.strip()]
-    encoder = Encoder(max_event_bytes=10**7, level=CODEC_LEVEL)
-    keys = Keys("skybuffer:ops:codec:")
-    with scratch_redis(base) as server:
-        client = server.client("admin")
-        for seq, start in enumerate(range(0, len(data), batch_events), 1):
-            batch = encoder.encode(seq, str(start), data[start : start + batch_events])
-            for type_, fields in batch.entries.items():
-                client.xadd(keys.stream(type_), fields)  # type: ignore[arg-type]
-        codec_bytes = _stream_bytes(client, keys)
-        json_key = "skybuffer:ops:codec:json"
-        for start in range(0, len(data), 1000):
-            pipe = client.pipeline(transaction=False)
-            for raw in data[start : start + 1000]:
-                pipe.xadd(json_key, {"json": raw})
-            pipe.execute()
-        json_bytes = client.memory_usage(json_key, samples=0) or 0
-    return {
-        "file": str(path),
-        "events": len(data),
-        "mean_event_bytes": round(sum(map(len, data)) / max(len(data), 1), 1),
-        "bytes_per_event": round(codec_bytes / max(len(data), 1), 1),
-        "json_bytes_per_event": round(json_bytes / max(len(data), 1), 1),
-        "batch_events": batch_events,
-        "codec_level": CODEC_LEVEL,
-    }
