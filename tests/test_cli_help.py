@@ -2,7 +2,8 @@
 columns, the command order, `stack status` as a table, a Redis without maxmemory, and log
 lines printed above the live status line.
 
-Also covers: skybuffer.cli.apps, skybuffer.cli.dataflow, skybuffer.cli.ops,
+Also covers: skybuffer.cli.apps, skybuffer.cli.dataflow, skybuffer.cli.ops, skybuffer.cli.stack,
+skybuffer.cli.chaos, skybuffer.cli.bench,
 skybuffer.cli.options, skybuffer.cli.tables, skybuffer.cli.live, skybuffer.console,
 skybuffer.observability.status (through the behaviour above).
 """

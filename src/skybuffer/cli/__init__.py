@@ -1,7 +1,8 @@
 """The `skybuffer` command: parse, build settings, call one function, show the result.
 
-Commands live in cli/dataflow.py (the data flow) and cli/ops.py (the operator's tools);
-importing them registers them on the application.
+Commands live in one module per group: cli/dataflow.py (the data flow), deadletter.py,
+stack.py, ops.py (audit, capacity), chaos.py and bench.py; importing them registers them
+on the application. cli/live.py and cli/tables.py are the terminal around them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 
 import redis
 
-from skybuffer.cli import dataflow, deadletter, ops  # noqa: F401 - registers the commands
+from skybuffer.cli import bench, chaos, dataflow, deadletter, ops, stack  # noqa: F401 - registers
 from skybuffer.cli.apps import app
 from skybuffer.errors import ConfigError, RedisUnavailable, SkybufferError, persist_error
 

@@ -1,0 +1,109 @@
+"""`skybuffer bench ...`: one command per benchmark of ops/bench/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from skybuffer.cli.apps import bench_app
+from skybuffer.cli.ops import show_report
+from skybuffer.cli.options import (
+    ConfigFile,
+    DataDir,
+    JsonOut,
+    emit_json,
+    redis_for_command,
+    settings_for,
+    settings_to_start,
+)
+
+
+def show_bench(title: str, result: dict[str, Any], as_json: bool) -> None:
+    """Print a benchmark result as JSON or as a two-column table."""
+    if as_json:
+        emit_json(result)
+        return
+    from skybuffer.console import console, figures_table
+
+    rows = [{"figure": k, "value": v} for k, v in result.items() if not isinstance(v, dict)]
+    console.print(figures_table(title, rows))
+    for key, value in result.items():
+        if isinstance(value, dict):
+            console.print(f"{key}: " + ", ".join(f"{k}={v}" for k, v in value.items()))
+
+
+@bench_app.command("ingest")
+def bench_ingest_cmd(
+    events: Annotated[int, typer.Option("--events", help="Realistic events to ingest.")] = 500_000,
+    source: Annotated[
+        str, typer.Option("--source", help="synthetic (in memory) or jetstream (local server).")
+    ] = "synthetic",
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Measure how fast the ingester fills Redis, and Redis bytes per event, beside one
+    XADD per event and redis-benchmark; on a scratch Redis removed afterwards."""
+    s = settings_for(data_dir, config)
+    if source == "jetstream":
+        from skybuffer.ops.bench.jetstream import bench_jetstream_ingest
+
+        result = bench_jetstream_ingest(events, s)
+    else:
+        from skybuffer.ops.bench.ingest import bench_ingest
+
+        result = bench_ingest(events, s.redis, s.ingest)
+    show_bench(f"bench ingest ({source})", result, as_json)
+
+
+@bench_app.command("write")
+def bench_write_cmd(
+    events: Annotated[int, typer.Option("--events", help="Buffered events to drain.")] = 1_000_000,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Measure the writer's speed and peak memory draining --events realistic events.
+
+    Into a temporary lake, from a scratch Redis removed afterwards; beside a reference
+    run in the same conditions (the same events as NDJSON through pyarrow.json and
+    pyarrow.parquet, in a child process); with Parquet bytes per event per type."""
+    from skybuffer.ops.bench.write import bench_write
+
+    result = bench_write(events, settings_for(data_dir, config))
+    show_bench("bench write", result, as_json)
+
+
+@bench_app.command("codec")
+def bench_codec_cmd(
+    file: Annotated[Path, typer.Option("--file", help="JSONL file of events.", exists=True)],
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Measure the Redis bytes per event of a file's events, compressed as the buffer
+    stores them, against plain JSON."""
+    from skybuffer.ops.bench.codec import bench_codec
+
+    s = settings_for(data_dir, config)
+    show_bench("bench codec", bench_codec(file, s.redis, s.ingest.batch_events), as_json)
+
+
+@bench_app.command("redis")
+def bench_redis_cmd(
+    ops: Annotated[int, typer.Option("--ops", help="Commands per measurement.")] = 10_000,
+    clients: Annotated[int, typer.Option("--clients", help="Concurrent clients.")] = 8,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Measure the running Redis: SET/GET and XADD/XREADGROUP operations per second and
+    latency, against the MET-27 targets."""
+    from skybuffer.ops.bench.redis import run_bench_redis
+
+    s = settings_to_start(data_dir, config)
+    with redis_for_command(s):
+        report = run_bench_redis(s, ops, clients)
+    show_report(report, as_json)
