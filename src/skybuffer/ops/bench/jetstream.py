@@ -118,12 +118,8 @@ def _start_server(path: Path, port: int, *, loop: bool) -> subprocess.Popen[byte
         "from pathlib import Path; from skybuffer.testbed.replay_server import run_replay_server;"
         f"run_replay_server(Path({str(path)!r}), port={port}, loop={loop})"
     )
-    return subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        env=skybuffer_env(),
-    )
+    args = [sys.executable, "-c", code]
+    return processes.spawn(args, cwd=None, log=subprocess.PIPE, env=skybuffer_env(), stderr=None)
 
 
 def _wait_until_listening(server: subprocess.Popen[bytes], timeout: float = 60.0) -> None:

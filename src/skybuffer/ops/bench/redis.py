@@ -22,9 +22,9 @@ from typing import Any
 
 import redis
 
-from skybuffer.buffer.producer import Encoder
 from skybuffer.buffer.server import connect
-from skybuffer.constants import TYPES, Keys
+from skybuffer.constants import Keys
+from skybuffer.ops.bench.codec import codec_vs_json
 from skybuffer.ops.harness import START_US, delete_keys, pyplot, save_plot
 from skybuffer.ops.report import (
     MET27,
@@ -131,24 +131,13 @@ def _row(name: str, clients: int, rate: float, samples: list[float]) -> dict[str
 
 def memory_per_entry(client: redis.Redis, prefix: str, events: list[bytes]) -> dict[str, float]:
     """Redis bytes per event: the seed's layout (one JSON entry each) vs skybuffer's codec."""
-    json_key = prefix + "memory:json"
-    for start in range(0, len(events), 1000):
-        pipe = client.pipeline(transaction=False)
-        for raw in events[start : start + 1000]:
-            pipe.xadd(json_key, {"json": raw})
-        pipe.execute()
-    keys, encoder = Keys(prefix + "memory:"), Encoder(max_event_bytes=10**6)
-    for seq, start in enumerate(range(0, len(events), 5000), 1):
-        batch = encoder.encode(seq, str(start), events[start : start + 5000])
-        for type_, fields in batch.entries.items():
-            client.xadd(keys.stream(type_), fields)  # type: ignore[arg-type]
-    codec = sum(client.memory_usage(keys.stream(t), samples=0) or 0 for t in TYPES)
+    codec, json_bytes = codec_vs_json(client, prefix + "memory:", events)
     set_key = prefix + "memory:set"
     client.set(set_key, events[0])
     return {
         "events": len(events),
         "mean_event_bytes": round(sum(map(len, events)) / len(events), 1),
-        "json_entry_bytes": round((client.memory_usage(json_key, samples=0) or 0) / len(events), 1),
+        "json_entry_bytes": round(json_bytes / len(events), 1),
         "codec_bytes_per_event": round(codec / len(events), 1),
         "set_key_bytes": float(client.memory_usage(set_key, samples=0) or 0),
     }

@@ -280,12 +280,9 @@ def _refuses_without_load_truncated(conf: Path, root: Path) -> tuple[bool, str]:
     log = root / "refuse.log"
     where = ["--port", str(free_port()), "--bind", "127.0.0.1", "--dir", str(root)]
     how = ["--daemonize", "no", "--logfile", str(log), "--aof-load-truncated", "no"]
-    proc = subprocess.Popen(
-        [binary, str(conf), *where, *how],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        umask=PRIVATE_UMASK,
-        env=program_env(),
+    args = [binary, str(conf), *where, *how]
+    proc = processes.spawn(
+        args, cwd=None, log=subprocess.DEVNULL, env=program_env(), umask=PRIVATE_UMASK
     )
     try:
         proc.wait(timeout=20)
