@@ -104,3 +104,17 @@ def commit_event(
     if record is not None:
         body |= {"record": record, "cid": cid}
     return {"did": did, "time_us": t, "kind": "commit", "commit": body}
+
+
+_TID_VALUE = {c: i for i, c in enumerate("234567abcdefghijklmnopqrstuvwxyz")}
+
+
+def tid_value(tid: str | None) -> int | None:
+    """An atproto TID (53-bit µs, 10-bit clock id, base32-sortable) as a number; None if
+    the string is not one."""
+    if tid is None or len(tid) != 13 or any(c not in _TID_VALUE for c in tid):
+        return None
+    value = 0
+    for c in tid:
+        value = value << 5 | _TID_VALUE[c]
+    return value

@@ -19,10 +19,7 @@ import orjson
 import zstandard
 
 from skybuffer.errors import ConfigError
-
-_TID_ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
-_TID_VALUE = {c: i for i, c in enumerate(_TID_ALPHABET)}
-_TID_SHIFTS = tuple(range(60, -1, -5))
+from skybuffer.testbed.atproto import tid, tid_value
 
 
 class Event(NamedTuple):
@@ -90,7 +87,7 @@ def _describe(line: bytes, last_us: int) -> Event:
     if kind == "commit":
         rev = body.get("rev")
         rev = rev if isinstance(rev, str) else None
-        return Event(time_us, line, str(body.get("collection")), rev, None, _tid_value(rev))
+        return Event(time_us, line, str(body.get("collection")), rev, None, tid_value(rev))
     seq = body.get("seq")
     return Event(time_us, line, None, None, seq if type(seq) is int else None)
 
@@ -149,23 +146,13 @@ def _shifted(event: Event, passes: int, shift: int, seq_span: int) -> bytes:
         b'"time_us":%d' % event.time_us, b'"time_us":%d' % (event.time_us + shift), 1
     )
     if event.rev is not None:
-        new = _tid(event.tid + (shift << 10)) if event.tid is not None else f"{event.rev}-{passes}"
+        new = _shifted_tid(event.tid, shift) if event.tid is not None else f"{event.rev}-{passes}"
         raw = raw.replace(f'"rev":"{event.rev}"'.encode(), f'"rev":"{new}"'.encode(), 1)
     elif event.seq is not None:
         raw = raw.replace(b'"seq":%d' % event.seq, b'"seq":%d' % (event.seq + passes * seq_span), 1)
     return raw
 
 
-def _tid_value(tid: str | None) -> int | None:
-    """An atproto TID (53-bit µs, 10-bit clock id, base32-sortable) as a number; None if
-    the string is not one."""
-    if tid is None or len(tid) != 13 or any(c not in _TID_VALUE for c in tid):
-        return None
-    value = 0
-    for c in tid:
-        value = value << 5 | _TID_VALUE[c]
-    return value
-
-
-def _tid(value: int) -> str:
-    return "".join(_TID_ALPHABET[(value >> shift) & 31] for shift in _TID_SHIFTS)
+def _shifted_tid(value: int, shift_us: int) -> str:
+    """The TID of ``value`` moved ``shift_us`` microseconds later (its clock id kept)."""
+    return tid((value >> 10) + shift_us, value & 1023)
