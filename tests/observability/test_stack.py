@@ -1,6 +1,7 @@
 """`skybuffer stack up|down|status`: the committed files, loopback only, stopped by pid.
 
-Also covers: skybuffer.observability.programs (through the behaviour above).
+Also covers: skybuffer.observability.programs, skybuffer.observability.stack_secrets
+(through the behaviour above).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from pydantic import ValidationError
 
 from skybuffer.errors import ConfigError, MissingBinaryError
 from skybuffer.observability.stack import (
-    SLACK_PLACEHOLDER,
     Stack,
     missing_binaries,
     stack_available,
@@ -26,6 +26,7 @@ from skybuffer.observability.stack import (
     stack_status,
     stack_up,
 )
+from skybuffer.observability.stack_secrets import SLACK_PLACEHOLDER
 from skybuffer.settings import Settings, StackSettings
 
 from .harness import CONFIG, require, stack_settings

@@ -30,14 +30,10 @@ from skybuffer.observability.programs import (
     Component,
     ready,
 )
-from skybuffer.privilege import SLACK_WEBHOOK_ENV, private_dir, write_private
+from skybuffer.observability.stack_secrets import StackSecrets
+from skybuffer.privilege import private_dir
 from skybuffer.processes import atomic_write
 from skybuffer.settings import Settings, StackSettings
-
-SLACK_ENV = SLACK_WEBHOOK_ENV
-# Connection refused at once on loopback's discard port: notifications fail fast and
-# visibly (alertmanager_notifications_failed_total) instead of going anywhere.
-SLACK_PLACEHOLDER = "http://127.0.0.1:9/skybuffer-slack-webhook-not-configured"
 
 
 def missing_binaries() -> dict[str, str]:
@@ -73,6 +69,7 @@ class Stack:
         self.conf = stack or settings.stack
         self.dir = settings.data_dir / "stack"
         self.secrets = self.dir / "secrets"
+        self.keys = StackSecrets(settings, self.conf, self.secrets)
 
     # --- public ------------------------------------------------------------------------
     def urls(self) -> dict[str, str]:
@@ -116,7 +113,11 @@ class Stack:
                 "log": str(process.logfile),
                 "binary": component.which(),
             }
-        return {"stack_dir": str(self.dir), "components": components, "slack": self._slack()}
+        return {
+            "stack_dir": str(self.dir),
+            "components": components,
+            "slack": self.keys.slack_state(),
+        }
 
     # --- layout ------------------------------------------------------------------------
     def _check_binaries(self) -> None:
@@ -135,7 +136,7 @@ class Stack:
         _symlink(self.dir / "alertmanager" / "templates", am / "templates")
         _symlink(self.dir / "alertmanager" / "secrets", Path("..") / "secrets")
         self._write_targets(self.dir / "prometheus" / "targets")
-        write_private(self.secrets / "slack_webhook_url", self._slack_url() or SLACK_PLACEHOLDER)
+        self.keys.write_slack_url()
 
     def _config_source(self, name: str) -> Path:
         path = self.conf.config_dir.resolve() / name
@@ -158,51 +159,6 @@ class Stack:
         for job, target in targets.items():
             groups = [{"targets": [target]}] if target else []
             atomic_write(directory / f"{job}.yml", json.dumps(groups) + "\n")
-
-    # --- secrets -----------------------------------------------------------------------
-    def _slack_url(self) -> str | None:
-        if self.conf.slack_webhook_url is not None:
-            return self.conf.slack_webhook_url.get_secret_value().strip() or None
-        if self.conf.slack_webhook_file is not None:
-            try:
-                return self.conf.slack_webhook_file.read_text().strip() or None
-            except OSError as exc:
-                raise ConfigError(
-                    f"stack.slack_webhook_file {self.conf.slack_webhook_file}: {exc.strerror}"
-                ) from None
-        return None
-
-    def _slack(self) -> str:
-        try:
-            written = (self.secrets / "slack_webhook_url").read_text().strip()
-        except FileNotFoundError:
-            written = None
-        if written and written != SLACK_PLACEHOLDER:
-            return "configured"
-        return (
-            f"not configured: Alertmanager posts to a placeholder that fails; set {SLACK_ENV} "
-            "and run `skybuffer stack up` again"
-        )
-
-    def _exporter_auth(self, redis_addr: str) -> list[str]:
-        """-redis.user/-redis.password-file flags (the file maps address -> password)."""
-        password = self._exporter_password()
-        if password is None:
-            return []
-        path = self.secrets / "redis_exporter_passwords.json"
-        write_private(path, json.dumps({redis_addr: password}))
-        return ["-redis.user=exporter", f"-redis.password-file={path}"]
-
-    def _exporter_password(self) -> str | None:
-        redis_settings = self.settings.redis
-        if redis_settings.exporter_password is not None:
-            return redis_settings.exporter_password.get_secret_value()
-        if redis_settings.url:
-            return None  # an external Redis: its exporter password must be given
-        from skybuffer.buffer.server import ManagedRedis
-
-        server = ManagedRedis(redis_settings, self.settings.redis_dir)
-        return server.credentials("exporter").password
 
     # --- processes ---------------------------------------------------------------------
     def _process(self, component: Component) -> ChildProcess:
@@ -255,7 +211,7 @@ class Stack:
         return [
             binary,
             f"-redis.addr={redis_addr}",
-            *self._exporter_auth(redis_addr),
+            *self.keys.exporter_auth(redis_addr),
             streams,
             listen,
         ]
