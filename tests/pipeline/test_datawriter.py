@@ -2,7 +2,8 @@
 
 Real redis-server, real files, and every check of the lake goes through DuckDB.
 
-Also covers: skybuffer.pipeline.drain_result (through the behaviour above).
+Also covers: skybuffer.pipeline.drain_result, skybuffer.pipeline.faults (through the behaviour
+above).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from skybuffer.errors import LeaseHeld
 from skybuffer.events import classify, identity
 from skybuffer.lake.query import run_query
 from skybuffer.lake.schema import rebuild_event
-from skybuffer.pipeline.datawriter import FAULT_EXIT_CODE, DataWriter, drain_once
+from skybuffer.pipeline.datawriter import DataWriter, drain_once
+from skybuffer.pipeline.faults import FAULT_EXIT_CODE
 from skybuffer.pipeline.runner import build_ingester
 from skybuffer.settings import Settings
 from skybuffer.testbed.generator import generate

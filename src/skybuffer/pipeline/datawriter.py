@@ -70,14 +70,11 @@ from skybuffer.lake.writer import LakeWriter, PartFile, WrittenFile
 from skybuffer.observability import writer_stats
 from skybuffer.pipeline.conversion import Converter
 from skybuffer.pipeline.drain_result import DrainResult, TypeResult, record_batch
+from skybuffer.pipeline.faults import Faults
 from skybuffer.pipeline.forgetting import Forgetting
 from skybuffer.settings import LakeSettings, Settings, WriterSettings
 
 log = logging.getLogger(__name__)
-
-FAULT_STEPS = ("after_first_file", "before_ack", "before_trim")
-"""Where ``writer.fault`` makes the process exit abruptly (os._exit), for crash tests."""
-FAULT_EXIT_CODE = 86
 
 
 class DataWriter:
@@ -91,8 +88,7 @@ class DataWriter:
         lake: LakeSettings,
         lease_token: str = "",
     ) -> None:
-        if writer.fault is not None and writer.fault not in FAULT_STEPS:
-            raise ConfigError(f"writer.fault {writer.fault!r} is not one of {FAULT_STEPS}")
+        self.faults = Faults(writer.fault)
         self.settings = writer
         self.client = client
         self.keys = keys
@@ -254,7 +250,7 @@ class DataWriter:
         with self.lake.publishing():
             commit, files = self._publish_and_commit(batch, parts, dead)
         result.replayed += self.forgetting.save(batch.type)
-        self._fault("before_trim")
+        self.faults.at("before_trim")
         result.add(files, commit, self.consumer.trim(batch.type))
         record_batch(batch, files, dead, commit.deadletters, time.monotonic() - began)
         written = (sum(f.rows for f in files), sum(f.bytes for f in files), len(files))
@@ -274,8 +270,8 @@ class DataWriter:
             raise
         last = max(batch.ids, key=id_key)
         self._ledger_record(batch.type, "published", last)
-        files = self.lake.publish(parts, set(batch.ids), self._after_file(len(parts)))
-        self._fault("before_ack")
+        files = self.lake.publish(parts, set(batch.ids), self.faults.after_first_file(len(parts)))
+        self.faults.at("before_ack")
         lake_last = self.ledger.last(batch.type, "committed") if self.ledger else ""
         try:
             commit = self.consumer.commit(batch.type, batch.entries, dead, lake_last=lake_last)
@@ -294,23 +290,6 @@ class DataWriter:
             raise LakeWriteError(
                 f"cannot record the lake ledger {self.ledger.path}: {exc}"
             ) from exc
-
-    # --- fault injection -----------------------------------------------------------------
-    def _after_file(self, count: int) -> Callable[[PartFile], None]:
-        published = 0
-
-        def hook(part: PartFile) -> None:
-            nonlocal published
-            published += 1
-            if published < count:
-                self._fault("after_first_file")
-
-        return hook
-
-    def _fault(self, step: str) -> None:
-        if self.settings.fault == step:
-            log.error("Fault injection: exiting abruptly at %s.", step)
-            os._exit(FAULT_EXIT_CODE)
 
 
 # --- module-level entry points ---------------------------------------------------------------
