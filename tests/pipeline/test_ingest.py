@@ -1,7 +1,7 @@
 """The ingester buffers every event exactly once: through a full Redis, a Redis that goes
 away, and a kill -9 of the ingester itself.
 
-Also covers: skybuffer.pipeline.holding, skybuffer.pipeline.tally,
+Also covers: skybuffer.pipeline.holding, skybuffer.pipeline.tally, skybuffer.pipeline.redis_health,
 skybuffer.pipeline.runner (through the behaviour above).
 """
 

@@ -46,6 +46,7 @@ from skybuffer.errors import BufferCannotPersist, BufferForgot, BufferFull, Redi
 from skybuffer.pipeline.holding import Holding
 from skybuffer.pipeline.outage import PAUSE_REASONS, Outage
 from skybuffer.pipeline.prefetch import Prefetcher
+from skybuffer.pipeline.redis_health import RedisHealth
 from skybuffer.pipeline.tally import IngestStats, Tally
 from skybuffer.settings import IngestSettings
 from skybuffer.sources.base import Source
@@ -53,7 +54,6 @@ from skybuffer.sources.base import Source
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-MEMORY_CHECK_SECONDS = 0.5
 
 
 class Ingester:
@@ -81,11 +81,7 @@ class Ingester:
         self.wait_for_lease = wait_for_lease
         self.tally = Tally(on_batch)
         self._next_seq = 1
-        self._retry_at = 0.0
-        self._backoff = 0.05
-        self._memory_checked = 0.0
-        self._full = False
-        self._last_refusal: Exception | None = None
+        self.health = RedisHealth(producer, settings)
         self._outage = Outage(producer.source, spool.path, settings.outage_log_seconds)
         self.holding = Holding(spool, settings, self._outage)
         self._held_at_outage = 0
@@ -126,7 +122,7 @@ class Ingester:
                 return call()
             except (RedisUnavailable, BufferFull) as exc:
                 self._outage.failed(exc, self.holding.held(None))
-                self._wait(stop)
+                self.health.wait(stop)
                 if stop.is_set():
                     raise
 
@@ -235,7 +231,7 @@ class Ingester:
         while holding.pending() and time.monotonic() < deadline:
             self._flush(force=True)
             if holding.pending():
-                time.sleep(min(self._backoff, 1.0))
+                time.sleep(min(self.health.backoff, 1.0))
         if holding.memory and holding.has_room(whole=True):
             holding.spill()
         if holding.memory:
@@ -251,9 +247,9 @@ class Ingester:
     def _flush(self, force: bool = False) -> None:
         """Write held batches in order (spool first: it holds the oldest)."""
         if not self.holding.pending():
-            self._full = False
+            self.health.full = False
             return
-        if not force and time.monotonic() < self._retry_at:
+        if not force and not self.health.due():
             return
         try:
             if self.spool.size():
@@ -285,15 +281,12 @@ class Ingester:
                 return
             except (RedisUnavailable, BufferFull) as exc:
                 self._unhealthy(exc)
-                self._wait(stop)
+                self.health.wait(stop)
 
     # --- health and backpressure ---------------------------------------------------------
     def _healthy(self) -> None:
-        self._full = False
+        self.health.answered()
         self.holding.refused = False
-        self._backoff = 0.05
-        self._retry_at = 0.0
-        metrics.INGEST_REDIS_UP.set(1)
         if self._outage.active:
             self._outage.ended(max(0, self.tally.landed_events - self._held_at_outage))
 
@@ -301,17 +294,13 @@ class Ingester:
         if not self._outage.active:
             self._held_at_outage = self.tally.landed_events
         self._outage.failed(exc, self.holding.held(self._pause_reason(exc)))
-        self._last_refusal = exc
-        self._full = isinstance(exc, BufferFull)
-        metrics.INGEST_REDIS_UP.set(0 if isinstance(exc, RedisUnavailable) else 1)
-        self._retry_at = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, self.settings.backoff_max_seconds)
+        self.health.refused(exc)
 
     def _hold_back(self, stop: threading.Event) -> None:
         """Stop taking events while Redis is full: wait until below the low-water mark."""
-        if not self._over_high_water():
+        if not self.health.over_high_water():
             return
-        reason = "redis_cannot_persist" if self._cannot_persist() else "redis_full"
+        reason = "redis_cannot_persist" if self.health.cannot_persist else "redis_full"
         self._paused(reason, 1)
         self.stats.backpressure_episodes += 1
         began = time.monotonic()
@@ -323,9 +312,9 @@ class Ingester:
             )
         while not stop.is_set():
             self._flush(force=True)
-            if not self.holding.memory and not self._full and self._below_low_water():
+            if not self.holding.memory and not self.health.full and self.health.below_low_water():
                 break
-            stop.wait(min(self._backoff, self.settings.backoff_max_seconds))
+            stop.wait(self.health.pause_seconds)
         self.stats.backpressure_seconds += time.monotonic() - began
         self._paused(reason, 0)
 
@@ -342,7 +331,7 @@ class Ingester:
             self._flush(force=True)
             if self.holding.full() and self.holding.has_room():
                 self.holding.spill()  # Redis took the spool but not yet the memory queue
-            stop.wait(min(self._backoff, self.settings.backoff_max_seconds))
+            stop.wait(self.health.pause_seconds)
         self.stats.backpressure_seconds += time.monotonic() - began
         self._paused(reason, 0)
 
@@ -357,28 +346,3 @@ class Ingester:
         if self.holding.full() and not self.holding.has_room():
             return "spool_error" if self.holding.refused else "spool_full"
         return None
-
-    def _cannot_persist(self) -> bool:
-        return self._full and isinstance(self._last_refusal, BufferCannotPersist)
-
-    def _over_high_water(self) -> bool:
-        if self._full:
-            return True
-        now = time.monotonic()
-        if now - self._memory_checked < MEMORY_CHECK_SECONDS:
-            return False
-        self._memory_checked = now
-        try:
-            return self.producer.memory_fraction() >= self.settings.high_water
-        except RedisUnavailable:
-            return False  # the flush path handles unreachability
-
-    def _below_low_water(self) -> bool:
-        try:
-            return self.producer.memory_fraction() < self.settings.low_water
-        except RedisUnavailable:
-            return False
-
-    def _wait(self, stop: threading.Event) -> None:
-        stop.wait(self._backoff)
-        self._backoff = min(self._backoff * 2, self.settings.backoff_max_seconds)
