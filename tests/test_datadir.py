@@ -51,6 +51,7 @@ def test_later_commands_read_the_record_and_a_set_port_wins_unrecorded(tmp_path:
 
 def test_a_data_dir_from_before_the_record_keeps_its_redis_port(tmp_path: Path) -> None:
     (tmp_path / "var" / "redis").mkdir(parents=True)
+    (tmp_path / "var" / "redis" / "users.acl").write_text("")
     (tmp_path / "var" / "redis" / "endpoint").write_text("127.0.0.1:27001\n")
     settings = load_settings(data_dir=tmp_path / "var")
     assert settings.redis.port == 27001  # read-only commands find it without a record
@@ -62,6 +63,8 @@ def test_the_default_data_dir_is_found_upwards_else_here(tmp_path: Path) -> None
     deeper = tmp_path / "project" / "notebooks" / "2026"
     deeper.mkdir(parents=True)
     assert default_data_dir(deeper) == deeper / "var"
-    (tmp_path / "project" / "var" / "lake").mkdir(parents=True)
+    (tmp_path / "project" / "var" / "lake").mkdir(parents=True)  # not a pipeline's yet
+    assert default_data_dir(deeper) == deeper / "var"
+    (tmp_path / "project" / "var" / RECORD).write_text('{"ports": {}}')
     assert default_data_dir(deeper) == tmp_path / "project" / "var"
     assert not (deeper / "var").exists()

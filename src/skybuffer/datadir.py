@@ -57,10 +57,11 @@ def default_data_dir(start: Path | None = None) -> Path:
 
 
 def holds_pipeline(path: Path) -> bool:
-    """A data dir some command has started a pipeline in (or an older version's, which
-    has no record but a redis/ or lake/ directory)."""
+    """A data dir some command has started a pipeline in: its record, or (a data dir of a
+    version before the record) the ACL file its managed Redis was started with. Nothing
+    looser: the search goes up to the root, past directories named var that are not ours."""
     with contextlib.suppress(OSError):
-        return (path / RECORD).is_file() or (path / "redis").is_dir() or (path / "lake").is_dir()
+        return (path / RECORD).is_file() or (path / "redis" / "users.acl").is_file()
     return False
 
 
