@@ -283,6 +283,7 @@ class SentinelTopology:
         lines = [
             committed.read_text(),
             "# --- sentinel topology node (later lines win) ---",
+            "repl-diskless-sync-delay 0",  # one replica: no reason to wait for more
             "masteruser replica",
             f"masterauth {node.credentials('replica').password}",
         ]
@@ -301,6 +302,8 @@ class SentinelTopology:
             )
 
     def _watched(self) -> bool:
+        if not all(_linked(node) for node in self.nodes()):
+            return False
         for state in self.sentinel_states():
             if state is None or int(state.get("num-other-sentinels", 0)) < 2:
                 return False
@@ -387,6 +390,15 @@ def _role(node: ManagedRedis) -> str | None:
         return str(node.client("admin").info("replication").get("role"))
     except CONNECTION_ERRORS:
         return None
+
+
+def _linked(node: ManagedRedis) -> bool:
+    """A primary, or a replica whose link to its primary is up (its first sync done)."""
+    try:
+        info = node.client("admin").info("replication")
+    except CONNECTION_ERRORS:
+        return False
+    return info.get("role") == "master" or info.get("master_link_status") == "up"
 
 
 def _host_port(address: str) -> tuple[str, int]:

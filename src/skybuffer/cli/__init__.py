@@ -12,7 +12,7 @@ import sys
 
 import redis
 
-from skybuffer.cli import dataflow, deadletter, ops  # noqa: F401 - registers the commands
+from skybuffer.cli import dataflow, deadletter, failover, ops  # noqa: F401 - registers the commands
 from skybuffer.cli.apps import app
 from skybuffer.errors import ConfigError, RedisUnavailable, SkybufferError, persist_error
 
