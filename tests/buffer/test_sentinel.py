@@ -25,7 +25,11 @@ from skybuffer.errors import ConfigError
 from skybuffer.settings import Settings, load_settings
 from tests.conftest import stop_pid
 
-SENTINEL = {"mode": "sentinel", "sentinel_down_after_ms": 1000, "sentinel_failover_timeout_ms": 5000}
+SENTINEL = {
+    "mode": "sentinel",
+    "sentinel_down_after_ms": 1000,
+    "sentinel_failover_timeout_ms": 5000,
+}
 
 
 def _pids(topology: SentinelTopology) -> list[int]:

@@ -188,15 +188,17 @@ class SentinelTopology:
                     "SKYBUFFER_REDIS__PASSWORD to the 'skybuffer' user's password"
                 )
             return Credentials("skybuffer", self.settings.password.get_secret_value())
-        return ManagedRedis(self.settings, self.redis_dir, secrets_dir=self.secrets_dir).credentials(
-            user
-        )
+        return ManagedRedis(
+            self.settings, self.redis_dir, secrets_dir=self.secrets_dir
+        ).credentials(user)
 
     def sentinel(self) -> Sentinel:
         """A client of the sentinels (each call asks them in turn)."""
         timeouts = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0, "retry": no_retry()}
         password = None if self.external else self.credentials(SENTINEL_SECRET).password
-        return Sentinel(self.sentinel_addresses(), sentinel_kwargs={**timeouts, "password": password})
+        return Sentinel(
+            self.sentinel_addresses(), sentinel_kwargs={**timeouts, "password": password}
+        )
 
     def client(self, user: str = "skybuffer", **kwargs: Any) -> redis.Redis:
         """A client of the current primary, for ``user``, that follows failovers: with the
@@ -252,7 +254,8 @@ class SentinelTopology:
                 self._write_conf(node, None if node is primary else primary)
             started |= node.start()
         secrets = Secrets(
-            nodes[0].credentials(SENTINEL_SECRET).password, nodes[0].credentials("sentinel").password
+            nodes[0].credentials(SENTINEL_SECRET).password,
+            nodes[0].credentials("sentinel").password,
         )
         for sentinel in sentinels:
             make_private(sentinel.directory)
@@ -316,9 +319,10 @@ class SentinelTopology:
         states: list[dict[str, Any] | None] = []
         for client in self.sentinel().sentinels:
             try:
-                states.append(client.sentinel_master(self.settings.sentinel_master))
+                state = client.sentinel_master(self.settings.sentinel_master)
             except (*CONNECTION_ERRORS, redis.ResponseError):
-                states.append(None)
+                state = None
+            states.append(state if isinstance(state, dict) else None)
         return states
 
     def stop(self, timeout: float = 60.0) -> bool:
@@ -404,4 +408,3 @@ def _linked(node: ManagedRedis) -> bool:
 def _host_port(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host, int(port)
-

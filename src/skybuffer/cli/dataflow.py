@@ -30,7 +30,6 @@ from skybuffer.cli.options import (
     split_collections,
 )
 
-
 # --- redis -----------------------------------------------------------------------------------
 ModeOpt = Annotated[
     str | None,
@@ -95,7 +94,9 @@ def redis_status(
 
     s = settings_to_read(data_dir, config)
     if s.redis.mode == "sentinel":
-        _sentinel_status(s, as_json)
+        from skybuffer.cli.topology import sentinel_status
+
+        sentinel_status(s, as_json)
     server = ManagedRedis(s.redis, s.redis_dir)
     running = server.is_serving()
     health = aof_health(server.client("admin")) if running else None
@@ -125,29 +126,6 @@ def redis_status(
         if load is not None and load.truncated:
             warn(load.describe())
     raise typer.Exit(0 if running else 1)
-
-
-def _sentinel_status(s: Any, as_json: bool) -> None:
-    """`redis status` of the sentinel topology; exits 0 when a primary serves."""
-    from skybuffer.buffer.sentinel import SentinelTopology
-
-    topology = SentinelTopology(s.redis, s.redis_dir)
-    info = topology.status()
-    info["running"] = topology.is_serving()
-    if as_json:
-        emit_json(info)
-    else:
-        typer.echo(
-            f"redis sentinel topology {'running' if info['running'] else 'not running'}, "
-            f"primary {info['primary'] or 'unknown'} (master {info['master_name']!r})"
-        )
-        for node in info["nodes"]:
-            state = node["role"] or ("running" if node["running"] else "not running")
-            typer.echo(f"  {node['node']} {node['address']} pid {node['pid']}: {state}")
-        for sentinel in info["sentinels"]:
-            alive = "running" if sentinel["pid"] else "not running"
-            typer.echo(f"  {sentinel['sentinel']} {sentinel['address']} pid {sentinel['pid']}: {alive}")
-    raise typer.Exit(0 if info["running"] else 1)
 
 
 def warn(line: str) -> None:

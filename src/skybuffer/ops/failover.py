@@ -35,8 +35,8 @@ from skybuffer import processes
 from skybuffer.buffer.lease import Lease
 from skybuffer.buffer.producer import Producer
 from skybuffer.buffer.sentinel import SentinelTopology, wait_for_new_primary
-from skybuffer.buffer.spool import Spool
 from skybuffer.buffer.server import free_port
+from skybuffer.buffer.spool import Spool
 from skybuffer.constants import Keys
 from skybuffer.errors import BufferFull, LeaseLost, RedisUnavailable
 from skybuffer.events import identity
@@ -301,4 +301,3 @@ def _report(result: dict[str, Any], events: int, rate: float, source: str, mode:
         notes=notes,
         exit_code=0 if ok else 1,
     )
-
