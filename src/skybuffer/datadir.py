@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from skybuffer.errors import ConfigError, NoPipeline, PortInUse
-from skybuffer.privilege import make_private, write_private
+from skybuffer.privilege import private_dir, write_private
 
 RECORD = "pipeline.json"
 DEFAULT_NAME = "var"
@@ -43,6 +43,11 @@ PORTS: dict[str, tuple[str, str]] = {
     "redis_exporter": ("stack", "exporter_port"),
 }
 """Each service's name in the record -> its setting (section, field)."""
+
+TOPOLOGY_PORTS = ("redis_replica", "sentinel_1", "sentinel_2", "sentinel_3")
+"""The other nodes of a local sentinel topology (buffer/sentinel.py): recorded like the
+services above, chosen at the topology's first start, and without a setting of their own
+(the primary's first port is ``redis``)."""
 
 
 def default_data_dir(start: Path | None = None) -> Path:
@@ -73,31 +78,56 @@ def setting_name(service: str) -> str:
 # --- the record ---------------------------------------------------------------------------------
 def recorded_ports(data_dir: Path) -> dict[str, int]:
     """The ports the data dir chose, by service ({} before its first start)."""
+    return {name: port for name, port in _record(data_dir)["ports"].items() if name in PORTS}
+
+
+def recorded_topology(data_dir: Path) -> tuple[str | None, dict[str, int]]:
+    """The Redis mode `redis start --mode` recorded (None: none), and the ports of the
+    topology's other nodes (TOPOLOGY_PORTS) chosen so far."""
+    record = _record(data_dir)
+    ports = {name: port for name, port in record["ports"].items() if name in TOPOLOGY_PORTS}
+    return record.get("redis_mode"), ports
+
+
+def record_mode(data_dir: Path, mode: str) -> None:
+    """Remember the data dir's Redis mode, for the commands that do not set one."""
+    private_dir(data_dir)  # the directory only: its files are private as they are written
+    with _locked(data_dir):
+        record = _record(data_dir)
+        if record.get("redis_mode") != mode:
+            _write(data_dir, record["ports"], mode)
+
+
+def _record(data_dir: Path) -> dict[str, Any]:
     try:
         record = json.loads((data_dir / RECORD).read_text())
     except (FileNotFoundError, NotADirectoryError):
-        return {}
+        return {"ports": {}}
     except ValueError as exc:
         raise ConfigError(
             f"{data_dir / RECORD} cannot be read ({exc}): restore it, or delete it to have "
             "new ports chosen at the next start"
         ) from None
-    return {name: int(port) for name, port in record.get("ports", {}).items() if name in PORTS}
+    known = (*PORTS, *TOPOLOGY_PORTS)
+    ports = {name: int(port) for name, port in record.get("ports", {}).items() if name in known}
+    mode = record.get("redis_mode")
+    return {"ports": ports, **({"redis_mode": str(mode)} if mode else {})}
 
 
 def claim(data_dir: Path, services: list[str], redis_dir: Path) -> dict[str, int]:
     """The recorded port of each of ``services``, choosing (and recording) a free one for
     each that has none yet. Creates the data dir. Safe when several commands start at once
     on a new data dir: the record is read and written under a lock, so all get the same."""
-    make_private(data_dir)
+    private_dir(data_dir)  # the directory only: its files are private as they are written
     with _locked(data_dir):
-        recorded = recorded_ports(data_dir)
+        record = _record(data_dir)
+        recorded = record["ports"]
         chosen: dict[str, int] = {}
         for service in services:
             taken = {*recorded.values(), *chosen.values()}
             chosen[service] = recorded.get(service) or _first_port(service, taken, redis_dir)
         if any(s not in recorded for s in services):
-            _write(data_dir, {**recorded, **chosen})
+            _write(data_dir, {**recorded, **chosen}, record.get("redis_mode"))
     return chosen
 
 
@@ -139,12 +169,14 @@ def choose_port(taken: set[int], host: str = "127.0.0.1") -> int:
     return free_port(host)
 
 
-def _write(data_dir: Path, ports: dict[str, int]) -> None:
+def _write(data_dir: Path, ports: dict[str, int], mode: str | None = None) -> None:
     record: dict[str, Any] = {
         "about": "skybuffer data dir: the ports chosen for its services (delete a line to "
         "have a new port chosen at the next start)",
         "ports": dict(sorted(ports.items())),
     }
+    if mode:
+        record["redis_mode"] = mode
     write_private(data_dir / RECORD, json.dumps(record, indent=2) + "\n")
 
 

@@ -42,8 +42,8 @@ def private_dir(path: Path) -> Path:
         os.chmod(path, PRIVATE_DIR)
     except PermissionError as exc:
         raise ConfigError(
-            f"cannot make {path} private ({exc.strerror}): give skybuffer a directory of "
-            "its own, owned by the account that runs it"
+            f"cannot make {path} private ({exc.strerror}): give a --data-dir "
+            "(SKYBUFFER_DATA_DIR) of its own, owned by the account that runs skybuffer"
         ) from None
     return path
 

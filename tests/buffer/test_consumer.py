@@ -58,6 +58,17 @@ def test_the_group_sees_entries_buffered_before_it_existed_and_survives_recreati
     assert consumer(client).read_batch("posts", 100).ids == []  # MKSTREAM: no error
 
 
+def test_a_stream_redis_no_longer_has_gets_its_group_again_when_its_last_id_is_asked(
+    client: redis.Redis,
+) -> None:
+    ids = add(client, 2)
+    reader = consumer(client)
+    assert reader.last_id("likes") == ids[-1]
+    client.delete(KEYS.stream("likes"))  # a replica promoted before its first sync
+    assert reader.last_id("likes") == "0-0"
+    assert reader.read_batch("likes", 100).ids == []
+
+
 def test_a_batch_stops_at_the_event_limit_plus_at_most_one_entry(client: redis.Redis) -> None:
     add(client, 10, events=4)
     batch = consumer(client).read_batch("likes", 10)

@@ -138,9 +138,17 @@ class StreamConsumer:
         return removed
 
     def last_id(self, type_: str) -> str:
-        """The stream's last generated ID now ('0-0' when it never had an entry)."""
+        """The stream's last generated ID now ('0-0' when it never had an entry). A
+        stream Redis no longer has (it forgot everything since the stream's first entry,
+        as a replica promoted before its first sync does) gets its group again."""
         self._ensure(type_)
-        info = self._call(self.client.xinfo_stream, self.keys.stream(type_))
+        try:
+            info = self._call(self.client.xinfo_stream, self.keys.stream(type_))
+        except redis.ResponseError as exc:
+            if "no such key" not in str(exc):
+                raise
+            self.ensure_group(type_)
+            info = self._call(self.client.xinfo_stream, self.keys.stream(type_))
         return _text(info["last-generated-id"])
 
     # --- reading -------------------------------------------------------------------------

@@ -62,10 +62,21 @@ class Credentials:
 class ManagedRedis:
     """A redis-server process owned by one data dir."""
 
-    def __init__(self, settings: RedisSettings, directory: Path) -> None:
+    def __init__(
+        self,
+        settings: RedisSettings,
+        directory: Path,
+        *,
+        secrets_dir: Path | None = None,
+        users: tuple[str, ...] = USERS,
+    ) -> None:
+        """``secrets_dir`` and ``users`` serve the nodes of a topology (buffer/sentinel.py):
+        one set of passwords for all nodes, and the users replication and the sentinels
+        log in as."""
         self.settings = settings
         self.directory = directory
-        self.secrets_dir = directory / "secrets"
+        self.secrets_dir = secrets_dir or directory / "secrets"
+        self.users = users
         self.pidfile = directory / "redis.pid"
         self.logfile = directory / "redis.log"
         self.endpoint_file = directory / "endpoint"
@@ -92,7 +103,7 @@ class ManagedRedis:
         template = self.settings.conf.parent / "users.acl"
         if not template.exists():
             raise ConfigError(f"ACL template {template} is missing (it sits beside redis.conf)")
-        values = {f"{u}_password": "#" + _sha256(self.credentials(u).password) for u in USERS}
+        values = {f"{u}_password": "#" + _sha256(self.credentials(u).password) for u in self.users}
         values["key_pattern"] = self.settings.prefix + "*"
         acl = self.directory / "users.acl"
         write_private(acl, template.read_text().format(**values))
@@ -281,7 +292,12 @@ def _sha256(text: str) -> str:
 def connect(settings: RedisSettings, redis_dir: Path) -> redis.Redis:
     """A client for the pipeline user: the external Redis of ``url``, or the managed one
     of this data dir (which the caller started, or which runs already: see
-    ``ManagedRedis.start``, and the CLI's ``redis_for_command``)."""
+    ``ManagedRedis.start``, and the CLI's ``redis_for_command``); in sentinel mode, the
+    primary the sentinels name, found again after each failover (buffer/sentinel.py)."""
+    if settings.mode == "sentinel" and not settings.url:
+        from skybuffer.buffer.sentinel import SentinelTopology
+
+        return SentinelTopology(settings, redis_dir).client()
     if settings.url:
         return redis.Redis.from_url(
             settings.url,

@@ -1,8 +1,9 @@
 """The `skybuffer` command: parse, build settings, call one function, show the result.
 
-Commands live in one module per group: cli/dataflow.py (the data flow), deadletter.py,
-stack.py, ops.py (audit, capacity), chaos.py and bench.py; importing them registers them
-on the application. cli/live.py and cli/tables.py are the terminal around them.
+Commands live in one module per group: cli/dataflow.py (the data flow), redis_server.py,
+deadletter.py, stack.py, ops.py (audit, capacity), chaos.py and bench.py; importing them
+registers them on the application. cli/live.py and cli/tables.py are the terminal around
+them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 
 import redis
 
-from skybuffer.cli import bench, chaos, dataflow, deadletter, ops, stack  # noqa: F401 - registers
+from skybuffer.cli import bench, chaos, dataflow, deadletter, ops, redis_server, stack  # noqa: F401
 from skybuffer.cli.apps import app
 from skybuffer.errors import ConfigError, RedisUnavailable, SkybufferError, persist_error
 

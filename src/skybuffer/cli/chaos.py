@@ -107,3 +107,35 @@ def chaos_sustained(
     with redis_for_command(s):
         report = run_sustained(s, minutes, rate, window, show_progress=not as_json)
     show_report(report, as_json)
+
+
+@chaos_app.command("failover")
+def chaos_failover(
+    mode: Annotated[
+        str, typer.Option("--mode", help="The topology: sentinel (cluster: not yet supported).")
+    ] = "sentinel",
+    events: Annotated[int, typer.Option("--events", min=1000, help="Source events.")] = 40_000,
+    rate: Annotated[float, typer.Option("--rate", help="Source pace, ev/s.")] = 3_000,
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            help="jetstream (through the local Jetstream-protocol server) or replay "
+            "(straight from a file).",
+        ),
+    ] = "jetstream",
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Kill the primary of a scratch sentinel topology in the middle of a run, and check
+    the pipeline goes on by itself with every event in the lake exactly once (lost,
+    duplicated, failovers, recovery time)."""
+    from skybuffer.ops.chaos.failover import MODES, SOURCES, run_chaos_failover
+
+    if mode not in MODES:
+        raise typer.BadParameter(f"--mode must be one of {', '.join(MODES)} (cluster: not yet)")
+    if source not in SOURCES:
+        raise typer.BadParameter(f"--source must be one of {', '.join(SOURCES)}")
+    report = run_chaos_failover(settings_for(data_dir, config), events, rate, source, mode)
+    show_report(report, as_json)

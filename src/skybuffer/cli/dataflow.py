@@ -1,4 +1,4 @@
-"""The pipeline's commands: redis, ingest, status, run, serve, replay-server, write, query."""
+"""The pipeline's commands: ingest, status, run, serve, replay-server, write, query."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from skybuffer.cli.apps import LOOK, RUN, PlainUsage, app, redis_app
+from skybuffer.cli.apps import LOOK, RUN, PlainUsage, app
 from skybuffer.cli.options import (
     CollectionsOpt,
     ConfigFile,
@@ -28,89 +28,8 @@ from skybuffer.cli.options import (
     settings_to_read,
     settings_to_start,
     split_collections,
+    warn,
 )
-
-
-# --- redis -----------------------------------------------------------------------------------
-@redis_app.command("start")
-def redis_start(data_dir: DataDir = None, config: ConfigFile = None) -> None:
-    """Start the data dir's Redis and leave it running (until `skybuffer redis stop`).
-
-    Returns once Redis has loaded its append-only file (AOF, where it keeps the buffer
-    across restarts), and warns if that file was cut short, with the bytes it dropped."""
-    from skybuffer.buffer.server import ManagedRedis
-
-    s = settings_to_start(data_dir, config)
-    server = ManagedRedis(s.redis, s.redis_dir)
-    started = server.start()
-    word = "started" if started else "already running"
-    typer.echo(f"redis-server {word} on {server.address} (data in {s.redis_dir})")
-
-
-@redis_app.command("stop")
-def redis_stop(data_dir: DataDir = None, config: ConfigFile = None) -> None:
-    """Stop the data dir's Redis cleanly: its append-only file is flushed to disk first."""
-    from skybuffer.buffer.aof import aof_health
-    from skybuffer.buffer.server import ManagedRedis
-
-    s = settings_to_read(data_dir, config)
-    server = ManagedRedis(s.redis, s.redis_dir)
-    health = aof_health(server.client("admin")) if server.is_serving() else None
-    if health is not None and not health.writing:
-        warn(
-            "Redis cannot write its AOF: stopping it now loses the "
-            f"{health.unwritten_bytes:,} bytes it holds unwritten (its last writes; the "
-            "pipeline re-reads them from the source). Free space first to keep them."
-        )
-    stopped = server.stop()
-    typer.echo("redis-server stopped" if stopped else "redis-server was not running")
-
-
-@redis_app.command("status")
-def redis_status(
-    data_dir: DataDir = None, config: ConfigFile = None, as_json: JsonOut = False
-) -> None:
-    """Say whether the data dir's Redis runs, on which port, and whether it can write."""
-    from skybuffer.buffer.aof import aof_health, last_load
-    from skybuffer.buffer.server import ManagedRedis
-
-    s = settings_to_read(data_dir, config)
-    server = ManagedRedis(s.redis, s.redis_dir)
-    running = server.is_serving()
-    health = aof_health(server.client("admin")) if running else None
-    load = last_load(s.redis_dir)
-    info = {
-        "running": running,
-        "pid": server.pid(),
-        "host": s.redis.host,
-        "port": s.redis.port,
-        "dir": str(s.redis_dir),
-        "external_url_set": bool(s.redis.url),
-        **(health.as_dict() if health is not None else {}),
-        "aof_load_truncated": bool(load and load.truncated),
-    }
-    if as_json:
-        emit_json(info)
-    else:
-        typer.echo(
-            f"redis-server {'running' if running else 'not running'}"
-            f" on {s.redis.host}:{s.redis.port}, pid {info['pid']}, dir {s.redis_dir}"
-        )
-        if health is not None and not health.writing:
-            warn(
-                f"Redis cannot write its AOF: free space on the disk of {s.redis_dir}; "
-                "Redis retries by itself every second and takes writes again"
-            )
-        if load is not None and load.truncated:
-            warn(load.describe())
-    raise typer.Exit(0 if running else 1)
-
-
-def warn(line: str) -> None:
-    """A warning an operator must read, on stderr (stdout stays parseable)."""
-    from skybuffer.console import err_console
-
-    err_console.print(f"[bold yellow]warning:[/] {line}", highlight=False)
 
 
 # --- ingest and status -----------------------------------------------------------------------

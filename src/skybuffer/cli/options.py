@@ -88,9 +88,9 @@ def settings_to_start(data_dir: Path | None, config: Path | None) -> Settings:
 def require_redis(settings: Settings) -> None:
     """For read-only commands: RedisUnavailable, naming the fix, unless the managed Redis
     of the data dir serves (an external one is reached, or not, by the command itself)."""
-    from skybuffer.buffer.server import ManagedRedis
+    from skybuffer.buffer.sentinel import managed
 
-    if settings.redis.url or ManagedRedis(settings.redis, settings.redis_dir).is_serving():
+    if settings.redis.url or managed(settings.redis, settings.redis_dir).is_serving():
         return
     raise RedisUnavailable(
         f"the Redis of {settings.data_dir} is not running: start it with `skybuffer redis "
@@ -103,13 +103,13 @@ def redis_for_command(settings: Settings) -> Iterator[None]:
     """For commands that need the buffer: the managed Redis of the data dir if it serves;
     else started now, said on stderr, and stopped (SHUTDOWN, the AOF fsync'd) when the
     command ends. An external Redis (redis.url) is used as it is."""
-    from skybuffer.buffer.server import ManagedRedis
+    from skybuffer.buffer.sentinel import managed
     from skybuffer.console import err_console
 
-    if settings.redis.url:
+    if settings.redis.url or settings.redis.sentinels:
         yield
         return
-    server = ManagedRedis(settings.redis, settings.redis_dir)
+    server = managed(settings.redis, settings.redis_dir)
     if not server.start():
         yield
         return
@@ -127,3 +127,10 @@ def redis_for_command(settings: Settings) -> Iterator[None]:
 
 def emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def warn(line: str) -> None:
+    """A warning an operator must read, on stderr (stdout stays parseable)."""
+    from skybuffer.console import err_console
+
+    err_console.print(f"[bold yellow]warning:[/] {line}", highlight=False)

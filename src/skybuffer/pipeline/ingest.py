@@ -55,7 +55,6 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-
 class Ingester:
     """Moves events from one source into the buffer; ``run`` returns when told to stop,
     when the source ends, or once ``count`` more valid events are buffered."""

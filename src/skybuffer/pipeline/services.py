@@ -18,6 +18,7 @@ import time
 from contextlib import AbstractContextManager
 from types import TracebackType
 
+from skybuffer.buffer.sentinel import SentinelTopology, managed
 from skybuffer.buffer.server import ManagedRedis, connect
 from skybuffer.console import err_console
 from skybuffer.constants import Keys
@@ -39,7 +40,7 @@ class Services(AbstractContextManager["Services"]):
         self.settings = settings
         self.want_stack = stack and settings.stack.autostart
         self.want_writer = writer
-        self.redis: ManagedRedis | None = None
+        self.redis: ManagedRedis | SentinelTopology | None = None
         self.prefect: PrefectServer | None = None
         self.stack_started = False
         self.serve: subprocess.Popen[bytes] | None = None
@@ -93,10 +94,13 @@ class Services(AbstractContextManager["Services"]):
         if s.redis.url:
             self.urls["redis"] = "external (SKYBUFFER_REDIS__URL)"
             return
-        server = ManagedRedis(s.redis, s.redis_dir)
+        if s.redis.sentinels:
+            self.urls["redis"] = "external sentinels (redis.sentinels)"
+            return
+        server = managed(s.redis, s.redis_dir)
         if server.start():
             self.redis = server  # stopped at the end only because this run started it
-        self.urls["redis"] = f"redis://{s.redis.host}:{s.redis.port} (data in {s.redis_dir})"
+        self.urls["redis"] = f"redis://{server.address} (data in {s.redis_dir})"
 
     def _api_url(self) -> str:
         given = self.settings.prefect.api_url or os.environ.get("PREFECT_API_URL")

@@ -27,6 +27,7 @@ from skybuffer.datadir import (
     claim,
     default_data_dir,
     recorded_ports,
+    recorded_topology,
     require_pipeline,
     running_redis_port,
 )
@@ -111,6 +112,9 @@ class Settings(BaseSettings):
         with contextlib.suppress(ValueError):
             recorded.setdefault("redis", running_redis_port(self.redis_dir))
         self._set_ports({s: p for s, p in recorded.items() if self.port(s) is None})
+        mode, _ = recorded_topology(self.data_dir)
+        if mode and "mode" not in self.redis.model_fields_set and not self.redis.url:
+            self.redis.mode = mode
 
     def claim_ports(self) -> None:
         """For commands that start a service: every unset port gets the data dir's port,

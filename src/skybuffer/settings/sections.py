@@ -34,6 +34,9 @@ def _default_redis_conf() -> Path:
     return PACKAGE_DIR.parent.parent / "config" / "redis" / "redis.conf"
 
 
+REDIS_MODES = ("standalone", "sentinel")
+
+
 class RedisSettings(Section):
     """Where the buffer lives and how skybuffer treats it."""
 
@@ -58,6 +61,40 @@ class RedisSettings(Section):
     """A Redis call that takes longer fails (and is retried by its caller), never hangs."""
     start_timeout_seconds: float = 120.0
     """How long `redis start` waits for the AOF to load before giving up."""
+    mode: str = "standalone"
+    """The topology: 'standalone' (one server) or 'sentinel' (a primary, a replica and
+    three sentinels that fail over by themselves; clients find the primary through them).
+    Unset: the mode `skybuffer redis start --mode` recorded in the data dir."""
+    sentinels: list[str] = Field(default_factory=list)
+    """host:port of each sentinel of an external sentinel deployment; empty: the local
+    topology of the data dir (`skybuffer redis start --mode sentinel`)."""
+    sentinel_master: str = "skybuffer"
+    """The name the sentinels monitor the primary under."""
+    sentinel_down_after_ms: int = Field(default=5000, ge=100)
+    """Local topology: a primary silent this long is down for a sentinel (its failover
+    begins once 2 of the 3 agree)."""
+    sentinel_failover_timeout_ms: int = Field(default=10_000, ge=1000)
+    """Local topology: how long a failover may take before another sentinel retries it."""
+
+    @field_validator("mode")
+    @classmethod
+    def _known_mode(cls, value: str) -> str:
+        if value == "cluster":
+            raise ValueError("'cluster' is not yet supported: use 'standalone' or 'sentinel'")
+        if value not in REDIS_MODES:
+            raise ValueError(f"must be one of {', '.join(REDIS_MODES)}, not {value!r}")
+        return value
+
+    @field_validator("sentinels", mode="before")
+    @classmethod
+    def _address_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [a.strip() for a in value.split(",") if a.strip()]
+        for address in value if isinstance(value, list) else []:
+            host, _, port = str(address).rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{address!r} is not host:port")
+        return value
 
 
 class IngestSettings(Section):
