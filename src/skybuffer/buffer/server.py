@@ -155,7 +155,11 @@ class ManagedRedis:
 
     def start(self) -> bool:
         """Start the server unless it already serves; True when this call started it."""
-        if self.is_serving():
+        if self.pid() is None:
+            # Nothing of ours runs: whatever listens on the port is another program (asked
+            # for a PING, it might never answer, so it is not asked).
+            ensure_free(self.settings.host, self.port, "redis", self.directory.parent)
+        elif self.is_serving():
             return False
         self._refuse_a_second_server()
         binary = shutil.which("redis-server")
@@ -163,7 +167,6 @@ class ManagedRedis:
             raise MissingBinaryError("redis-server", "redis-server")
         if not self.settings.conf.exists():
             raise ConfigError(f"redis.conf not found at {self.settings.conf} (set redis.conf)")
-        ensure_free(self.settings.host, self.port, "redis", self.directory.parent)
         make_private(self.directory)  # the AOF and RDB hold every buffered event
         watch = AofWatch.before_start(self.directory, self.logfile)
         self._spawn(binary, self.render_acl())
