@@ -23,6 +23,7 @@ import json
 import os
 import random
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -198,8 +199,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def ensure_free(host: str, port: int, service: str, data_dir: Path) -> None:
-    """Raise PortInUse, naming the setting to change, when another program holds ``port``."""
+def ensure_free(
+    host: str, port: int, service: str, data_dir: Path, grace_seconds: float = 0.0
+) -> None:
+    """Raise PortInUse, naming the setting to change, when another program holds ``port``.
+
+    ``grace_seconds``: how long a port may stay held after its server died (the kernel
+    keeps a killed server's closing connections bound to it for a moment)."""
+    deadline = time.monotonic() + grace_seconds
+    while not _free(host, port):
+        if time.monotonic() >= deadline:
+            raise PortInUse(port_in_use(host, port, service, data_dir))
+        time.sleep(0.1)
+
+
+def _free(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -208,7 +222,8 @@ def ensure_free(host: str, port: int, service: str, data_dir: Path) -> None:
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise
-            raise PortInUse(port_in_use(host, port, service, data_dir)) from None
+            return False
+    return True
 
 
 def port_in_use(host: str, port: int, service: str, data_dir: Path) -> str:

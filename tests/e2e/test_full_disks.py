@@ -32,7 +32,7 @@ from skybuffer.constants import TYPES, Keys
 from skybuffer.errors import persist_error
 from skybuffer.events import identity
 from skybuffer.metrics import REGISTRY
-from skybuffer.ops.chaos.forget import lake_identities
+from skybuffer.ops.chaos.pipeline_run import lake_identities
 from skybuffer.pipeline.datawriter import drain_once
 from skybuffer.pipeline.ingest import Ingester
 from skybuffer.pipeline.runner import build_ingester

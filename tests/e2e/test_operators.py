@@ -3,8 +3,8 @@ second `run`, a Redis that forgets. Afterwards every event is counted by identit
 
 Randomness (which process is killed when) is seeded, so a failure can be replayed.
 
-Also covers: skybuffer.pipeline.forgetting, skybuffer.ops.chaos.forget (through the
-behaviour above).
+Also covers: skybuffer.pipeline.forgetting, skybuffer.ops.chaos.forget,
+skybuffer.ops.chaos.pipeline_run (through the behaviour above).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from skybuffer.buffer.server import ManagedRedis
 from skybuffer.constants import TYPES, Keys
 from skybuffer.events import identity
 from skybuffer.lake.writer import PUBLISH_LOCK
-from skybuffer.ops.chaos.forget import forget_once, lake_identities
+from skybuffer.ops.chaos.forget import forget_once
+from skybuffer.ops.chaos.pipeline_run import lake_identities
 from skybuffer.settings import Settings
 from skybuffer.testbed.generator import generate
 from tests.conftest import stop_pid

@@ -158,7 +158,8 @@ class ManagedRedis:
         if self.pid() is None:
             # Nothing of ours runs: whatever listens on the port is another program (asked
             # for a PING, it might never answer, so it is not asked).
-            ensure_free(self.settings.host, self.port, "redis", self.directory.parent)
+            data_dir = self.directory.parent
+            ensure_free(self.settings.host, self.port, "redis", data_dir, grace_seconds=3.0)
         elif self.is_serving():
             return False
         self._refuse_a_second_server()

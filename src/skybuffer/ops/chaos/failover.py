@@ -22,34 +22,22 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import orjson
 import redis
 
 from skybuffer import processes
-from skybuffer.buffer.lease import Lease
-from skybuffer.buffer.producer import Producer
 from skybuffer.buffer.sentinel import SentinelTopology, wait_for_new_primary
 from skybuffer.buffer.server import free_port
-from skybuffer.buffer.spool import Spool
 from skybuffer.constants import Keys
-from skybuffer.errors import BufferFull, LeaseLost, RedisUnavailable
-from skybuffer.events import identity
-from skybuffer.ops.chaos.forget import GatedSource, lake_identities
-from skybuffer.ops.harness import START_US
+from skybuffer.ops.chaos.pipeline_run import SOURCES, PipelineRun, confirmed
 from skybuffer.ops.report import Report, Table
-from skybuffer.pipeline.datawriter import DataWriter
 from skybuffer.pipeline.ingest import Ingester
 from skybuffer.settings import Settings, load_settings
-from skybuffer.testbed.generator import generate
 
 MODES = ("sentinel",)
-SOURCES = ("jetstream", "replay")
 KILL_AT = 0.3
 """The primary is killed once this share of the events is confirmed (and some drained)."""
 GATE_AT = 0.8
@@ -83,14 +71,15 @@ def failover_once(
         return FailoverRun(base, Path(scratch), source, events, rate).execute()
 
 
-class FailoverRun:
+class FailoverRun(PipelineRun):
     """One pipeline on a scratch sentinel topology, and the kill in the middle of it."""
 
+    name = "failover"
+    gate_at = GATE_AT
+    deadline_seconds = DEADLINE_SECONDS
+
     def __init__(self, base: Settings, scratch: Path, source: str, events: int, rate: float):
-        self.kind, self.events, self.rate = source, events, rate
-        self.file = scratch / "events.jsonl"
-        self.lines = generate(29, events, START_US)
-        self.file.write_bytes(b"\n".join(self.lines) + b"\n")
+        super().__init__(scratch, source, events, rate, seed=29)
         self.settings = load_settings(
             data_dir=scratch / "var",
             redis={
@@ -108,87 +97,24 @@ class FailoverRun:
             ingest={"batch_events": 500, "linger_seconds": 0.05, "lease_seconds": 5},
         )
         self.topology = SentinelTopology(self.settings.redis, self.settings.redis_dir)
-        self.promoted = threading.Event()
-        self.replayed = 0
-        self.stop = threading.Event()
-        self.errors: list[BaseException] = []
 
-    def execute(self) -> dict[str, Any]:
+    def start_buffer(self) -> None:
         self.topology.start()
-        replay_server = None
-        try:
-            if self.kind == "jetstream":
-                replay_server = _start_replay_server(self.file, self.rate)
-            ingester = self._ingester(replay_server.url if replay_server else None)
-            threads = [
-                threading.Thread(target=self._guarded, args=(ingester.run, self.stop), daemon=True),
-                threading.Thread(target=self._guarded, args=(self._drain_loop,), daemon=True),
-            ]
-            for thread in threads:
-                thread.start()
-            fault = self._kill_primary(ingester)
-            self._wait_until_done(ingester)
-            self.stop.set()
-            for thread in threads:
-                thread.join(timeout=60)
-            return {**fault, **self._count(ingester)}
-        finally:
-            self.stop.set()
-            if replay_server is not None:
-                replay_server.stop()
-            self.topology.stop(timeout=30)
 
-    # --- the pipeline ------------------------------------------------------------------------
-    def _ingester(self, url: str | None) -> Ingester:
-        from skybuffer.sources import open_source
+    def stop_buffer(self) -> None:
+        self.topology.stop(timeout=30)
 
-        s = self.settings
-        client = self.topology.client()
-        source = open_source(
-            "jetstream" if url else "replay",
-            rate=0.0 if url else self.rate,
-            seed=0,
-            file=None if url else self.file,
-            url=url,
-            collections=[],
-            jetstream=s.jetstream,
-        )
-        source = GatedSource(source, int(self.events * GATE_AT), self.promoted)
-        keys = Keys(s.redis.prefix)
-        lease = Lease(client, keys.ingest_lease(source.name), 5, "chaos failover ingester")
-        producer = Producer(client, keys, source.name, lease)
-        assert s.ingest.spool_dir is not None
-        return Ingester(producer, source, s.ingest, Spool(s.ingest.spool_dir, source.name))
-
-    def _drain_loop(self) -> None:
-        writer = DataWriter.from_settings(self.settings)
-        try:
-            while not self.stop.is_set():
-                try:
-                    with writer.owning(wait=True, stop=self.stop):
-                        result = writer.drain_once()
-                    self.replayed += sum(r.replayed for r in result.types.values())
-                except (RedisUnavailable, BufferFull, LeaseLost):
-                    pass  # the primary is being replaced: the next round retries
-                self.stop.wait(0.5)
-        finally:
-            writer.close()
-
-    def _guarded(self, target: Any, *args: Any) -> None:
-        try:
-            target(*args)
-        except BaseException as exc:  # noqa: BLE001 - reported by the run
-            self.errors.append(exc)
-            self.stop.set()
+    def client(self, user: str = "skybuffer") -> redis.Redis:
+        return self.topology.client(user)
 
     # --- the fault ---------------------------------------------------------------------------
-    def _kill_primary(self, ingester: Ingester) -> dict[str, Any]:
+    def fault(self, ingester: Ingester) -> dict[str, Any]:
         """SIGKILL the primary once the writer committed, time the promotion and the
         ingester's first batch on the new primary."""
         admin = self.topology.client("admin")
         keys = Keys(self.settings.redis.prefix)
-        self._wait(lambda: _confirmed(ingester) >= self.events * KILL_AT, "events ingested")
-        self._wait(lambda: bool(admin.hgetall(keys.writer_committed)), "a DataWriter commit")
+        self.wait(lambda: confirmed(ingester) >= self.events * KILL_AT, "events ingested")
+        self.wait(lambda: bool(admin.hgetall(keys.writer_committed)), "a DataWriter commit")
         old = self.topology.primary()
         assert old is not None, "the sentinels name no primary"
         node = next(n for n in self.topology.nodes() if n.port == old[1])
@@ -200,8 +126,8 @@ class FailoverRun:
         processes.wait_gone(pid, 10)
         new = wait_for_new_primary(self.topology, old, DEADLINE_SECONDS)
         promoted_at = time.monotonic()
-        self.promoted.set()
-        self._wait(lambda: _landed(ingester) > landed_at_kill, "batches landing again")
+        self.fault_over.set()
+        self.wait(lambda: _landed(ingester) > landed_at_kill, "batches landing again")
         return {
             "old_primary": f"{old[0]}:{old[1]}",
             "new_primary": f"{new[0]}:{new[1]}",
@@ -210,49 +136,6 @@ class FailoverRun:
             "recovery_seconds": round(time.monotonic() - killed_at, 2),
         }
 
-    def _wait_until_done(self, ingester: Ingester) -> None:
-        """Every source event confirmed (by the durable cursor) and drained."""
-        admin = self.topology.client("admin")
-        keys = Keys(self.settings.redis.prefix)
-        self._wait(lambda: _confirmed(ingester) >= self.events, "every event ingested")
-        self._wait(lambda: _buffered(admin, keys) == 0, "the buffer drained")
-
-    def _wait(self, condition: Any, what: str) -> None:
-        deadline = time.monotonic() + DEADLINE_SECONDS
-        while not _holds(condition):
-            if self.errors:
-                raise RuntimeError(f"waiting for {what}: {self.errors[0]!r}") from self.errors[0]
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"chaos failover: gave up waiting for {what}")
-            time.sleep(0.02)
-
-    # --- counting ----------------------------------------------------------------------------
-    def _count(self, ingester: Ingester) -> dict[str, Any]:
-        source = Counter(identity(orjson.loads(line)) for line in self.lines)
-        lake = lake_identities(Path(str(self.settings.lake.root)))
-        return {
-            "events": self.events,
-            "lake_rows": sum(lake.values()),
-            "lost": sum((source - lake).values()),
-            "duplicated": sum((lake - source).values()),
-            "forgotten": ingester.stats.forgotten,
-            "rewinds": ingester.stats.rewinds,
-            "replayed": self.replayed,
-        }
-
-
-def _holds(condition: Any) -> bool:
-    """A condition asked of Redis mid-failover is false while Redis cannot answer."""
-    try:
-        return bool(condition())
-    except (RedisUnavailable, BufferFull, *_REDIS_DOWN):
-        return False
-
-
-def _confirmed(ingester: Ingester) -> int:
-    """Source events the current primary holds by the durable cursor."""
-    return ingester.producer.checkpoint().events
-
 
 def _landed(ingester: Ingester) -> int:
     """Events the ingester has had confirmed, forgotten ones included: grows only when a
@@ -260,20 +143,9 @@ def _landed(ingester: Ingester) -> int:
     return ingester.stats.events + ingester.stats.forgotten
 
 
-def _buffered(admin: Any, keys: Keys) -> int:
-    return sum(int(v) for v in admin.hgetall(keys.event_counts).values())
-
-
 def _columns(result: dict[str, Any]) -> dict[str, Any]:
     """The table's columns (the JSON keeps the addresses too)."""
     return {k: v for k, v in result.items() if k not in ("old_primary", "new_primary")}
-
-
-def _start_replay_server(path: Path, rate: float) -> Any:
-    from skybuffer.testbed.event_file import EventFile
-    from skybuffer.testbed.replay_server import ReplayServer, ServerThread
-
-    return ServerThread(ReplayServer(EventFile.load(path), rate=rate)).start()
 
 
 def _report(result: dict[str, Any], events: int, rate: float, source: str, mode: str) -> Report:

@@ -22,34 +22,23 @@ import os
 import shutil
 import signal
 import tempfile
-import threading
 import time
-from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
-import pyarrow.parquet as pq
+import redis
 
 from skybuffer import processes
-from skybuffer.buffer.lease import Lease
-from skybuffer.buffer.producer import Producer
 from skybuffer.buffer.server import ManagedRedis, free_port
-from skybuffer.buffer.spool import Spool
+from skybuffer.buffer.stream_ids import id_key
 from skybuffer.constants import TYPES, Keys
-from skybuffer.errors import RedisUnavailable
-from skybuffer.events import identity
+from skybuffer.ops.chaos.pipeline_run import SOURCES, PipelineRun, confirmed
 from skybuffer.ops.chaos.restart import incr_file
-from skybuffer.ops.harness import START_US, conf_variant
+from skybuffer.ops.harness import conf_variant
 from skybuffer.ops.report import Report, Table
-from skybuffer.pipeline.datawriter import DataWriter
 from skybuffer.pipeline.ingest import Ingester
 from skybuffer.settings import Settings, load_settings
-from skybuffer.sources.base import Source, SourceBatch
-from skybuffer.testbed.generator import generate
 
-SOURCES = ("jetstream", "replay")
 GATE_AT = 0.7
 """The source waits at this share of its events until Redis is back (see GatedSource)."""
 DEADLINE_SECONDS = 600.0
@@ -87,8 +76,12 @@ def forget_once(
         return run.execute()
 
 
-class Run:
-    """One pipeline on a scratch data dir, and the fault in the middle of it."""
+class Run(PipelineRun):
+    """One pipeline on a scratch data dir, and Redis forgetting in the middle of it."""
+
+    name = "forget"
+    gate_at = GATE_AT
+    deadline_seconds = DEADLINE_SECONDS
 
     def __init__(
         self,
@@ -100,12 +93,9 @@ class Run:
         forget_seconds: float,
         restore: bool = False,
     ) -> None:
-        self.kind, self.events, self.rate = source, events, rate
+        super().__init__(scratch, source, events, rate, seed=23)
         self.forget_seconds, self.restore = forget_seconds, restore
         self.snapshot = scratch / "snapshot"
-        self.file = scratch / "events.jsonl"
-        self.lines = generate(23, events, START_US)
-        self.file.write_bytes(b"\n".join(self.lines) + b"\n")
         conf = conf_variant(base.redis.conf, scratch / "conf", {"auto-aof-rewrite-percentage": "0"})
         self.settings = load_settings(
             data_dir=scratch / "var",
@@ -115,92 +105,29 @@ class Run:
             ingest={"batch_events": 500, "linger_seconds": 0.05, "lease_seconds": 5},
         )
         self.server = ManagedRedis(self.settings.redis, self.settings.redis_dir)
-        self.reopened = threading.Event()
-        self.replayed = 0
-        self.stop = threading.Event()
-        self.errors: list[BaseException] = []
 
-    def execute(self) -> dict[str, Any]:
+    def start_buffer(self) -> None:
         self.server.start()
-        replay_server = None
-        try:
-            if self.kind == "jetstream":
-                replay_server = _start_replay_server(self.file, self.rate)
-            ingester = self._ingester(replay_server.url if replay_server else None)
-            threads = [
-                threading.Thread(target=self._guarded, args=(ingester.run, self.stop), daemon=True),
-                threading.Thread(target=self._guarded, args=(self._drain_loop,), daemon=True),
-            ]
-            for thread in threads:
-                thread.start()
-            fault = self._forget_mid_run(ingester)
-            self._wait_until_done(ingester)
-            self.stop.set()
-            for thread in threads:
-                thread.join(timeout=60)
-            return {**fault, **self._count(ingester)}
-        finally:
-            self.stop.set()
-            if replay_server is not None:
-                replay_server.stop()
-            self.server.stop(timeout=30)
 
-    # --- the pipeline ------------------------------------------------------------------------
-    def _ingester(self, url: str | None) -> Ingester:
-        from skybuffer.sources import open_source
+    def stop_buffer(self) -> None:
+        self.server.stop(timeout=30)
 
-        s = self.settings
-        client = self.server.client()
-        source = open_source(
-            "jetstream" if url else "replay",
-            rate=0.0 if url else self.rate,
-            seed=0,
-            file=None if url else self.file,
-            url=url,
-            collections=[],
-            jetstream=s.jetstream,
-        )
-        source = GatedSource(source, int(self.events * GATE_AT), self.reopened)
-        keys = Keys(s.redis.prefix)
-        lease = Lease(client, keys.ingest_lease(source.name), 5, "chaos forget ingester")
-        producer = Producer(client, keys, source.name, lease)
-        assert s.ingest.spool_dir is not None
-        return Ingester(producer, source, s.ingest, Spool(s.ingest.spool_dir, source.name))
-
-    def _drain_loop(self) -> None:
-        writer = DataWriter.from_settings(self.settings)
-        try:
-            while not self.stop.is_set():
-                try:
-                    with writer.owning(wait=True, stop=self.stop):
-                        result = writer.drain_once()
-                    self.replayed += sum(r.replayed for r in result.types.values())
-                except RedisUnavailable:
-                    pass  # Redis is being restarted: the next round retries
-                self.stop.wait(0.5)
-        finally:
-            writer.close()
-
-    def _guarded(self, target: Any, *args: Any) -> None:
-        try:
-            target(*args)
-        except BaseException as exc:  # noqa: BLE001 - reported by the run
-            self.errors.append(exc)
-            self.stop.set()
+    def client(self, user: str = "skybuffer") -> redis.Redis:
+        return self.server.client(user)
 
     # --- the fault ---------------------------------------------------------------------------
-    def _forget_mid_run(self, ingester: Ingester) -> dict[str, Any]:
+    def fault(self, ingester: Ingester) -> dict[str, Any]:
         """Mark the AOF, let the DataWriter commit past the mark, kill, cut, restart."""
         admin = self.server.client("admin")
         aof_dir = self.server.directory / "appendonlydir"
         aof = incr_file(aof_dir)
-        self._wait(lambda: ingester.stats.events >= self.events * 0.3, "30% ingested")
+        self.wait(lambda: ingester.stats.events >= self.events * 0.3, "30% ingested")
         mark_size, marked_at = aof.stat().st_size, time.monotonic()
         if self.restore:
             shutil.copytree(aof_dir, self.snapshot)  # the "older snapshot" (no fsync needed)
         marks = {t: _last_id(admin, self.settings, t) for t in TYPES}
-        self._wait(lambda: self._committed_past(admin, marks), "the writer past the mark")
-        self._wait(lambda: time.monotonic() - marked_at >= self.forget_seconds, "the window")
+        self.wait(lambda: self._committed_past(admin, marks), "the writer past the mark")
+        self.wait(lambda: time.monotonic() - marked_at >= self.forget_seconds, "the window")
         ingested_at_kill = ingester.stats.events + ingester.stats.forgotten
         pid = self.server.pid()
         assert pid is not None, "the scratch redis-server has no pid"
@@ -214,9 +141,9 @@ class Run:
         else:
             os.truncate(aof, mark_size)
         self.server.start()
-        self.reopened.set()
-        self._wait(lambda: ingester.stats.rewinds > 0, "the ingester to notice")
-        self._wait(lambda: _confirmed(ingester) >= ingested_at_kill, "the ingester to recover")
+        self.fault_over.set()
+        self.wait(lambda: ingester.stats.rewinds > 0, "the ingester to notice")
+        self.wait(lambda: confirmed(ingester) >= ingested_at_kill, "the ingester to recover")
         return {
             "forget_seconds": round(killed_at - marked_at, 2),
             "aof_bytes_cut": cut,
@@ -224,8 +151,6 @@ class Run:
         }
 
     def _committed_past(self, admin: Any, marks: dict[str, str]) -> bool:
-        from skybuffer.buffer.consumer import id_key
-
         committed = admin.hgetall(Keys(self.settings.redis.prefix).writer_committed)
         done = {k.decode(): v.decode() for k, v in committed.items()}
         return any(
@@ -233,100 +158,11 @@ class Run:
             for t, mark in marks.items()
         )
 
-    def _wait_until_done(self, ingester: Ingester) -> None:
-        """Every source event confirmed (by the durable cursor) and drained."""
-        admin = self.server.client("admin")
-        keys = Keys(self.settings.redis.prefix)
-        self._wait(lambda: _confirmed(ingester) >= self.events, "every event ingested")
-        self._wait(
-            lambda: sum(int(v) for v in admin.hgetall(keys.event_counts).values()) == 0,
-            "the buffer drained",
-        )
-
-    def _wait(self, condition: Any, what: str) -> None:
-        deadline = time.monotonic() + DEADLINE_SECONDS
-        while not condition():
-            if self.errors:
-                raise RuntimeError(f"waiting for {what}: {self.errors[0]!r}") from self.errors[0]
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"chaos forget: gave up waiting for {what}")
-            time.sleep(0.02)
-
-    # --- counting ------------------------------------------------------------------------
-    def _count(self, ingester: Ingester) -> dict[str, Any]:
-        source = Counter(identity(orjson.loads(line)) for line in self.lines)
-        lake = lake_identities(Path(str(self.settings.lake.root)))
-        lost = sum((source - lake).values())
-        duplicated = sum((lake - source).values())
-        return {
-            "events": self.events,
-            "lake_rows": sum(lake.values()),
-            "lost": lost,
-            "duplicated": duplicated,
-            "forgotten": ingester.stats.forgotten,
-            "rewinds": ingester.stats.rewinds,
-            "replayed": self.replayed,
-        }
-
-
-class GatedSource:
-    """Holds its source back at ``at`` events until ``gate`` opens, so that Redis forgets
-    while the ingester still has events to read: one that had finished would never
-    write again, so never notice (its next start simply resumes from the cursor)."""
-
-    def __init__(self, inner: Source, at: int, gate: threading.Event) -> None:
-        self.inner, self.at, self.gate = inner, at, gate
-        self.name = inner.name
-        self._closed = threading.Event()
-
-    def resume(self, position: str | None) -> None:
-        self._closed.clear()
-        self.inner.resume(position)
-
-    def batches(self, max_events: int, linger_seconds: float) -> Iterator[SourceBatch]:
-        seen = 0
-        for batch in self.inner.batches(max_events, linger_seconds):
-            seen += len(batch.events) + len(batch.rejects)
-            while seen >= self.at and not self.gate.is_set() and not self._closed.is_set():
-                self.gate.wait(0.05)
-            yield batch
-
-    def close(self) -> None:
-        self._closed.set()
-        self.inner.close()
-
-
-def lake_identities(root: Path) -> Counter[tuple[Any, ...]]:
-    """Every lake row's event identity (events.identity), counted."""
-    found: Counter[tuple[Any, ...]] = Counter()
-    columns = ["did", "kind", "collection", "rkey", "time_us"]
-    for path in root.rglob("*.parquet"):
-        if "_quarantine" in path.parts:
-            continue
-        for row in pq.read_table(path, columns=columns).to_pylist():
-            collection = row["collection"] or row["kind"] or ""
-            found[(row["did"], collection, row["rkey"] or "", row["time_us"])] += 1
-    return found
-
-
-def _confirmed(ingester: Ingester) -> int:
-    """Source events Redis holds now by the durable cursor (what survives a forget)."""
-    try:
-        return ingester.producer.checkpoint().events
-    except RedisUnavailable:
-        return -1
-
 
 def _last_id(admin: Any, settings: Settings, type_: str) -> str:
     info = admin.xinfo_stream(Keys(settings.redis.prefix).stream(type_))
     last = info["last-generated-id"]
     return last.decode() if isinstance(last, bytes) else last
-
-
-def _start_replay_server(path: Path, rate: float) -> Any:
-    from skybuffer.testbed.replay_server import EventFile, ReplayServer, ServerThread
-
-    return ServerThread(ReplayServer(EventFile.load(path), rate=rate)).start()
 
 
 def _report(
