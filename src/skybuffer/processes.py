@@ -136,3 +136,13 @@ def peak_rss_bytes() -> int:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def running_pid(pidfile: Path) -> int | None:
+    """The pid in ``pidfile`` while that process runs; None when the file is missing,
+    unreadable, or stale (its process has exited)."""
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if alive(pid) else None

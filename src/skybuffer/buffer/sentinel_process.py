@@ -34,11 +34,8 @@ class SentinelProcess:
         return f"{self.host}:{self.port}"
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pidfile.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        return pid if processes.alive(pid) else None
+        """The pid of our running sentinel, or None (a stale pid file is ignored)."""
+        return processes.running_pid(self.pidfile)
 
     def render(self, settings: RedisSettings, primary: tuple[str, int], secrets: Secrets) -> None:
         """Write sentinel.conf, once: the sentinel rewrites it with what it learns (its

@@ -133,11 +133,7 @@ class ManagedRedis:
 
     def pid(self) -> int | None:
         """The pid of our running server, or None (a stale pid file is ignored)."""
-        try:
-            pid = int(self.pidfile.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        return pid if processes.alive(pid) else None
+        return processes.running_pid(self.pidfile)
 
     def is_serving(self) -> bool:
         """True when Redis answers; also while it cannot write its AOF, when it refuses
