@@ -1,7 +1,8 @@
 """The house rules a reader relies on, checked: every module has a test module of its
 own or is named by one ("Also covers: ..." in its docstring), no module is over 400
-lines, and the formatter is never overruled. (The layers are import-linter's contract in
-pyproject.toml, run by `make lint`.)"""
+lines, the formatter is never overruled, and no two modules import each other. (The
+layers between packages are import-linter's contract in pyproject.toml, run by
+`make lint`.)"""
 
 from __future__ import annotations
 
@@ -74,3 +75,17 @@ def test_no_module_is_over_400_lines() -> None:
 def test_the_formatter_is_never_overruled() -> None:
     skipped = [str(p.relative_to(REPO)) for p in SRC.rglob("*.py") if "fmt: skip" in p.read_text()]
     assert not skipped, f"build the arguments first and let ruff format: {skipped}"
+
+
+def test_no_two_modules_import_each_other_even_indirectly() -> None:
+    """import-linter's layers order the packages; inside a package, no cycle either."""
+    import grimp
+
+    graph = grimp.build_graph("skybuffer", exclude_type_checking_imports=False)
+    cycles = {
+        tuple(sorted((module, imported)))
+        for module in graph.modules
+        for imported in graph.find_modules_directly_imported_by(module)
+        if module != imported and graph.chain_exists(importer=imported, imported=module)
+    }
+    assert not cycles, f"these modules import each other: {sorted(cycles)}"

@@ -277,13 +277,6 @@ class SentinelTopology:
         }
 
 
-def managed(settings: RedisSettings, redis_dir: Path) -> ManagedRedis | SentinelTopology:
-    """The data dir's Redis as its mode has it: one server, or the sentinel topology."""
-    if settings.mode == "sentinel":
-        return SentinelTopology(settings, redis_dir)
-    return ManagedRedis(settings, redis_dir)
-
-
 def wait_for_new_primary(
     topology: SentinelTopology, old: tuple[str, int], timeout: float
 ) -> tuple[str, int]:

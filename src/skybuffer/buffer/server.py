@@ -287,22 +287,3 @@ class ManagedRedis:
 
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def connect(settings: RedisSettings, redis_dir: Path) -> redis.Redis:
-    """A client for the pipeline user: the external Redis of ``url``, or the managed one
-    of this data dir (which the caller started, or which runs already: see
-    ``ManagedRedis.start``, and the CLI's ``redis_for_command``); in sentinel mode, the
-    primary the sentinels name, found again after each failover (buffer/sentinel.py)."""
-    if settings.mode == "sentinel" and not settings.url:
-        from skybuffer.buffer.sentinel import SentinelTopology
-
-        return SentinelTopology(settings, redis_dir).client()
-    if settings.url:
-        return redis.Redis.from_url(
-            settings.url,
-            socket_timeout=settings.socket_timeout_seconds,
-            socket_connect_timeout=2,
-            retry=no_retry(),
-        )
-    return ManagedRedis(settings, redis_dir).client()

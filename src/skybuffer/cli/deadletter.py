@@ -99,7 +99,7 @@ def readable(data_dir: Path | None, config: Path | None) -> Settings:
 @contextmanager
 def dead_letters(settings: Settings) -> Iterator[DeadLetterStore]:
     """The dead-letter store of a data dir's Redis; never starts a server."""
-    from skybuffer.buffer.server import connect
+    from skybuffer.buffer.topology import connect
 
     client = connect(settings.redis, settings.redis_dir)
     try:

@@ -15,7 +15,7 @@ from typing import TextIO
 
 from rich.live import Live
 
-from skybuffer.buffer.server import connect
+from skybuffer.buffer.topology import connect
 from skybuffer.cli.tables import live_line
 from skybuffer.console import err_console, human_bytes
 from skybuffer.constants import WS_LAST_DURATION, WS_LAST_RUN, WS_LAST_SUCCESS, Keys

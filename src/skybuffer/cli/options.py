@@ -88,7 +88,7 @@ def settings_to_start(data_dir: Path | None, config: Path | None) -> Settings:
 def require_redis(settings: Settings) -> None:
     """For read-only commands: RedisUnavailable, naming the fix, unless the managed Redis
     of the data dir serves (an external one is reached, or not, by the command itself)."""
-    from skybuffer.buffer.sentinel import managed
+    from skybuffer.buffer.topology import managed
 
     if settings.redis.url or managed(settings.redis, settings.redis_dir).is_serving():
         return
@@ -103,7 +103,7 @@ def redis_for_command(settings: Settings) -> Iterator[None]:
     """For commands that need the buffer: the managed Redis of the data dir if it serves;
     else started now, said on stderr, and stopped (SHUTDOWN, the AOF fsync'd) when the
     command ends. An external Redis (redis.url) is used as it is."""
-    from skybuffer.buffer.sentinel import managed
+    from skybuffer.buffer.topology import managed
     from skybuffer.console import err_console
 
     if settings.redis.url or settings.redis.sentinels:

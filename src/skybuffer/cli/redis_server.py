@@ -37,7 +37,7 @@ def redis_start(mode: ModeOpt = None, data_dir: DataDir = None, config: ConfigFi
     across restarts), and warns if that file was cut short, with the bytes it dropped.
     With --mode sentinel: a primary, a replica and three sentinels, once they all see
     each other."""
-    from skybuffer.buffer.sentinel import managed
+    from skybuffer.buffer.topology import managed
     from skybuffer.datadir import record_mode
 
     s = settings_for(data_dir, config, redis={"mode": mode} if mode else None)
@@ -55,7 +55,7 @@ def redis_stop(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     """Stop the data dir's Redis cleanly: its append-only file is flushed to disk first
     (sentinel mode: the sentinels first, then every node)."""
     from skybuffer.buffer.aof import aof_health
-    from skybuffer.buffer.sentinel import managed
+    from skybuffer.buffer.topology import managed
 
     s = settings_to_read(data_dir, config)
     server = managed(s.redis, s.redis_dir)

@@ -122,7 +122,7 @@ def serve_writer_metrics(settings: Settings) -> None:
     port = settings.metrics.writer_port
     if not port or port in _serving:
         return
-    from skybuffer.buffer.server import connect
+    from skybuffer.buffer.topology import connect
 
     client = connect(settings.redis, settings.redis_dir)
     collector = PipelineCollector(client, Keys(settings.redis.prefix), settings.lake.root)

@@ -175,7 +175,7 @@ def lake_status(lake: LakeSettings) -> LakeStatus:
 def collect_status(settings: Settings) -> BufferStatus:
     """Status of the buffer of a data dir (starting its managed Redis when needed), with
     the lake's figures."""
-    from skybuffer.buffer.server import connect
+    from skybuffer.buffer.topology import connect
 
     client = connect(settings.redis, settings.redis_dir)
     status = buffer_status(client, Keys(settings.redis.prefix), settings.ingest.spool_dir)

@@ -25,7 +25,8 @@ from typing import Any
 
 import redis
 
-from skybuffer.buffer.server import connect, no_retry
+from skybuffer.buffer.server import no_retry
+from skybuffer.buffer.topology import connect
 from skybuffer.constants import TYPES, Keys
 from skybuffer.ops.audit_checks import (
     EXPECTED,

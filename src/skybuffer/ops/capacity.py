@@ -28,8 +28,8 @@ import redis
 
 from skybuffer.buffer.codec import Decoder
 from skybuffer.buffer.producer import Producer
-from skybuffer.buffer.server import connect
 from skybuffer.buffer.spool import Spool
+from skybuffer.buffer.topology import connect
 from skybuffer.constants import TYPES, Keys
 from skybuffer.errors import ConfigError
 from skybuffer.ops.harness import (

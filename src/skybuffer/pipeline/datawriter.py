@@ -119,7 +119,7 @@ class DataWriter:
     @classmethod
     def from_settings(cls, settings: Settings, lease_token: str = "") -> DataWriter:
         """``lease_token``: the lease a caller already holds (a Prefect flow run's tasks)."""
-        from skybuffer.buffer.server import connect
+        from skybuffer.buffer.topology import connect
 
         client = connect(settings.redis, settings.redis_dir)
         keys = Keys(settings.redis.prefix)

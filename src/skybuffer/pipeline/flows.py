@@ -26,7 +26,7 @@ from prefect.states import Cancelled, Failed, State
 from prefect.tasks import exponential_backoff
 
 from skybuffer.buffer.lease import Lease
-from skybuffer.buffer.server import connect
+from skybuffer.buffer.topology import connect
 from skybuffer.constants import TYPES, Keys
 from skybuffer.errors import DrainFailed, LeaseHeld, RunOverBudget, SkybufferError
 from skybuffer.observability.exporter import serve_writer_metrics

@@ -16,8 +16,8 @@ from types import FrameType
 from skybuffer import metrics
 from skybuffer.buffer.lease import Lease
 from skybuffer.buffer.producer import Producer
-from skybuffer.buffer.server import connect
 from skybuffer.buffer.spool import Spool
+from skybuffer.buffer.topology import connect
 from skybuffer.constants import Keys
 from skybuffer.pipeline.ingest import Ingester, IngestStats
 from skybuffer.settings import Settings

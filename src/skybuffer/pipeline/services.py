@@ -18,8 +18,9 @@ import time
 from contextlib import AbstractContextManager
 from types import TracebackType
 
-from skybuffer.buffer.sentinel import SentinelTopology, managed
-from skybuffer.buffer.server import ManagedRedis, connect
+from skybuffer.buffer.sentinel import SentinelTopology
+from skybuffer.buffer.server import ManagedRedis
+from skybuffer.buffer.topology import connect, managed
 from skybuffer.console import err_console
 from skybuffer.constants import Keys
 from skybuffer.errors import LeaseHeld

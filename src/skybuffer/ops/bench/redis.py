@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from skybuffer.buffer.server import connect
+from skybuffer.buffer.topology import connect
 from skybuffer.constants import Keys
 from skybuffer.ops.bench.codec import codec_vs_json
 from skybuffer.ops.harness import START_US, delete_keys, pyplot, save_plot

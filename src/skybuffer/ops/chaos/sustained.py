@@ -21,8 +21,8 @@ from typing import Any
 import redis
 
 from skybuffer.buffer.producer import EncodedBatch, Producer
-from skybuffer.buffer.server import connect
 from skybuffer.buffer.spool import Spool
+from skybuffer.buffer.topology import connect
 from skybuffer.constants import Keys
 from skybuffer.ops.chaos.memory import Drain
 from skybuffer.ops.harness import delete_keys, pyplot, save_plot

@@ -1,0 +1,37 @@
+"""The data dir's Redis as its ``redis.mode`` has it, and a client for it: an external
+Redis (``redis.url``), the managed redis-server (buffer/server.py), or the sentinel
+topology (buffer/sentinel.py). What every command uses to reach the buffer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+
+from skybuffer.buffer.sentinel import SentinelTopology
+from skybuffer.buffer.server import ManagedRedis, no_retry
+from skybuffer.settings import RedisSettings
+
+
+def managed(settings: RedisSettings, redis_dir: Path) -> ManagedRedis | SentinelTopology:
+    """The data dir's Redis as its mode has it: one server, or the sentinel topology."""
+    if settings.mode == "sentinel":
+        return SentinelTopology(settings, redis_dir)
+    return ManagedRedis(settings, redis_dir)
+
+
+def connect(settings: RedisSettings, redis_dir: Path) -> redis.Redis:
+    """A client for the pipeline user: the external Redis of ``url``, or the managed one
+    of this data dir (which the caller started, or which runs already: see
+    ``ManagedRedis.start``, and the CLI's ``redis_for_command``); in sentinel mode, the
+    primary the sentinels name, found again after each failover (buffer/sentinel.py)."""
+    if settings.mode == "sentinel" and not settings.url:
+        return SentinelTopology(settings, redis_dir).client()
+    if settings.url:
+        return redis.Redis.from_url(
+            settings.url,
+            socket_timeout=settings.socket_timeout_seconds,
+            socket_connect_timeout=2,
+            retry=no_retry(),
+        )
+    return ManagedRedis(settings, redis_dir).client()
