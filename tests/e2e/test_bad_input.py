@@ -156,10 +156,12 @@ def test_a_flood_of_bad_events_never_pushes_redis_past_maxmemory(
         for type_, group in events_by_type_lists(generate(13, 20_000, T0)).items()
     }
     added = 0
+    entries = {type_: Codec().encode(group) for type_, group in grouped.items()}
+    largest = max(sum(len(v) for v in fields.values()) for fields in entries.values())
     while True:
         for type_, group in grouped.items():
             try:
-                client.xadd(KEYS.stream(type_), Codec().encode(group))  # type: ignore[arg-type]
+                client.xadd(KEYS.stream(type_), entries[type_])  # type: ignore[arg-type]
             except redis.exceptions.OutOfMemoryError:
                 break
             client.hincrby(KEYS.event_counts, type_, len(group))
@@ -184,5 +186,8 @@ def test_a_flood_of_bad_events_never_pushes_redis_past_maxmemory(
         sampler.join()
     assert result.ok
     assert sum(DeadLetterStore(client, KEYS).counts().values()) == added  # every one kept
-    assert peak[0] <= limit * 1.05, f"peak {peak[0]:,} bytes against maxmemory {limit:,}"
+    # A whole-entry letter is copied from its entry inside the commit script, so for a
+    # moment (until Lua collects the copy) one entry's bytes exist twice: the bound.
+    bound = limit * 1.05 + largest
+    assert peak[0] <= bound, f"peak {peak[0]:,} bytes; maxmemory {limit:,}, entry {largest:,}"
     assert_drained(client, settings)
