@@ -1,6 +1,6 @@
 """The managed redis-server: config as committed, least privilege, clean stop.
 
-Also covers: skybuffer.buffer.aof (through the behaviour above).
+Also covers: skybuffer.buffer.aof, skybuffer.buffer.users (through the behaviour above).
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from skybuffer.buffer.server import USERS, ManagedRedis
+from skybuffer.buffer.server import ManagedRedis
+from skybuffer.buffer.users import USERS
 from skybuffer.cli import app
 from skybuffer.ops.audit import PROFILES, run_audit
 from skybuffer.ops.harness import conf_variant

@@ -34,7 +34,8 @@ from redis.sentinel import Sentinel
 
 from skybuffer import processes
 from skybuffer.buffer.sentinel_process import Secrets, SentinelProcess
-from skybuffer.buffer.server import USERS, Credentials, ManagedRedis, no_retry
+from skybuffer.buffer.server import ManagedRedis, no_retry
+from skybuffer.buffer.users import USERS, AclUsers, Credentials
 from skybuffer.datadir import TOPOLOGY_PORTS, claim, port_of, recorded_topology
 from skybuffer.errors import ConfigError, MissingBinaryError, RedisUnavailable
 from skybuffer.privilege import make_private, write_private
@@ -101,9 +102,7 @@ class SentinelTopology:
                     "SKYBUFFER_REDIS__PASSWORD to the 'skybuffer' user's password"
                 )
             return Credentials("skybuffer", self.settings.password.get_secret_value())
-        return ManagedRedis(
-            self.settings, self.redis_dir, secrets_dir=self.secrets_dir
-        ).credentials(user)
+        return AclUsers(self.settings, self.secrets_dir, NODE_USERS).credentials(user)
 
     def sentinel(self) -> Sentinel:
         """A client of the sentinels (each call asks them in turn)."""

@@ -10,16 +10,13 @@ file; it is stopped by that pid's SHUTDOWN, which fsyncs the AOF.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -29,12 +26,11 @@ from redis.retry import Retry
 
 from skybuffer import processes
 from skybuffer.buffer.aof import AofLoad, AofWatch
+from skybuffer.buffer.users import USERS, AclUsers, Credentials
 from skybuffer.datadir import ensure_free, port_of
 from skybuffer.errors import ConfigError, MissingBinaryError, RedisUnavailable, persist_error
 from skybuffer.privilege import PRIVATE_UMASK, make_private, program_env, write_private
 from skybuffer.settings import RedisSettings
-
-USERS = ("skybuffer", "exporter", "admin")
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +47,6 @@ def no_retry() -> Retry:
     whose reply was lost would be applied twice. skybuffer retries whole batches itself,
     checking the cursor first, so the client must never retry on its own."""
     return Retry(NoBackoff(), 0)
-
-
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str
 
 
 class ManagedRedis:
@@ -76,40 +66,21 @@ class ManagedRedis:
         self.settings = settings
         self.directory = directory
         self.secrets_dir = secrets_dir or directory / "secrets"
-        self.users = users
+        self.users = AclUsers(settings, self.secrets_dir, users)
         self.pidfile = directory / "redis.pid"
         self.logfile = directory / "redis.log"
         self.endpoint_file = directory / "endpoint"
         self.last_load: AofLoad | None = None
         """What this object's start loaded (a truncated AOF is reported from it)."""
 
-    # --- credentials -------------------------------------------------------------------
     def credentials(self, user: str = "skybuffer") -> Credentials:
-        """The password of ``user``: from settings, else the data dir (generated once)."""
-        given = {
-            "skybuffer": self.settings.password,
-            "exporter": self.settings.exporter_password,
-        }.get(user)
-        if given is not None:
-            return Credentials(user, given.get_secret_value())
-        path = self.secrets_dir / f"{user}.password"
-        if not path.exists():
-            self.secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            write_private(path, secrets.token_urlsafe(32))
-        return Credentials(user, path.read_text().strip())
+        """The password of ``user`` (buffer/users.py)."""
+        return self.users.credentials(user)
 
     def render_acl(self) -> Path:
-        """Write users.acl with this data dir's password hashes and key pattern."""
-        template = self.settings.conf.parent / "users.acl"
-        if not template.exists():
-            raise ConfigError(f"ACL template {template} is missing (it sits beside redis.conf)")
-        values = {f"{u}_password": "#" + _sha256(self.credentials(u).password) for u in self.users}
-        values["key_pattern"] = self.settings.prefix + "*"
-        acl = self.directory / "users.acl"
-        write_private(acl, template.read_text().format(**values))
-        return acl
+        """Write users.acl beside the server's data (buffer/users.py)."""
+        return self.users.render_acl(self.settings.conf.parent / "users.acl", self.directory)
 
-    # --- lifecycle ---------------------------------------------------------------------
     @property
     def port(self) -> int:
         return port_of(self.settings.port, "redis")
@@ -283,7 +254,3 @@ class ManagedRedis:
             return " | ".join(self.logfile.read_text(errors="replace").splitlines()[-3:])
         except FileNotFoundError:
             return "(no log)"
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
