@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import redis
 
-from skybuffer.buffer.server import ManagedRedis, free_port
+from skybuffer.buffer.server import ManagedRedis
+from skybuffer.datadir import free_port
 from skybuffer.settings import Settings, load_settings
 
 GOLDEN = Path(__file__).parent / "data" / "golden_v1.jsonl"

@@ -68,3 +68,30 @@ def test_the_default_data_dir_is_found_upwards_else_here(tmp_path: Path) -> None
     (tmp_path / "project" / "var" / RECORD).write_text('{"ports": {}}')
     assert default_data_dir(deeper) == tmp_path / "project" / "var"
     assert not (deeper / "var").exists()
+
+
+REWRITE = """
+import sys
+from pathlib import Path
+from skybuffer.datadir import record_mode
+for i in range(400):
+    record_mode(Path(sys.argv[1]), ("standalone", "sentinel")[i % 2])
+"""
+
+
+def test_a_command_reading_the_record_while_another_rewrites_it_never_sees_half_of_it(
+    tmp_path: Path,
+) -> None:
+    """Readers (every Settings) take no lock: the record must be replaced whole."""
+    from skybuffer.datadir import recorded_ports
+
+    data_dir = tmp_path / "var"
+    load_settings(data_dir=data_dir).claim_ports()
+    ports = recorded_ports(data_dir)
+    writer = subprocess.Popen([sys.executable, "-c", REWRITE, str(data_dir)])
+    reads = 0
+    while writer.poll() is None or reads == 0:
+        assert recorded_ports(data_dir) == ports  # never empty, never a ConfigError
+        reads += 1
+    assert writer.returncode == 0
+    assert reads > 1

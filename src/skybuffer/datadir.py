@@ -178,7 +178,11 @@ def _write(data_dir: Path, ports: dict[str, int], mode: str | None = None) -> No
     }
     if mode:
         record["redis_mode"] = mode
-    write_private(data_dir / RECORD, json.dumps(record, indent=2) + "\n")
+    # Written beside and renamed over: readers take no lock, and must see the old record
+    # or the new one, never a truncated file.
+    temp = data_dir / f".{RECORD}.tmp"
+    write_private(temp, json.dumps(record, indent=2) + "\n")
+    os.replace(temp, data_dir / RECORD)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,8 @@ import stat
 import pytest
 import redis
 
-from skybuffer.buffer.server import ManagedRedis, free_port, no_retry
+from skybuffer.buffer.server import ManagedRedis, no_retry
+from skybuffer.datadir import free_port
 from skybuffer.errors import ConfigError, MissingBinaryError
 
 

@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
-from skybuffer.buffer.server import ManagedRedis, free_port
+from skybuffer.buffer.server import ManagedRedis
+from skybuffer.datadir import free_port
 from skybuffer.settings import StackSettings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -33,13 +32,6 @@ from skybuffer.privilege import PRIVATE_UMASK, make_private, program_env, write_
 from skybuffer.settings import RedisSettings
 
 log = logging.getLogger(__name__)
-
-
-def free_port() -> int:
-    """A free loopback TCP port, for scratch servers (benchmarks, experiments)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def no_retry() -> Retry:

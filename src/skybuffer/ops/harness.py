@@ -27,7 +27,8 @@ from typing import Any, cast
 
 import redis
 
-from skybuffer.buffer.server import ManagedRedis, free_port
+from skybuffer.buffer.server import ManagedRedis
+from skybuffer.datadir import free_port
 from skybuffer.settings import RedisSettings
 from skybuffer.sources.base import Source, SourceBatch
 

@@ -76,7 +76,6 @@ class Ingester:
         self.settings = settings
         self.spool = spool
         self.encoder = encoder or Encoder(settings.max_event_bytes, settings.codec_level)
-        self.on_batch = on_batch
         self.wait_for_lease = wait_for_lease
         self.tally = Tally(on_batch)
         self._next_seq = 1

@@ -20,9 +20,10 @@ from typing import Any
 
 from skybuffer import metrics, processes
 from skybuffer.buffer.producer import Producer
-from skybuffer.buffer.server import ManagedRedis, free_port
+from skybuffer.buffer.server import ManagedRedis
 from skybuffer.buffer.spool import Spool
 from skybuffer.constants import Keys
+from skybuffer.datadir import free_port
 from skybuffer.pipeline.ingest import Ingester
 from skybuffer.privilege import skybuffer_env
 from skybuffer.settings import IngestSettings, JetstreamSettings, Settings

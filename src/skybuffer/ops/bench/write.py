@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from skybuffer.buffer.server import ManagedRedis, free_port
+from skybuffer.buffer.server import ManagedRedis
+from skybuffer.datadir import free_port
 from skybuffer.errors import SkybufferError
 from skybuffer.ops.bench.reference import run_reference
 from skybuffer.pipeline.datawriter import DataWriter

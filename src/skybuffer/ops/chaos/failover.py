@@ -30,8 +30,8 @@ import redis
 
 from skybuffer import processes
 from skybuffer.buffer.sentinel import SentinelTopology, wait_for_new_primary
-from skybuffer.buffer.server import free_port
 from skybuffer.constants import Keys
+from skybuffer.datadir import free_port
 from skybuffer.ops.chaos.pipeline_run import SOURCES, PipelineRun, confirmed
 from skybuffer.ops.report import Report, Table
 from skybuffer.pipeline.ingest import Ingester

@@ -29,9 +29,10 @@ from typing import Any
 import redis
 
 from skybuffer import processes
-from skybuffer.buffer.server import ManagedRedis, free_port
+from skybuffer.buffer.server import ManagedRedis
 from skybuffer.buffer.stream_ids import id_key
 from skybuffer.constants import TYPES, Keys
+from skybuffer.datadir import free_port
 from skybuffer.ops.chaos.pipeline_run import SOURCES, PipelineRun, confirmed
 from skybuffer.ops.chaos.restart import incr_file
 from skybuffer.ops.harness import conf_variant

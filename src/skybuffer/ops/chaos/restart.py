@@ -40,8 +40,9 @@ from skybuffer import processes
 from skybuffer.buffer.codec import Decoder
 from skybuffer.buffer.consumer import StreamConsumer
 from skybuffer.buffer.producer import Encoder, Producer
-from skybuffer.buffer.server import ManagedRedis, free_port
+from skybuffer.buffer.server import ManagedRedis
 from skybuffer.constants import TYPES, WRITER_GROUP, Keys
+from skybuffer.datadir import free_port
 from skybuffer.errors import BufferFull, RedisUnavailable
 from skybuffer.ops.harness import START_US, scratch_redis, stream_entries
 from skybuffer.ops.report import Report, Table
