@@ -49,6 +49,12 @@ TOPOLOGY_PORTS = ("redis_replica", "sentinel_1", "sentinel_2", "sentinel_3")
 """The other nodes of a local sentinel topology (buffer/sentinel.py): recorded like the
 services above, chosen at the topology's first start, and without a setting of their own
 (the primary's first port is ``redis``)."""
+CLUSTER_PORTS = (
+    *(f"cluster_node_{n}" for n in range(2, 7)),
+    *(f"cluster_bus_{n}" for n in range(1, 7)),
+)
+"""The other nodes of a local cluster (buffer/cluster.py) and every node's bus port (the
+first node has the ``redis`` port)."""
 
 
 def default_data_dir(start: Path | None = None) -> Path:
@@ -86,7 +92,8 @@ def recorded_topology(data_dir: Path) -> tuple[str | None, dict[str, int]]:
     """The Redis mode `redis start --mode` recorded (None: none), and the ports of the
     topology's other nodes (TOPOLOGY_PORTS) chosen so far."""
     record = _record(data_dir)
-    ports = {name: port for name, port in record["ports"].items() if name in TOPOLOGY_PORTS}
+    topology = (*TOPOLOGY_PORTS, *CLUSTER_PORTS)
+    ports = {name: port for name, port in record["ports"].items() if name in topology}
     return record.get("redis_mode"), ports
 
 
@@ -109,7 +116,7 @@ def _record(data_dir: Path) -> dict[str, Any]:
             f"{data_dir / RECORD} cannot be read ({exc}): restore it, or delete it to have "
             "new ports chosen at the next start"
         ) from None
-    known = (*PORTS, *TOPOLOGY_PORTS)
+    known = (*PORTS, *TOPOLOGY_PORTS, *CLUSTER_PORTS)
     ports = {name: int(port) for name, port in record.get("ports", {}).items() if name in known}
     mode = record.get("redis_mode")
     return {"ports": ports, **({"redis_mode": str(mode)} if mode else {})}

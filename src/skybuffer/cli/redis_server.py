@@ -22,7 +22,8 @@ ModeOpt = Annotated[
     str | None,
     typer.Option(
         "--mode",
-        help="standalone (one server) or sentinel (primary + replica + 3 sentinels); "
+        help="standalone (one server), sentinel (primary + replica + 3 sentinels) or "
+        "cluster (3 primaries + 3 replicas); "
         "recorded in the data dir for the commands after (default: the recorded mode).",
         show_default=False,
     ),
@@ -46,6 +47,9 @@ def redis_start(mode: ModeOpt = None, data_dir: DataDir = None, config: ConfigFi
     started = server.start()
     record_mode(s.data_dir, s.redis.mode)
     word = "started" if started else "already running"
+    if s.redis.mode == "cluster":
+        typer.echo(f"redis {server.address} {word} (data in {s.redis_dir})")
+        return
     what = "redis sentinel topology" if s.redis.mode == "sentinel" else "redis-server"
     typer.echo(f"{what} {word}, primary on {server.address} (data in {s.redis_dir})")
 
@@ -82,6 +86,8 @@ def redis_status(
     s = settings_to_read(data_dir, config)
     if s.redis.mode == "sentinel":
         sentinel_status(s, as_json)
+    if s.redis.mode == "cluster":
+        cluster_status(s, as_json)
     server = ManagedRedis(s.redis, s.redis_dir)
     running = server.is_serving()
     health = aof_health(server.client("admin")) if running else None
@@ -135,4 +141,22 @@ def sentinel_status(s: Any, as_json: bool) -> None:
             typer.echo(
                 f"  {sentinel['sentinel']} {sentinel['address']} pid {sentinel['pid']}: {alive}"
             )
+    raise typer.Exit(0 if info["running"] else 1)
+
+
+def cluster_status(s: Any, as_json: bool) -> None:
+    """`redis status` of the cluster; exits 0 when its state is ok."""
+    from skybuffer.buffer.cluster import ClusterTopology
+
+    topology = ClusterTopology(s.redis, s.redis_dir)
+    info = topology.status()
+    info["running"] = info["cluster_state"] == "ok"
+    if as_json:
+        emit_json(info)
+    else:
+        typer.echo(f"redis cluster state {info['cluster_state'] or 'unknown (no node answers)'}")
+        for node in info["nodes"]:
+            state = node["role"] or ("running" if node["running"] else "not running")
+            slots = f", slots {' '.join(node['slots'])}" if node["slots"] else ""
+            typer.echo(f"  {node['node']} {node['address']} pid {node['pid']}: {state}{slots}")
     raise typer.Exit(0 if info["running"] else 1)

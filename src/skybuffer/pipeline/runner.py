@@ -10,18 +10,22 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import FrameType
 
 from skybuffer import metrics
 from skybuffer.buffer.lease import Lease
+from skybuffer.buffer.partitions import Partitions
 from skybuffer.buffer.producer import Producer
 from skybuffer.buffer.spool import Spool
 from skybuffer.buffer.topology import connect
 from skybuffer.constants import Keys
+from skybuffer.errors import ConfigError
 from skybuffer.pipeline.ingest import Ingester, IngestStats
+from skybuffer.pipeline.lanes import Lanes, PartitionView, combined
 from skybuffer.settings import Settings
-from skybuffer.sources import open_source
+from skybuffer.sources import Source, open_source
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,7 @@ def install_stop_handlers(stop: threading.Event) -> None:
 class IngestThread(threading.Thread):
     """Runs an Ingester until ``stop``; keeps the error that ended it, if any."""
 
-    def __init__(self, ingester: Ingester, stop: threading.Event) -> None:
+    def __init__(self, ingester: Ingester | Lanes, stop: threading.Event) -> None:
         super().__init__(name="ingest", daemon=True)
         self.ingester = ingester
         self.stop = stop
@@ -81,27 +85,61 @@ def build_ingester(
     url: str | None = None,
     collections: list[str] | None = None,
     wait_for_lease: bool = False,
-) -> Ingester:
+) -> Ingester | Lanes:
     """Wire a source, the producer (holding the source's lease) and the spool of a data
-    dir into an Ingester; ``count``: N more valid events from where the source resumes."""
-    client = connect(settings.redis, settings.redis_dir)
-    source = open_source(
-        source_kind,
-        rate=settings.ingest.rate if rate is None else rate,
-        seed=settings.ingest.seed if seed is None else seed,
-        file=file,
-        url=url,
-        collections=collections,
-        jetstream=settings.jetstream,
-    )
-    keys = Keys(settings.redis.prefix)
+    dir into an Ingester; ``count``: N more valid events from where the source resumes.
+    A partitioned buffer gets one lane per partition (pipeline/lanes.py)."""
+    partitions = Partitions.of_settings(settings.redis)
+
+    def source() -> Source:
+        return open_source(
+            source_kind,
+            rate=settings.ingest.rate if rate is None else rate,
+            seed=settings.ingest.seed if seed is None else seed,
+            file=file,
+            url=url,
+            collections=collections,
+            jetstream=settings.jetstream,
+            count=count if partitions.count > 1 else None,
+        )
+
+    if partitions.count == 1 and not partitions.tagged:
+        lane = partial(_lane, settings, wait_for_lease=wait_for_lease)
+        return lane(source(), Keys(settings.redis.prefix), on_batch=on_batch, count=count)
+    if count is not None and source_kind != "synthetic":
+        raise ConfigError(
+            "--count with a partitioned buffer counts source events, which only the synthetic "
+            "source can: use --source synthetic, or leave --count out"
+        )
+    lanes = Lanes([])
+    report = combined(on_batch, lanes)
+    for partition in range(partitions.count):
+        view = PartitionView(source(), partitions, partition)
+        keys = partitions.keys(partition)
+        lanes.lanes.append(
+            _lane(settings, view, keys, on_batch=report, wait_for_lease=wait_for_lease)
+        )
+    return lanes
+
+
+def _lane(
+    settings: Settings,
+    source: Source,
+    keys: Keys,
+    *,
+    on_batch: Callable[[IngestStats], None] | None,
+    wait_for_lease: bool,
+    count: int | None = None,
+) -> Ingester:
+    """The ingester of one key prefix: its producer, lease and spool."""
+    client = connect(settings.redis, settings.redis_dir, keys.prefix)
     what = f"the ingester of source {source.name}"
     hint = "stop it first, or pass --wait to take over when it stops"
-    key = keys.ingest_lease(source.name)
-    lease = Lease(client, key, settings.ingest.lease_seconds, what, hint)
+    lease = Lease(client, keys.ingest_lease(source.name), settings.ingest.lease_seconds, what, hint)
     producer = Producer(client, keys, source.name, lease)
     assert settings.ingest.spool_dir is not None
-    spool = Spool(settings.ingest.spool_dir, source.name)
+    lane = "" if keys.prefix == settings.redis.prefix else f".{keys.prefix.split('{')[1][:-2]}"
+    spool = Spool(settings.ingest.spool_dir, source.name + lane)
     return Ingester(
         producer,
         source,

@@ -18,6 +18,7 @@ import time
 from contextlib import AbstractContextManager
 from types import TracebackType
 
+from skybuffer.buffer.cluster import ClusterTopology
 from skybuffer.buffer.sentinel import SentinelTopology
 from skybuffer.buffer.server import ManagedRedis
 from skybuffer.buffer.topology import connect, managed
@@ -41,7 +42,7 @@ class Services(AbstractContextManager["Services"]):
         self.settings = settings
         self.want_stack = stack and settings.stack.autostart
         self.want_writer = writer
-        self.redis: ManagedRedis | SentinelTopology | None = None
+        self.redis: ManagedRedis | SentinelTopology | ClusterTopology | None = None
         self.prefect: PrefectServer | None = None
         self.stack_started = False
         self.serve: subprocess.Popen[bytes] | None = None

@@ -34,7 +34,7 @@ def _default_redis_conf() -> Path:
     return PACKAGE_DIR.parent.parent / "config" / "redis" / "redis.conf"
 
 
-REDIS_MODES = ("standalone", "sentinel")
+REDIS_MODES = ("standalone", "sentinel", "cluster")
 
 
 class RedisSettings(Section):
@@ -62,9 +62,17 @@ class RedisSettings(Section):
     start_timeout_seconds: float = 120.0
     """How long `redis start` waits for the AOF to load before giving up."""
     mode: str = "standalone"
-    """The topology: 'standalone' (one server) or 'sentinel' (a primary, a replica and
-    three sentinels that fail over by themselves; clients find the primary through them).
-    Unset: the mode `skybuffer redis start --mode` recorded in the data dir."""
+    """The topology: 'standalone' (one server), 'sentinel' (a primary, a replica and
+    three sentinels that fail over by themselves; clients find the primary through them)
+    or 'cluster' (Redis Cluster: three primaries with a replica each, the partitions spread
+    over their hash slots). Unset: the mode `skybuffer redis start --mode` recorded in the
+    data dir."""
+    partitions: int | None = Field(default=None, ge=1, le=64)
+    """Partitions of the buffer: events spread by a hash of their DID (one account's
+    events stay in order in one), each partition a hash-tagged key prefix
+    (skybuffer:{p0-…}:) with its own streams, cursor, leases and ingest lane. Unset: 1
+    (the plain prefix, as before), or 3 in cluster mode (one per primary; 6 also spreads
+    evenly over three)."""
     sentinels: list[str] = Field(default_factory=list)
     """host:port of each sentinel of an external sentinel deployment; empty: the local
     topology of the data dir (`skybuffer redis start --mode sentinel`)."""
@@ -75,17 +83,26 @@ class RedisSettings(Section):
     begins once 2 of the 3 agree)."""
     sentinel_failover_timeout_ms: int = Field(default=10_000, ge=1000)
     """Local topology: how long a failover may take before another sentinel retries it."""
+    cluster_nodes: list[str] = Field(default_factory=list)
+    """host:port of nodes of an external Redis Cluster (any few: the rest are found);
+    empty: the local cluster of the data dir (`skybuffer redis start --mode cluster`)."""
+    cluster_node_timeout_ms: int = Field(default=3000, ge=100)
+    """Local cluster: a primary silent this long is failed over to its replica."""
 
     @field_validator("mode")
     @classmethod
     def _known_mode(cls, value: str) -> str:
-        if value == "cluster":
-            raise ValueError("'cluster' is not yet supported: use 'standalone' or 'sentinel'")
         if value not in REDIS_MODES:
             raise ValueError(f"must be one of {', '.join(REDIS_MODES)}, not {value!r}")
         return value
 
-    @field_validator("sentinels", mode="before")
+    @property
+    def partition_count(self) -> int:
+        if self.partitions is not None:
+            return self.partitions
+        return 3 if self.mode == "cluster" else 1
+
+    @field_validator("sentinels", "cluster_nodes", mode="before")
     @classmethod
     def _address_list(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -37,11 +37,14 @@ def open_source(
     collections: list[str] | None = None,
     compress: bool | None = None,
     jetstream: JetstreamSettings | None = None,
+    count: int | None = None,
 ) -> Source:
     """Build the source a command asked for; a bad combination gets one clear message.
 
     The source is endless (or ends with its file): a command's ``--count`` is N more
-    valid events for the run, which the ingester enforces (pipeline/prefetch.py)."""
+    valid events for the run, which the ingester enforces (pipeline/prefetch.py).
+    ``count`` here ends a synthetic or replay source after that many events (the lanes of
+    a partitioned ingest count source events: pipeline/lanes.py)."""
     check_source(kind, file)
     if kind == "jetstream":
         from skybuffer.sources.jetstream import JetstreamSource
@@ -55,7 +58,7 @@ def open_source(
     if kind == "synthetic":
         from skybuffer.sources.synthetic import SyntheticSource
 
-        return SyntheticSource(seed=seed, rate=rate)
+        return SyntheticSource(seed=seed, rate=rate, count=count)
     from skybuffer.sources.replay import ReplaySource
 
     assert file is not None  # check_source

@@ -1,0 +1,85 @@
+"""Partitions of the buffer: which one an event belongs to, and each one's key prefix.
+
+With ``redis.partitions`` P > 1, events are spread by a hash of their DID, so all of one
+account's events stay in one partition, in order (as Bluesky's AppView spread its Redis
+streams). Each partition is a hash-tagged key prefix (``skybuffer:{p0-…}:``) holding its
+own streams, cursor, leases and counters: every transaction stays in one Redis Cluster
+slot. The tags are chosen so that partition i's slot falls in the i-th P-th of the slot
+space: ``redis-cli --cluster create`` gives each primary an equal, contiguous share, so
+3 or 6 partitions spread evenly over 3 primaries (plain ``{p0}``, ``{p1}``, ``{p2}``
+would put two of three on one primary). P = 1 is the plain prefix, as before.
+
+An event without a DID (nothing parseable) goes to partition 0, so it is dead-lettered
+exactly once.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from functools import cached_property
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+from skybuffer.constants import Keys
+from skybuffer.settings import RedisSettings
+
+_DID = re.compile(rb'"did"\s*:\s*"([^"\\]{1,2048})"')
+
+
+def did_of(raw: bytes) -> bytes | None:
+    """The DID of a raw Jetstream event (its first ``"did"`` field: the envelope's, which
+    Jetstream writes first), or None."""
+    match = _DID.search(raw, 0, 4096)
+    return match.group(1) if match else None
+
+
+@dataclass(frozen=True)
+class Partitions:
+    """P partitions under one base prefix."""
+
+    base: str
+    count: int = 1
+    tagged: bool = False
+    """Hash-tag even one partition (Redis Cluster needs every prefix in one slot)."""
+
+    @classmethod
+    def of_settings(cls, settings: RedisSettings) -> Partitions:
+        count = settings.partition_count
+        return cls(settings.prefix, count, tagged=settings.mode == "cluster")
+
+    def of(self, raw: bytes) -> int:
+        """The partition of a raw event: a stable hash of its DID."""
+        if self.count == 1:
+            return 0
+        did = did_of(raw)
+        return zlib.crc32(did) % self.count if did is not None else 0
+
+    def prefix(self, partition: int) -> str:
+        if self.count == 1 and not self.tagged:
+            return self.base
+        return f"{self.base}{{{self.tags[partition]}}}:"
+
+    def keys(self, partition: int) -> Keys:
+        return Keys(self.prefix(partition))
+
+    def names(self) -> list[str]:
+        """Short names for files, logs and labels: p0, p1, …"""
+        return [f"p{i}" for i in range(self.count)]
+
+    @cached_property
+    def tags(self) -> list[str]:
+        return [_tag(i, self.count) for i in range(self.count)]
+
+
+def _tag(partition: int, count: int) -> str:
+    """``p{i}-{n}`` with the smallest n whose slot lies in partition i's share."""
+    share = REDIS_CLUSTER_HASH_SLOTS / count
+    low, high = partition * share, (partition + 1) * share
+    n = 0
+    while True:
+        tag = f"p{partition}-{n}"
+        if low <= key_slot(tag.encode()) < high:
+            return tag
+        n += 1
