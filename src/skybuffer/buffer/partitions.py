@@ -57,16 +57,23 @@ class Partitions:
         return zlib.crc32(did) % self.count if did is not None else 0
 
     def prefix(self, partition: int) -> str:
-        if self.count == 1 and not self.tagged:
+        if not self.partitioned:
             return self.base
         return f"{self.base}{{{self.tags[partition]}}}:"
 
     def keys(self, partition: int) -> Keys:
         return Keys(self.prefix(partition))
 
+    @property
+    def partitioned(self) -> bool:
+        return self.count > 1 or self.tagged
+
+    def name(self, partition: int) -> str:
+        """A short name for files, logs and labels: p0, p1, … ('' unpartitioned)."""
+        return f"p{partition}" if self.partitioned else ""
+
     def names(self) -> list[str]:
-        """Short names for files, logs and labels: p0, p1, …"""
-        return [f"p{i}" for i in range(self.count)]
+        return [self.name(i) for i in range(self.count)]
 
     @cached_property
     def tags(self) -> list[str]:

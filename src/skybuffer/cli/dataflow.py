@@ -244,9 +244,11 @@ def write(
 
     The lake is a folder of Parquet files by type and hour (type/year/month/day/hour).
     Only one writer drains a buffer at a time, however it runs (this command, the
-    schedule of `skybuffer run`, --loop): a second one waits for its turn."""
-    from skybuffer.pipeline.datawriter import drain_once, run_loop
+    schedule of `skybuffer run`, --loop): a second one waits for its turn. A partitioned
+    buffer (redis.partitions) has a writer per partition: this process drains, in
+    parallel, those no other writer holds, and --loop takes over a dead writer's."""
     from skybuffer.pipeline.runner import install_stop_handlers
+    from skybuffer.pipeline.writers import drain_once, run_loop
 
     if once and loop:
         raise typer.BadParameter("choose one of --once and --loop")

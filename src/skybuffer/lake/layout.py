@@ -23,11 +23,21 @@ TEMP_PREFIX = ".tmp-"
 TEMP_SUFFIX = ".inprogress"
 
 
-def file_name(entry_ids: Iterable[str]) -> str:
-    """``part-{first}-{last}.parquet`` from the stream IDs a file holds."""
+def file_name(entry_ids: Iterable[str], partition: str = "") -> str:
+    """``part-{first}-{last}.parquet`` from the stream IDs a file holds;
+    ``part-{partition}-{first}-{last}.parquet`` for a partition of a partitioned buffer
+    (its stream IDs are its own: two partitions may hold the same IDs)."""
     ordered = sorted(entry_ids, key=id_key)
     first, last = (i.replace("-", "_") for i in (ordered[0], ordered[-1]))
-    return f"part-{first}-{last}.parquet"
+    tag = f"{partition}-" if partition else ""
+    return f"part-{tag}{first}-{last}.parquet"
+
+
+def name_re(partition: str = "") -> re.Pattern[str]:
+    """Matches the names ``file_name`` gives one partition's files (and no other's)."""
+    if not partition:
+        return NAME_RE
+    return re.compile(rf"^part-{re.escape(partition)}-(\d+)_(\d+)-(\d+)_(\d+)\.parquet$")
 
 
 def remote(root: str) -> bool:

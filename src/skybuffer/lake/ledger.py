@@ -127,9 +127,11 @@ class Ledger:
     """The lake's record per type of the last stream IDs published and committed, and
     the replay guards. Local lakes only keep it durably (fsync'd); see module docstring."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, partition: str = "") -> None:
+        """``partition``: a buffer partition's own ledger ("p1"; its stream IDs are its own)."""
         self.directory = os.path.join(root, STATE_DIR)
-        self.path = os.path.join(self.directory, "ledger.json")
+        self.tag = f"-{partition}" if partition else ""
+        self.path = os.path.join(self.directory, f"ledger{self.tag}.json")
         self._state: dict[str, dict[str, str]] = self._load()
 
     def last(self, type_: str, what: str) -> str:
@@ -186,7 +188,7 @@ class Ledger:
 
     # --- files -----------------------------------------------------------------------------
     def _guard_path(self, type_: str) -> str:
-        return os.path.join(self.directory, f"guard-{type_}.arrow")
+        return os.path.join(self.directory, f"guard{self.tag}-{type_}.arrow")
 
     def _load(self) -> dict[str, dict[str, str]]:
         try:

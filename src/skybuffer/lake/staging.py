@@ -90,7 +90,7 @@ class StagedBatch:
                 if self.lake.local:
                     fsync(part.temp)
                 self.lake.verify(part)
-                part.name = file_name(part.entry_ids)
+                part.name = file_name(part.entry_ids, self.lake.partition)
         except (OSError, pa.ArrowException) as exc:
             self.abort()
             raise failure(self._where(), exc) from exc

@@ -51,12 +51,12 @@ from skybuffer.errors import LakeWriteError
 from skybuffer.lake import schema as lake_schema
 from skybuffer.lake.layout import (
     ENTRIES_KEY,
-    NAME_RE,
     TEMP_PREFIX,
     TEMP_SUFFIX,
     Layout,
     file_name,
     id_span,
+    name_re,
     open_filesystem,
 )
 from skybuffer.processes import fsync
@@ -102,7 +102,10 @@ class LakeWriter:
         consumer: str,
         stale_temp_seconds: float,
         exclusive: bool = False,
+        partition: str = "",
     ) -> None:
+        """``partition``: the buffer partition this writer drains ("p1"; "" unpartitioned),
+        which its file names carry (lake/layout.py)."""
         assert lake.root is not None, "settings fill lake.root"
         self.settings = lake
         self.fs, root = open_filesystem(lake.root)
@@ -112,6 +115,8 @@ class LakeWriter:
         self.stale_temp_seconds = stale_temp_seconds
         self.exclusive = exclusive
         """True for the lease holder: the only writer of this lake."""
+        self.partition = partition
+        self.name_re = name_re(partition)
 
     def parquet_writer(self, type_: str, temp: str) -> pq.ParquetWriter:
         return pq.ParquetWriter(
@@ -208,7 +213,7 @@ class LakeWriter:
         selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
         paths = []
         for info in self.fs.get_file_info(selector):
-            match = NAME_RE.match(info.base_name)
+            match = self.name_re.match(info.base_name)
             if info.type != pafs.FileType.File or match is None:
                 continue
             if not matcher.match(info.path[len(root) + 1 :]):
@@ -248,7 +253,7 @@ class LakeWriter:
             if self.local:
                 fsync(part.temp)
             self.verify(part)
-            part.name = file_name(part.entry_ids)
+            part.name = file_name(part.entry_ids, self.partition)
             self.fs.move(part.temp, part.path)
         if not kept.num_rows or part.path != path:
             self.fs.delete_file(path)
@@ -275,7 +280,7 @@ class LakeWriter:
     ) -> None:
         low, high = span
         for info in self._list(part.directory):
-            match = NAME_RE.match(info.base_name)
+            match = self.name_re.match(info.base_name)
             if match is None or info.base_name == part.name:
                 continue
             first, last = id_span(match)

@@ -9,6 +9,7 @@ footer, so only `skybuffer status` asks for it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ import redis
 from skybuffer.buffer.aof import aof_health, last_load
 from skybuffer.buffer.deadletter import DeadLetterStore
 from skybuffer.buffer.lease import holder_of
+from skybuffer.buffer.partitions import Partitions
 from skybuffer.constants import TYPES, Keys
 from skybuffer.settings import LakeSettings, Settings
 
@@ -80,6 +82,8 @@ class BufferStatus:
     """False while Redis cannot write its AOF (None: unknown, or no AOF)."""
     warnings: list[str] = field(default_factory=list)
     """What an operator must act on, one line each, naming the fix."""
+    partitions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """A partitioned buffer: each partition's events, entries and its node's memory."""
 
     @property
     def memory_fraction(self) -> float:
@@ -90,20 +94,24 @@ class BufferStatus:
         return sum(s.events for s in self.streams.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "streams": {t: asdict(s) for t, s in self.streams.items()},
-            "redis": {
-                "used_memory": self.used_memory,
-                "maxmemory": self.maxmemory,
-                "memory_percent": round(self.memory_fraction * 100, 2),
-            },
-            "deadletter": self.deadletter,
-            "deadletter_events": self.deadletter_events,
-            "spool_bytes": self.spool_bytes,
-            "owners": self.owners,
-            "aof_writing": self.aof_writing,
-            "warnings": self.warnings,
-        } | ({"lake": self.lake.as_dict()} if self.lake is not None else {})
+        return (
+            {
+                "streams": {t: asdict(s) for t, s in self.streams.items()},
+                "redis": {
+                    "used_memory": self.used_memory,
+                    "maxmemory": self.maxmemory,
+                    "memory_percent": round(self.memory_fraction * 100, 2),
+                },
+                "deadletter": self.deadletter,
+                "deadletter_events": self.deadletter_events,
+                "spool_bytes": self.spool_bytes,
+                "owners": self.owners,
+                "aof_writing": self.aof_writing,
+                "warnings": self.warnings,
+            }
+            | ({"lake": self.lake.as_dict()} if self.lake is not None else {})
+            | ({"partitions": self.partitions} if self.partitions else {})
+        )
 
 
 def buffer_status(client: redis.Redis, keys: Keys, spool_dir: Path | None = None) -> BufferStatus:
@@ -144,6 +152,42 @@ def buffer_status(client: redis.Redis, keys: Keys, spool_dir: Path | None = None
     return status
 
 
+def merged_status(
+    partitions: Partitions,
+    client_for: Callable[[str], redis.Redis],
+    spool_dir: Path | None = None,
+) -> BufferStatus:
+    """A partitioned buffer's status: the partitions' figures added up, the memory of the
+    fullest node (the one that backpressures first), and each partition on its own."""
+    total = BufferStatus()
+    for number, name in enumerate(partitions.names()):
+        keys = partitions.keys(number)
+        one = buffer_status(client_for(keys.prefix), keys)
+        for type_, stream in one.streams.items():
+            into = total.streams.setdefault(type_, StreamStatus())
+            into.events += stream.events
+            into.entries += stream.entries
+            into.oldest_age_seconds = max(into.oldest_age_seconds, stream.oldest_age_seconds)
+        if one.memory_fraction >= total.memory_fraction:
+            total.used_memory, total.maxmemory = one.used_memory, one.maxmemory
+        total.deadletter += one.deadletter
+        for reason, events in one.deadletter_events.items():
+            total.deadletter_events[reason] = total.deadletter_events.get(reason, 0) + events
+        total.owners |= {f"{name}:{role}": owner for role, owner in one.owners.items()}
+        if one.aof_writing is not None:
+            total.aof_writing = bool(total.aof_writing is not False and one.aof_writing)
+        total.warnings += [w for w in one.warnings if w not in total.warnings]
+        total.partitions[name] = {
+            "prefix": keys.prefix,
+            "events": one.events,
+            "entries": sum(s.entries for s in one.streams.values()),
+            "memory_percent": round(one.memory_fraction * 100, 2),
+        }
+    if spool_dir is not None and spool_dir.exists():
+        total.spool_bytes = sum(p.stat().st_size for p in spool_dir.glob("*.spool"))
+    return total
+
+
 def role_owners(client: redis.Redis, keys: Keys) -> dict[str, str]:
     """Who holds each role's lease: ``datawriter`` and ``ingest:{source}``."""
     leases = [keys.writer_lease]
@@ -177,8 +221,16 @@ def collect_status(settings: Settings) -> BufferStatus:
     the lake's figures."""
     from skybuffer.buffer.topology import connect
 
-    client = connect(settings.redis, settings.redis_dir)
-    status = buffer_status(client, Keys(settings.redis.prefix), settings.ingest.spool_dir)
+    partitions = Partitions.of_settings(settings.redis)
+    if partitions.partitioned:
+        status = merged_status(
+            partitions,
+            lambda prefix: connect(settings.redis, settings.redis_dir, prefix),
+            settings.ingest.spool_dir,
+        )
+    else:
+        client = connect(settings.redis, settings.redis_dir)
+        status = buffer_status(client, Keys(settings.redis.prefix), settings.ingest.spool_dir)
     load = None if settings.redis.url else last_load(settings.redis_dir)
     if load is not None and load.truncated:
         status.warnings.append(load.describe())

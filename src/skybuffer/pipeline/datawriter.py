@@ -54,6 +54,7 @@ from skybuffer import metrics
 from skybuffer.buffer.consumer import Commit, ReadBatch, StreamConsumer
 from skybuffer.buffer.deadletter import DeadLetter
 from skybuffer.buffer.lease import Lease
+from skybuffer.buffer.partitions import Partitions
 from skybuffer.buffer.stream_ids import id_key
 from skybuffer.constants import TYPES, Keys
 from skybuffer.errors import (
@@ -87,12 +88,18 @@ class DataWriter:
         writer: WriterSettings,
         lake: LakeSettings,
         lease_token: str = "",
+        partition: str = "",
     ) -> None:
+        """``partition``: the buffer partition ``keys`` belong to ("p1"; "" unpartitioned):
+        its lake files and ledger are its own, and other partitions' writers work beside
+        it (buffer/partitions.py, pipeline/writers.py)."""
         self.faults = Faults(writer.fault)
+        self.partition = partition
         self.settings = writer
         self.client = client
         self.keys = keys
         name = writer.consumer or f"writer-{socket.gethostname()}-{os.getpid()}"
+        name += f".{partition}" if partition else ""
         hint = "it is draining this buffer; wait for it (--wait) or stop it"
         what = f"DataWriter {name}"
         self.lease = Lease(client, keys.writer_lease, writer.lease_seconds, what, hint)
@@ -103,8 +110,10 @@ class DataWriter:
         self.consumer = StreamConsumer(
             client, keys, name, writer.read_count, writer.claim_idle_seconds, lease=self.lease
         )
-        self.lake = LakeWriter(lake, name, writer.claim_idle_seconds, exclusive=True)
-        self.ledger = Ledger(self.lake.layout.root) if self.lake.local else None
+        self.lake = LakeWriter(
+            lake, name, writer.claim_idle_seconds, exclusive=not partition, partition=partition
+        )
+        self.ledger = Ledger(self.lake.layout.root, partition) if self.lake.local else None
         self.forgetting = Forgetting(
             self.client,
             self.keys,
@@ -117,13 +126,18 @@ class DataWriter:
         self.chunk_bytes = writer.chunk_bytes
 
     @classmethod
-    def from_settings(cls, settings: Settings, lease_token: str = "") -> DataWriter:
-        """``lease_token``: the lease a caller already holds (a Prefect flow run's tasks)."""
+    def from_settings(
+        cls, settings: Settings, lease_token: str = "", partition: int = 0
+    ) -> DataWriter:
+        """``lease_token``: the lease a caller already holds (a Prefect flow run's tasks);
+        ``partition``: which partition of a partitioned buffer."""
         from skybuffer.buffer.topology import connect
 
-        client = connect(settings.redis, settings.redis_dir)
-        keys = Keys(settings.redis.prefix)
-        return cls(client, keys, settings.writer, settings.lake, lease_token)
+        partitions = Partitions.of_settings(settings.redis)
+        keys = partitions.keys(partition)
+        client = connect(settings.redis, settings.redis_dir, keys.prefix)
+        tag = partitions.name(partition)
+        return cls(client, keys, settings.writer, settings.lake, lease_token, tag)
 
     def close(self) -> None:
         if not self._adopted:

@@ -103,7 +103,7 @@ def build_ingester(
             count=count if partitions.count > 1 else None,
         )
 
-    if partitions.count == 1 and not partitions.tagged:
+    if not partitions.partitioned:
         lane = partial(_lane, settings, wait_for_lease=wait_for_lease)
         return lane(source(), Keys(settings.redis.prefix), on_batch=on_batch, count=count)
     if count is not None and source_kind != "synthetic":
@@ -117,7 +117,14 @@ def build_ingester(
         view = PartitionView(source(), partitions, partition)
         keys = partitions.keys(partition)
         lanes.lanes.append(
-            _lane(settings, view, keys, on_batch=report, wait_for_lease=wait_for_lease)
+            _lane(
+                settings,
+                view,
+                keys,
+                on_batch=report,
+                wait_for_lease=wait_for_lease,
+                name=partitions.name(partition),
+            )
         )
     return lanes
 
@@ -130,16 +137,16 @@ def _lane(
     on_batch: Callable[[IngestStats], None] | None,
     wait_for_lease: bool,
     count: int | None = None,
+    name: str = "",
 ) -> Ingester:
-    """The ingester of one key prefix: its producer, lease and spool."""
+    """The ingester of one key prefix (partition ``name``): its producer, lease, spool."""
     client = connect(settings.redis, settings.redis_dir, keys.prefix)
     what = f"the ingester of source {source.name}"
     hint = "stop it first, or pass --wait to take over when it stops"
     lease = Lease(client, keys.ingest_lease(source.name), settings.ingest.lease_seconds, what, hint)
     producer = Producer(client, keys, source.name, lease)
     assert settings.ingest.spool_dir is not None
-    lane = "" if keys.prefix == settings.redis.prefix else f".{keys.prefix.split('{')[1][:-2]}"
-    spool = Spool(settings.ingest.spool_dir, source.name + lane)
+    spool = Spool(settings.ingest.spool_dir, f"{source.name}.{name}" if name else source.name)
     return Ingester(
         producer,
         source,

@@ -242,6 +242,9 @@ class WriterSettings(Section):
     lease_seconds: float = Field(default=20.0, ge=1)
     """The DataWriter lease's expiry: a writer that stops renewing it (killed, stalled) is
     replaced after this long; one killed on this host is replaced at once."""
+    partition_threads: int = Field(default=2, ge=1)
+    """A partitioned buffer: how many partitions one writer process drains at once (each
+    thread holds one DataWriter's memory; pipeline/writers.py)."""
     replay_guard_seconds: float = Field(default=86_400.0, gt=0)
     """After Redis forgot, how long the lake drops replayed copies of events it holds
     (cover the source's replay window: Jetstream keeps about a day)."""
