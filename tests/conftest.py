@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis
 
+from skybuffer.buffer.cluster import ClusterTopology
 from skybuffer.buffer.server import ManagedRedis
 from skybuffer.datadir import free_port
 from skybuffer.settings import Settings, load_settings
@@ -107,3 +108,31 @@ def buffered_events(client: redis.Redis, prefix: str = "skybuffer:") -> dict[str
             events.extend(decoder.decode(fields))
         found[type_] = events
     return found
+
+
+CLUSTER = {"mode": "cluster", "cluster_node_timeout_ms": 1000}
+
+
+def cluster_pids(topology: ClusterTopology) -> list[int]:
+    try:
+        return [pid for pid in (n.pid() for n in topology.nodes()) if pid is not None]
+    except Exception:  # noqa: BLE001 - no ports recorded: nothing was started
+        return []
+
+
+@pytest.fixture
+def cluster(make_settings: Callable[..., Settings]) -> Iterator[ClusterTopology]:
+    """A started local cluster; every node stopped by its pid afterwards."""
+    settings = make_settings(redis=CLUSTER)
+    settings.claim_ports()
+    started = ClusterTopology(settings.redis, settings.redis_dir)
+    try:
+        started.start()
+        yield started
+    finally:
+        pids = cluster_pids(started)
+        try:
+            started.stop(timeout=10)
+        finally:
+            for pid in pids:
+                stop_pid(pid)
