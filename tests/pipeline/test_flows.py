@@ -126,3 +126,39 @@ def test_a_run_over_its_budget_stops_between_batches_and_is_failed(
     assert read_stats(client, KEYS)["runs:timeout"] == 1
     left = sum(int(v) for v in client.hgetall(KEYS.event_counts).values())
     assert 0 < left < 30_000, "the run neither stopped at its budget nor wrote anything"
+
+
+def test_a_partitioned_flow_drains_the_free_partitions_side_by_side(
+    start_redis: Callable[..., ManagedRedis],
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from skybuffer.buffer.partitions import Partitions
+    from skybuffer.observability.status import collect_status
+
+    server = start_redis(partitions=3)
+    settings = make_settings(redis={"partitions": 3}, writer={"budget_seconds": 120})
+    monkeypatch.setenv("SKYBUFFER_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("SKYBUFFER_REDIS__PORT", str(settings.redis.port))
+    monkeypatch.setenv("SKYBUFFER_REDIS__PARTITIONS", "3")
+    monkeypatch.setenv("SKYBUFFER_WRITER__BUDGET_SECONDS", "120")
+    build_ingester(settings, "synthetic", count=30_000, rate=0).run()
+    partitions = Partitions.of_settings(settings.redis)
+    held_keys = partitions.keys(1)
+    held = collect_status(settings).partitions["p1"]["events"]
+    other = Lease(server.client(), held_keys.writer_lease, 60, "DataWriter write --loop")
+    other.acquire(wait=False)
+    try:
+        state = datawriter_flow(return_state=True)
+    finally:
+        other.release()
+    assert state.is_completed(), state.message
+    first = state.result()
+    assert first["rows"] == 30_000 - held > 0
+    assert {name.rsplit("-", 1)[1] for name in first["types"]} == {"p0", "p2"}
+    assert read_stats(server.client(), held_keys)["runs:skipped"] == 1
+    second = datawriter_flow(return_state=True)
+    assert second.is_completed() and second.result()["rows"] == held
+    assert collect_status(settings).events == 0
+    names = {p.name.split("-")[1] for p in _lake_files(settings)}
+    assert names == {"p0", "p1", "p2"}

@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import allow_failure, flow, get_run_logger, task
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import EntrypointType
+from prefect.futures import PrefectFuture
 from prefect.states import Cancelled, Failed, State
 from prefect.tasks import exponential_backoff
 
 from skybuffer.buffer.lease import Lease
+from skybuffer.buffer.partitions import Partitions
 from skybuffer.buffer.topology import connect
 from skybuffer.constants import TYPES, Keys
 from skybuffer.errors import DrainFailed, LeaseHeld, RunOverBudget, SkybufferError
@@ -60,50 +62,62 @@ def _budget_seconds() -> float:
 
 @task(
     name="drain",
-    task_run_name="drain-{type_}",
+    task_run_name="drain-{type_}{label}",
     retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.5,
     retry_condition_fn=_retryable,
 )
-def drain_type_task(type_: str, deadline: float, lease_token: str) -> dict[str, Any]:
-    """Drain one type until it is empty or the run's deadline (unix time) comes, under
-    the lease the flow run holds."""
+def drain_type_task(
+    type_: str, deadline: float, lease_token: str, partition: int = 0, label: str = ""
+) -> dict[str, Any]:
+    """Drain one type (of one partition) until it is empty or the run's deadline (unix
+    time) comes, under the lease the flow run holds. ``label``: the partition's name in
+    the task run's name ("-p1")."""
     if time.time() >= deadline:
         raise RunOverBudget(f"{type_}: the run's budget was spent before this type's turn")
-    writer = DataWriter.from_settings(_settings(), lease_token=lease_token)
+    writer = DataWriter.from_settings(_settings(), lease_token=lease_token, partition=partition)
     try:
         result = writer.drain_type(type_, deadline=time.monotonic() + (deadline - time.time()))
     finally:
         writer.close()
     if result.error is not None:
-        raise DrainFailed(f"{type_}: {result.error}")
+        raise DrainFailed(f"{type_}{label}: {result.error}")
     return asdict(result)
+
+
+@dataclass
+class Owned:
+    """A partition whose lease this flow run holds."""
+
+    number: int
+    label: str
+    client: Any
+    keys: Keys
+    lease: Lease
 
 
 @flow(name="datawriter", retries=0, timeout_seconds=_budget_seconds())
 def datawriter_flow() -> dict[str, Any] | State:
-    """Drain every type into the lake once, within the budget, never concurrently."""
+    """Drain every type into the lake once, within the budget, never concurrently with
+    another writer of the same partition. A partitioned buffer: the partitions whose lease
+    is free, drained in parallel (each one's types in turn)."""
     settings = _settings()
     log = get_run_logger()
-    client = connect(settings.redis, settings.redis_dir)
-    keys = Keys(settings.redis.prefix)
-    budget = settings.writer.budget_seconds
-    lease = Lease(client, keys.writer_lease, settings.writer.lease_seconds, "DataWriter flow run")
-    try:
-        lease.acquire(wait=False)
-    except LeaseHeld as exc:
-        record_run(client, keys, "skipped", 0.0)
-        return Cancelled(message=f"this run is skipped: {exc}")
+    owned, held = _take_leases(settings)
+    if not owned:
+        return Cancelled(message=f"this run is skipped: {held}")
     started = time.time()
     try:
-        deadline = started + budget - HARD_STOP_MARGIN_SECONDS
-        results, failures, over_budget = _drain_all(deadline, lease.token)
+        deadline = started + settings.writer.budget_seconds - HARD_STOP_MARGIN_SECONDS
+        results, failures, over_budget = _drain_all(deadline, owned)
     finally:
-        lease.release()
+        for one in owned:
+            one.lease.release()
     seconds = time.time() - started
     outcome = "timeout" if over_budget else "failure" if failures else "success"
-    record_run(client, keys, outcome, seconds)
+    for one in owned:
+        record_run(one.client, one.keys, outcome, seconds)
     rows = sum(r["rows"] for r in results.values())
     log.info("DataWriter run %s: %d rows in %.1fs.", outcome, rows, seconds)
     if outcome != "success":
@@ -112,22 +126,59 @@ def datawriter_flow() -> dict[str, Any] | State:
     return {"rows": rows, "seconds": round(seconds, 3), "types": results}
 
 
+def _take_leases(settings: Settings) -> tuple[list[Owned], str]:
+    """The partitions whose DataWriter lease is free now, taken; and why the others are
+    not (a skipped run is recorded in each held partition's figures)."""
+    partitions = Partitions.of_settings(settings.redis)
+    owned, held = [], []
+    for number in range(partitions.count):
+        keys = partitions.keys(number)
+        client = connect(settings.redis, settings.redis_dir, keys.prefix)
+        what = "DataWriter flow run"
+        lease = Lease(client, keys.writer_lease, settings.writer.lease_seconds, what)
+        try:
+            lease.acquire(wait=False)
+        except LeaseHeld as exc:
+            record_run(client, keys, "skipped", 0.0)
+            held.append(str(exc))
+            continue
+        label = f"-{partitions.name(number)}" if partitions.partitioned else ""
+        owned.append(Owned(number, label, client, keys, lease))
+    return owned, "; ".join(held)
+
+
 def _drain_all(
-    deadline: float, lease_token: str
+    deadline: float, owned: list[Owned]
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str], bool]:
-    """Each type in turn; a failing type does not stop the others. Also says whether the
-    budget ran out (a type stopped at the deadline, or never got its turn)."""
+    """Each partition's types in turn, the partitions side by side; a failing type does
+    not stop the others. Also says whether the budget ran out (a type stopped at the
+    deadline, or never got its turn)."""
+    futures: dict[str, PrefectFuture[dict[str, Any]]] = {}
+    for one in owned:
+        before: list[Any] = []
+        for type_ in TYPES:
+            future = drain_type_task.submit(
+                type_,
+                deadline,
+                one.lease.token,
+                one.number,
+                one.label,
+                return_state=False,
+                wait_for=before,
+            )
+            futures[type_ + one.label] = future
+            before = [allow_failure(future)]
     results: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}
     over_budget = False
-    for type_ in TYPES:
+    for name, future in futures.items():
         try:
-            results[type_] = drain_type_task(type_, deadline, lease_token)
-            over_budget |= bool(results[type_]["budget_exhausted"])
+            results[name] = future.result()
+            over_budget |= bool(results[name]["budget_exhausted"])
         except RunOverBudget as exc:
-            failures[type_], over_budget = str(exc), True
+            failures[name], over_budget = str(exc), True
         except Exception as exc:  # noqa: BLE001 - one failing type must not stop the others
-            failures[type_] = str(exc)
+            failures[name] = str(exc)
     return results, failures, over_budget
 
 
