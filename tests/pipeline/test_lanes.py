@@ -4,7 +4,8 @@ order; a cluster primary killed mid-ingest fails over without losing or doubling
 event; a writer killed mid-drain hands its partitions to the next one.
 
 Also covers: skybuffer.pipeline.writers, skybuffer.lake.layout (partition file names),
-skybuffer.observability.status (merged_status)."""
+skybuffer.observability.status (merged_status), skybuffer.observability.exporter
+(partition series)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from skybuffer.buffer.cluster import ClusterTopology
 from skybuffer.buffer.partitions import Partitions
 from skybuffer.buffer.server import ManagedRedis
 from skybuffer.buffer.topology import connect
+from skybuffer.observability.exporter import PipelineCollector
 from skybuffer.observability.status import collect_status
 from skybuffer.pipeline.lanes import Lanes
 from skybuffer.pipeline.runner import build_ingester
@@ -45,6 +47,22 @@ def _lake_rows(settings: Settings) -> list[dict[str, object]]:
         table = ds.dataset(str(file), format="parquet").to_table(columns=columns)
         rows += [{**row, "partition": partition} for row in table.to_pylist()]
     return rows
+
+
+def _scrape(settings: Settings, partitions: Partitions) -> dict[str, dict[str, float]]:
+    """The DataWriter-serving process's collector over the partitions, one scrape."""
+    collector = PipelineCollector(
+        connect(settings.redis, settings.redis_dir, partitions.prefix(0)),
+        partitions.keys(0),
+        None,
+        partitions,
+        lambda prefix: connect(settings.redis, settings.redis_dir, prefix),
+    )
+    scraped: dict[str, dict[str, float]] = defaultdict(dict)
+    for family in collector.collect():
+        for sample in family.samples:
+            scraped[sample.name][str(sorted(sample.labels.items()))] = sample.value
+    return scraped
 
 
 def _identity(row: dict[str, object]) -> tuple[object, ...]:
@@ -96,6 +114,10 @@ def test_partitioned_buffer_puts_every_event_in_the_lake_once_and_keeps_account_
                 assert times == sorted(times)  # a stream keeps each account's order
     status = collect_status(settings)
     assert status.events == EVENTS and set(status.partitions) == {"p0", "p1", "p2"}
+    scraped = _scrape(settings, partitions)
+    assert sum(scraped["skybuffer_partition_buffer_events"].values()) == EVENTS
+    assert sum(scraped["skybuffer_buffer_events"].values()) == EVENTS
+    assert len(scraped["skybuffer_partition_buffer_events"]) == 3
     result = drain_once(settings)
     assert result.ok and result.rows == EVENTS
     _assert_exactly_once(settings, EVENTS)

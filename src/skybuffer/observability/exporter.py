@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import redis
@@ -20,9 +20,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from skybuffer import metrics
+from skybuffer.buffer.partitions import Partitions
 from skybuffer.constants import TYPES, Keys
 from skybuffer.events import Reason
-from skybuffer.observability.status import BufferStatus, buffer_status
+from skybuffer.observability.status import BufferStatus, buffer_status, merged_status
 from skybuffer.observability.writer_stats import WriterStatsCollector
 from skybuffer.settings import Settings
 
@@ -33,27 +34,51 @@ class PipelineCollector(Collector):
     """skybuffer_writer_*, skybuffer_buffer_*, skybuffer_deadletter_buffered_events and
     skybuffer_lake_* for one key prefix and one lake."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, lake_root: str | None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        lake_root: str | None,
+        partitions: Partitions | None = None,
+        client_for: Callable[[str], redis.Redis] | None = None,
+    ) -> None:
+        """A partitioned buffer: ``partitions`` and a client per partition prefix
+        (``client_for``); the figures are added up, and also given per partition."""
         self.client = client
         self.keys = keys
-        self.writer = WriterStatsCollector(client, keys)
+        self.partitions = partitions if partitions is not None and partitions.partitioned else None
+        self.parts = [(client, keys)]
+        if self.partitions is not None and client_for is not None:
+            every = range(self.partitions.count)
+            self.parts = [
+                (client_for(self.partitions.prefix(p)), self.partitions.keys(p)) for p in every
+            ]
+        self.writer = WriterStatsCollector(client, keys, self.parts)
         self.lake_root = Path(lake_root) if lake_root and "://" not in lake_root else None
         self._lake_cache: tuple[float, dict[str, int]] = (0.0, {})
 
     def collect(self) -> Iterator[Metric]:
         yield from self.writer.collect()
         try:
-            status = buffer_status(self.client, self.keys)
+            status = self._buffer()
         except redis.RedisError:
             status = None  # Redis down: RedisDown alerts; these series are simply absent
         if status is not None:
             yield from _buffer_families(status)
+            yield from _partition_families(status)
         yield from self._lake()
+
+    def _buffer(self) -> BufferStatus:
+        if self.partitions is None:
+            return buffer_status(self.client, self.keys)
+        clients = {keys.prefix: client for client, keys in self.parts}
+        return merged_status(self.partitions, clients.__getitem__)
 
     def describe(self) -> Iterator[Metric]:
         """Every family this collector exposes, without samples (no Redis, no disk)."""
         yield from self.writer.describe()
         yield from _buffer_families(BufferStatus())
+        yield from _partition_families(BufferStatus())
         yield from _lake_families({}, 0)
 
     def _lake(self) -> Iterator[Metric]:
@@ -100,6 +125,26 @@ def _buffer_families(status: BufferStatus) -> Iterator[Metric]:
     yield letters
 
 
+def _partition_families(status: BufferStatus) -> Iterator[Metric]:
+    """Per partition of a partitioned buffer (no samples otherwise): what a partition's
+    writer has left behind shows here, where the sums would hide it."""
+    events = GaugeMetricFamily(
+        "skybuffer_partition_buffer_events",
+        "Events buffered in one partition of a partitioned buffer.",
+        labels=["partition"],
+    )
+    age = GaugeMetricFamily(
+        "skybuffer_partition_oldest_age_seconds",
+        "Age of one partition's oldest buffered entry, all types (0 when empty).",
+        labels=["partition"],
+    )
+    for name, figures in status.partitions.items():
+        events.add_metric([name], figures["events"])
+        age.add_metric([name], figures.get("oldest_age_seconds", 0.0))
+    yield events
+    yield age
+
+
 def _lake_families(sizes: dict[str, int], free: int) -> Iterator[Metric]:
     family = GaugeMetricFamily(
         "skybuffer_lake_bytes", "Bytes of Parquet in the lake, by type.", labels=["type"]
@@ -124,8 +169,15 @@ def serve_writer_metrics(settings: Settings) -> None:
         return
     from skybuffer.buffer.topology import connect
 
-    client = connect(settings.redis, settings.redis_dir)
-    collector = PipelineCollector(client, Keys(settings.redis.prefix), settings.lake.root)
+    partitions = Partitions.of_settings(settings.redis)
+    client = connect(settings.redis, settings.redis_dir, partitions.prefix(0))
+    collector = PipelineCollector(
+        client,
+        partitions.keys(0),
+        settings.lake.root,
+        partitions,
+        lambda prefix: connect(settings.redis, settings.redis_dir, prefix),
+    )
     metrics.REGISTRY.register(collector)
     if metrics.serve(settings.metrics.host, port, "writer_metrics", settings.data_dir):
         metrics.WRITER_UP.set(1)

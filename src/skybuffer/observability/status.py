@@ -182,6 +182,9 @@ def merged_status(
             "events": one.events,
             "entries": sum(s.entries for s in one.streams.values()),
             "memory_percent": round(one.memory_fraction * 100, 2),
+            "oldest_age_seconds": max(
+                (s.oldest_age_seconds for s in one.streams.values()), default=0.0
+            ),
         }
     if spool_dir is not None and spool_dir.exists():
         total.spool_bytes = sum(p.stat().st_size for p in spool_dir.glob("*.spool"))

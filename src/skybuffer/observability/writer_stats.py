@@ -101,6 +101,22 @@ def read_stats(client: redis.Redis, keys: Keys) -> dict[str, float]:
     return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
 
 
+LATEST = (WS_LAST_RUN, WS_LAST_SUCCESS, WS_LAST_DURATION)
+"""Figures of the last run: of several partitions, the latest (the others add up)."""
+
+
+def merge_stats(parts: list[dict[str, float]]) -> dict[str, float]:
+    """Several partitions' figures as one writer's: counts added, last runs the latest."""
+    merged: dict[str, float] = {}
+    for stats in parts:
+        for name, value in stats.items():
+            if name in LATEST:
+                merged[name] = max(merged.get(name, value), value)
+            else:
+                merged[name] = merged.get(name, 0.0) + value
+    return merged
+
+
 def lake_totals(stats: dict[str, float]) -> tuple[int, int]:
     """Rows and bytes the DataWriter has committed to the lake, all types together."""
     rows = sum(v for k, v in stats.items() if k.startswith(ws_field("rows", "")))
@@ -109,15 +125,17 @@ def lake_totals(stats: dict[str, float]) -> tuple[int, int]:
 
 
 class WriterStatsCollector(Collector):
-    """Exposes the Redis-kept DataWriter figures as skybuffer_writer_* metrics."""
+    """Exposes the Redis-kept DataWriter figures as skybuffer_writer_* metrics (of every
+    partition of a partitioned buffer, added up: ``parts``)."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
-        self.client = client
-        self.keys = keys
+    def __init__(
+        self, client: redis.Redis, keys: Keys, parts: list[tuple[redis.Redis, Keys]] | None = None
+    ) -> None:
+        self.parts = parts or [(client, keys)]
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         try:
-            stats = read_stats(self.client, self.keys)
+            stats = merge_stats([read_stats(client, keys) for client, keys in self.parts])
         except redis.RedisError:
             return  # Redis down: RedisDown alerts; the writer's figures are simply absent
         yield from families(stats)
