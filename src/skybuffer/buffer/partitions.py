@@ -25,12 +25,17 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from skybuffer.constants import Keys
 from skybuffer.settings import RedisSettings
 
+_ENVELOPE = b'{"did":"'
 _DID = re.compile(rb'"did"\s*:\s*"([^"\\]{1,2048})"')
 
 
 def did_of(raw: bytes) -> bytes | None:
     """The DID of a raw Jetstream event (its first ``"did"`` field: the envelope's, which
     Jetstream writes first), or None."""
+    if raw.startswith(_ENVELOPE):  # Jetstream's own order: no search needed
+        end = raw.find(b'"', len(_ENVELOPE))
+        if end > 0 and b"\\" not in raw[len(_ENVELOPE) : end]:
+            return raw[len(_ENVELOPE) : end]
     match = _DID.search(raw, 0, 4096)
     return match.group(1) if match else None
 
