@@ -59,6 +59,7 @@ def run_ingest(
     url: str | None = None,
     collections: list[str] | None = None,
     wait_for_lease: bool = False,
+    partitions: list[int] | None = None,
 ) -> IngestStats:
     """`skybuffer ingest`: a progress bar for counted runs, a summary at the end."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -85,6 +86,7 @@ def run_ingest(
             url=url,
             collections=collections,
             wait_for_lease=wait_for_lease,
+            partitions=partitions,
         )
         thread = IngestThread(ingester, stop)
         supervise(thread, stop, tick=lambda: None, every=0.5)

@@ -85,11 +85,14 @@ def build_ingester(
     url: str | None = None,
     collections: list[str] | None = None,
     wait_for_lease: bool = False,
+    partitions: list[int] | None = None,
 ) -> Ingester | Lanes:
     """Wire a source, the producer (holding the source's lease) and the spool of a data
     dir into an Ingester; ``count``: N more valid events from where the source resumes.
-    A partitioned buffer gets one lane per partition (pipeline/lanes.py)."""
-    partitions = Partitions.of_settings(settings.redis)
+    A partitioned buffer gets one lane per partition (pipeline/lanes.py), or only those
+    of ``partitions``."""
+    layout = Partitions.of_settings(settings.redis)
+    chosen = _chosen(layout, partitions)
 
     def source() -> Source:
         return open_source(
@@ -100,10 +103,10 @@ def build_ingester(
             url=url,
             collections=collections,
             jetstream=settings.jetstream,
-            count=count if partitions.count > 1 else None,
+            count=count if layout.partitioned else None,
         )
 
-    if not partitions.partitioned:
+    if not layout.partitioned:
         lane = partial(_lane, settings, wait_for_lease=wait_for_lease)
         return lane(source(), Keys(settings.redis.prefix), on_batch=on_batch, count=count)
     if count is not None and source_kind != "synthetic":
@@ -113,9 +116,9 @@ def build_ingester(
         )
     lanes = Lanes([])
     report = combined(on_batch, lanes)
-    for partition in range(partitions.count):
-        view = PartitionView(source(), partitions, partition)
-        keys = partitions.keys(partition)
+    for partition in chosen:
+        view = PartitionView(source(), layout, partition)
+        keys = layout.keys(partition)
         lanes.lanes.append(
             _lane(
                 settings,
@@ -123,10 +126,24 @@ def build_ingester(
                 keys,
                 on_batch=report,
                 wait_for_lease=wait_for_lease,
-                name=partitions.name(partition),
+                name=layout.name(partition),
             )
         )
     return lanes
+
+
+def _chosen(layout: Partitions, partitions: list[int] | None) -> list[int]:
+    """The lanes to run: every partition's, or those asked for (each one that exists)."""
+    if not partitions:
+        return list(range(layout.count))
+    wrong = sorted(p for p in set(partitions) if not 0 <= p < layout.count)
+    if wrong or not layout.partitioned:
+        raise ConfigError(
+            f"--partition {', '.join(map(str, wrong or partitions))}: the buffer has "
+            f"{layout.count} partition(s) (redis.partitions), numbered from 0"
+            + ("" if layout.partitioned else "; --partition needs a partitioned buffer")
+        )
+    return sorted(set(partitions))
 
 
 def _lane(
