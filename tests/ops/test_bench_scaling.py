@@ -43,3 +43,12 @@ def test_a_bad_partition_list_is_one_line(make_settings: Callable[..., Settings]
     )
     assert result.exit_code == 2
     assert "comma list of counts" in result.output
+
+
+def test_sentinel_mode_measures_ingest_without_and_with_wait_for_a_replica(
+    make_settings: Callable[..., Settings],
+) -> None:
+    result = bench_scaling(3_000, make_settings(), mode="sentinel")
+    rows = [(r["topology"], r["replica_acks"]) for r in result["runs"]]
+    assert rows == [("standalone", 0), ("sentinel", 0), ("sentinel", 1)]
+    assert all(r["drain_events_per_s"] > 0 for r in result["runs"])

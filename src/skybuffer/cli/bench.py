@@ -38,8 +38,9 @@ ModeOpt = Annotated[
     str,
     typer.Option(
         "--mode",
-        help="standalone (one Redis), or cluster: a scratch local Redis Cluster with each "
-        "--partitions count, beside standalone in the same run.",
+        help="standalone (one Redis); cluster: a scratch local Redis Cluster with each "
+        "--partitions count, beside standalone in the same run; sentinel: a scratch "
+        "sentinel topology without and with WAIT for a replica per batch.",
     ),
 ]
 PartitionsOpt = Annotated[
@@ -96,12 +97,12 @@ def bench_ingest_cmd(
     cluster: ingest into 1, 3 and 6 partitions of a scratch cluster beside standalone,
     and how many nodes hold 8 and 24 hours of the firehose."""
     s = settings_for(data_dir, config)
-    if mode == "cluster":
+    if mode in ("cluster", "sentinel"):
         from skybuffer.ops.bench.scaling import bench_scaling
 
-        result = bench_scaling(events, s, _counts(partitions))
-        columns = ("ingest_events_per_s", "bytes_per_event", *SCALING_COLUMNS)
-        show_scaling("bench ingest --mode cluster", result, columns, as_json)
+        result = bench_scaling(events, s, _counts(partitions), mode)
+        columns = ("replica_acks", "ingest_events_per_s", "bytes_per_event", *SCALING_COLUMNS)
+        show_scaling(f"bench ingest --mode {mode}", result, columns, as_json)
         return
     if source == "jetstream":
         from skybuffer.ops.bench.jetstream import bench_jetstream_ingest
@@ -131,12 +132,13 @@ def bench_write_cmd(
     --mode cluster: drain 1, 3 and 6 partitions of a scratch cluster beside standalone."""
     from skybuffer.ops.bench.write import bench_write
 
-    if mode == "cluster":
+    if mode in ("cluster", "sentinel"):
         from skybuffer.ops.bench.scaling import bench_scaling
 
-        result = bench_scaling(events, settings_for(data_dir, config), _counts(partitions))
+        s = settings_for(data_dir, config)
+        result = bench_scaling(events, s, _counts(partitions), mode)
         columns = ("drain_events_per_s", "ingest_events_per_s", "bytes_per_event")
-        show_scaling("bench write --mode cluster", result, columns, as_json)
+        show_scaling(f"bench write --mode {mode}", result, columns, as_json)
         return
 
     result = bench_write(events, settings_for(data_dir, config))

@@ -161,7 +161,8 @@ def _lane(
     what = f"the ingester of source {source.name}"
     hint = "stop it first, or pass --wait to take over when it stops"
     lease = Lease(client, keys.ingest_lease(source.name), settings.ingest.lease_seconds, what, hint)
-    producer = Producer(client, keys, source.name, lease)
+    acks = (settings.ingest.replica_acks, settings.ingest.replica_ack_timeout_ms)
+    producer = Producer(client, keys, source.name, lease, acks)
     assert settings.ingest.spool_dir is not None
     spool = Spool(settings.ingest.spool_dir, f"{source.name}.{name}" if name else source.name)
     return Ingester(

@@ -1,4 +1,5 @@
-"""`skybuffer bench ingest|write --mode cluster`: the partitioned buffer beside standalone.
+"""`skybuffer bench ingest|write --mode cluster|sentinel`: the partitioned buffer, or the
+sentinel topology with and without WAIT, beside standalone.
 
 One run, the same pre-generated events (generation not timed) for every configuration:
 standalone (one Redis, the plain prefix: today's pipeline), then a scratch local Redis
@@ -24,11 +25,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from skybuffer.buffer.cluster import ClusterTopology
 from skybuffer.buffer.partitions import Partitions
 from skybuffer.buffer.producer import Producer
-from skybuffer.buffer.server import ManagedRedis
 from skybuffer.buffer.spool import Spool
+from skybuffer.buffer.topology import managed
 from skybuffer.datadir import free_port
 from skybuffer.ops.bench.ingest import stream_bytes
 from skybuffer.ops.harness import START_US, machine
@@ -48,18 +48,26 @@ PARTITION_COUNTS = (1, 3, 6)
 
 
 def bench_scaling(
-    events: int, base: Settings, partitions: tuple[int, ...] = PARTITION_COUNTS
+    events: int,
+    base: Settings,
+    partitions: tuple[int, ...] = PARTITION_COUNTS,
+    mode: str = "cluster",
 ) -> dict[str, Any]:
-    """Ingest and drain ``events`` on standalone, then on a cluster with each count."""
+    """Ingest and drain ``events`` on standalone, then on a cluster with each partition
+    count, or (``mode`` sentinel) on a sentinel topology without and with WAIT for one
+    replica per batch (``ingest.replica_acks``: its cost)."""
     data = generate(1, events, START_US)
     with _scratch(base, "standalone", 1) as settings:  # warm-up: imports, first queries
         _measure(settings, data[: min(len(data), 20_000)], "standalone", 1)
     runs = []
-    with _scratch(base, "standalone", 1) as settings:
-        runs.append(_measure(settings, data, "standalone", 1))
-    for count in partitions:
-        with _scratch(base, "cluster", count) as settings:
-            runs.append(_measure(settings, data, "cluster", count))
+    configs = [("standalone", 1, 0)]
+    if mode == "sentinel":
+        configs += [("sentinel", 1, 0), ("sentinel", 1, 1)]
+    else:
+        configs += [("cluster", count, 0) for count in partitions]
+    for topology, count, acks in configs:
+        with _scratch(base, topology, count, acks) as settings:
+            runs.append(_measure(settings, data, topology, count))
     high_water = base.ingest.high_water
     for run in runs:
         run.update(_capacity(run["bytes_per_event"], high_water))
@@ -73,7 +81,7 @@ def bench_scaling(
 
 
 @contextmanager
-def _scratch(base: Settings, mode: str, count: int) -> Iterator[Settings]:
+def _scratch(base: Settings, mode: str, count: int, acks: int = 0) -> Iterator[Settings]:
     """Settings of a scratch data dir whose Redis (one server, or a local cluster) runs."""
     directory = Path(tempfile.mkdtemp(prefix="skybuffer-scaling-"))
     redis: dict[str, Any] = {"url": None, "mode": mode, "port": free_port(), "partitions": count}
@@ -81,16 +89,13 @@ def _scratch(base: Settings, mode: str, count: int) -> Iterator[Settings]:
     settings = load_settings(
         data_dir=directory / "var",
         redis=redis,
+        ingest={"replica_acks": acks},
         lake={"root": str(directory / "lake")},
         writer={"partition_threads": base.writer.partition_threads},
         metrics={"ingest_port": 0, "writer_port": 0},
     )
-    server: ManagedRedis | ClusterTopology
-    if mode == "cluster":
-        settings.claim_ports()
-        server = ClusterTopology(settings.redis, settings.redis_dir)
-    else:
-        server = ManagedRedis(settings.redis, settings.redis_dir)
+    settings.claim_ports()
+    server = managed(settings.redis, settings.redis_dir)
     try:
         server.start()
         yield settings
@@ -126,6 +131,7 @@ def _measure(settings: Settings, data: list[bytes], mode: str, count: int) -> di
     return {
         "topology": mode,
         "partitions": count,
+        "replica_acks": settings.ingest.replica_acks,
         "ingest_events_per_s": round(len(data) / ingest_seconds),
         "drain_events_per_s": round(len(data) / drain_seconds),
         "bytes_per_event": round(size / len(data), 1),
@@ -140,7 +146,8 @@ def _lanes(
     assert spool_dir is not None
     lanes = []
     for number, client in enumerate(clients):
-        producer = Producer(client, partitions.keys(number), "bench")
+        acks = (settings.ingest.replica_acks, settings.ingest.replica_ack_timeout_ms)
+        producer = Producer(client, partitions.keys(number), "bench", None, acks)
         source = PartitionView(MemorySource(data), partitions, number)
         spool = Spool(spool_dir, f"bench.{number}")
         lanes.append(Ingester(producer, source, settings.ingest, spool))
