@@ -202,3 +202,19 @@ def test_lanes_run_apart_take_only_their_partitions_and_together_take_all(
     _assert_exactly_once(settings, EVENTS)
     with pytest.raises(ConfigError, match="3 partition"):
         build_ingester(settings, "synthetic", count=10, partitions=[3])
+
+
+def test_events_of_another_partition_layout_are_never_stranded_silently(
+    start_redis: Callable[..., ManagedRedis], make_settings: Callable[..., Settings]
+) -> None:
+    start_redis()
+    plain = make_settings()
+    assert build_ingester(plain, "synthetic", count=1_000, rate=0).run().events == 1_000
+    partitioned = make_settings(redis={"partitions": 3})
+    with pytest.raises(ConfigError, match="another partition layout"):
+        build_ingester(partitioned, "synthetic", count=10, rate=0)
+    with pytest.raises(ConfigError, match="set redis.partitions back"):
+        drain_once(partitioned)
+    assert any("'skybuffer:'" in w for w in collect_status(partitioned).warnings)
+    assert drain_once(plain).rows == 1_000  # drained as the fix says, the switch is free
+    assert build_ingester(partitioned, "synthetic", count=100, rate=0).run().events == 100

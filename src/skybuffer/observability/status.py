@@ -234,6 +234,14 @@ def collect_status(settings: Settings) -> BufferStatus:
     else:
         client = connect(settings.redis, settings.redis_dir)
         status = buffer_status(client, Keys(settings.redis.prefix), settings.ingest.spool_dir)
+    stranded = partitions.stranded(
+        connect(settings.redis, settings.redis_dir, partitions.prefix(0))
+    )
+    for prefix, events in sorted(stranded.items()):
+        status.warnings.append(
+            f"{events:,} events wait under {prefix!r}, a partition layout other than "
+            f"redis.partitions = {partitions.count}: set it back and drain them first"
+        )
     load = None if settings.redis.url else last_load(settings.redis_dir)
     if load is not None and load.truncated:
         status.warnings.append(load.describe())

@@ -158,6 +158,7 @@ def _lane(
 ) -> Ingester:
     """The ingester of one key prefix (partition ``name``): its producer, lease, spool."""
     client = connect(settings.redis, settings.redis_dir, keys.prefix)
+    Partitions.of_settings(settings.redis).refuse_stranded(client)
     what = f"the ingester of source {source.name}"
     hint = "stop it first, or pass --wait to take over when it stops"
     lease = Lease(client, keys.ingest_lease(source.name), settings.ingest.lease_seconds, what, hint)

@@ -47,6 +47,8 @@ class Writers:
         self.writers = [
             DataWriter.from_settings(settings, partition=p) for p in range(self.partitions.count)
         ]
+        for writer in self.writers:
+            self.partitions.refuse_stranded(writer.client)
 
     def close(self) -> None:
         for writer in self.writers:
