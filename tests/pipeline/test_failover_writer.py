@@ -1,8 +1,8 @@
 """A sentinel failover while a DataWriter holds its lease and has drained part of the
 buffer: the writer reaches the new primary by itself, holds (or takes back) its lease
 there, and the lake ends with every event exactly once. (A promoted replica that lacks
-the writer's last commits is a Redis that forgot: tests/pipeline/test_forgetting.py
-proves the ledger's side of it on a restored AOF.)"""
+the writer's last commits is a Redis that forgot: tests/e2e/test_operators.py
+proves that case with an AOF cut back mid-run.)"""
 
 from __future__ import annotations
 
