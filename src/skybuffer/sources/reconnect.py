@@ -15,7 +15,7 @@ import random
 from skybuffer import metrics
 from skybuffer.settings import JetstreamSettings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("skybuffer.sources.subscription")  # the reader's own lines
 
 SLOW_CONSUMER_WARNING = (
     "Jetstream dropped %s while the buffer pushed back (slow consumer); reconnecting to %s "
