@@ -4,6 +4,7 @@ primary from the client, and stops whole; `redis start|status|stop --mode sentin
 
 Also covers: skybuffer.datadir (the topology's recorded ports and mode),
 skybuffer.settings.sections (redis.mode), skybuffer.buffer.sentinel_process,
+skybuffer.buffer.sentinel_client,
 skybuffer.cli.redis_server, skybuffer.buffer.topology."""
 
 from __future__ import annotations

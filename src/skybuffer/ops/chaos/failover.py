@@ -32,7 +32,7 @@ from skybuffer import processes
 from skybuffer.buffer.sentinel import SentinelTopology, wait_for_new_primary
 from skybuffer.constants import Keys
 from skybuffer.datadir import free_port
-from skybuffer.ops.chaos.pipeline_run import SOURCES, PipelineRun, confirmed
+from skybuffer.ops.chaos.pipeline_run import SOURCES, PipelineRun, confirmed, landed
 from skybuffer.ops.report import Report, Table
 from skybuffer.pipeline.ingest import Ingester
 from skybuffer.settings import Settings, load_settings
@@ -107,7 +107,6 @@ class FailoverRun(PipelineRun):
     def client(self, user: str = "skybuffer") -> redis.Redis:
         return self.topology.client(user)
 
-    # --- the fault ---------------------------------------------------------------------------
     def fault(self, ingester: Ingester) -> dict[str, Any]:
         """SIGKILL the primary once the writer committed, time the promotion and the
         ingester's first batch on the new primary."""
@@ -120,14 +119,14 @@ class FailoverRun(PipelineRun):
         node = next(n for n in self.topology.nodes() if n.port == old[1])
         pid = node.pid()
         assert pid is not None, "the primary has no pid"
-        landed_at_kill = _landed(ingester)
+        landed_at_kill = landed(ingester)
         os.kill(pid, signal.SIGKILL)
         killed_at = time.monotonic()
         processes.wait_gone(pid, 10)
         new = wait_for_new_primary(self.topology, old, DEADLINE_SECONDS)
         promoted_at = time.monotonic()
         self.fault_over.set()
-        self.wait(lambda: _landed(ingester) > landed_at_kill, "batches landing again")
+        self.wait(lambda: landed(ingester) > landed_at_kill, "batches landing again")
         return {
             "old_primary": f"{old[0]}:{old[1]}",
             "new_primary": f"{new[0]}:{new[1]}",
@@ -135,12 +134,6 @@ class FailoverRun(PipelineRun):
             "promotion_seconds": round(promoted_at - killed_at, 2),
             "recovery_seconds": round(time.monotonic() - killed_at, 2),
         }
-
-
-def _landed(ingester: Ingester) -> int:
-    """Events the ingester has had confirmed, forgotten ones included: grows only when a
-    batch lands."""
-    return ingester.stats.events + ingester.stats.forgotten
 
 
 def _columns(result: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,9 +39,10 @@ REDIS_AWAY = (RedisUnavailable, BufferFull, LeaseLost, redis.ConnectionError, re
 """What a call meets while the fault has Redis away (restarting, failing over)."""
 
 
-class PipelineRun:
+class PipelineRun(ABC):
     """One pipeline on a scratch data dir; subclasses set ``settings`` and say how the
-    buffer starts, stops and is reached, and what the fault is."""
+    buffer starts, stops and is reached, and what the fault is (the abstract methods).
+    ``execute`` runs it all; the steps follow it in the order they run."""
 
     name = "chaos"
     gate_at = 0.7
@@ -62,20 +64,23 @@ class PipelineRun:
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
 
-    # --- what an experiment provides ---------------------------------------------------------
+    @abstractmethod
     def start_buffer(self) -> None:
-        raise NotImplementedError
+        """Start the experiment's Redis (one server, a sentinel topology)."""
 
+    @abstractmethod
     def stop_buffer(self) -> None:
-        raise NotImplementedError
+        """Stop what ``start_buffer`` started."""
 
+    @abstractmethod
     def client(self, user: str = "skybuffer") -> redis.Redis:
-        raise NotImplementedError
+        """A client of the buffer for ``user``, as the pipeline reaches it."""
 
+    @abstractmethod
     def fault(self, ingester: Ingester) -> dict[str, Any]:
-        raise NotImplementedError
+        """Do the harm while the pipeline runs, set ``fault_over`` once Redis serves
+        again, wait for the pipeline to recover; return the fault's own figures."""
 
-    # --- the run -----------------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
         self.start_buffer()
         replay_server = None
@@ -100,6 +105,17 @@ class PipelineRun:
             if replay_server is not None:
                 replay_server.stop()
             self.stop_buffer()
+
+    def wait(self, condition: Callable[[], object], what: str) -> None:
+        """Until ``condition`` holds (false while Redis cannot answer), a thread fails, or
+        the deadline passes."""
+        deadline = time.monotonic() + self.deadline_seconds
+        while not _holds(condition):
+            if self.errors:
+                raise RuntimeError(f"waiting for {what}: {self.errors[0]!r}") from self.errors[0]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"chaos {self.name}: gave up waiting for {what}")
+            time.sleep(0.02)
 
     def _ingester(self, url: str | None) -> Ingester:
         from skybuffer.sources import open_source
@@ -142,17 +158,6 @@ class PipelineRun:
         except BaseException as exc:  # noqa: BLE001 - reported by the run
             self.errors.append(exc)
             self.stop.set()
-
-    def wait(self, condition: Callable[[], object], what: str) -> None:
-        """Until ``condition`` holds (false while Redis cannot answer), a thread fails, or
-        the deadline passes."""
-        deadline = time.monotonic() + self.deadline_seconds
-        while not _holds(condition):
-            if self.errors:
-                raise RuntimeError(f"waiting for {what}: {self.errors[0]!r}") from self.errors[0]
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"chaos {self.name}: gave up waiting for {what}")
-            time.sleep(0.02)
 
     def _wait_until_done(self, ingester: Ingester) -> None:
         """Every source event confirmed (by the durable cursor) and drained."""
@@ -219,6 +224,12 @@ def lake_identities(root: Path) -> Counter[tuple[Any, ...]]:
 def confirmed(ingester: Ingester) -> int:
     """Source events Redis holds now by the durable cursor (what survives a fault)."""
     return ingester.producer.checkpoint().events
+
+
+def landed(ingester: Ingester) -> int:
+    """Events the ingester has had confirmed, forgotten ones included: grows only when a
+    batch lands."""
+    return ingester.stats.events + ingester.stats.forgotten
 
 
 def _holds(condition: Callable[[], object]) -> bool:
