@@ -20,11 +20,11 @@ from pathlib import Path
 from types import TracebackType
 
 from skybuffer.buffer.cluster import ClusterTopology
+from skybuffer.buffer.partitions import Partitions
 from skybuffer.buffer.sentinel import SentinelTopology
 from skybuffer.buffer.server import ManagedRedis
 from skybuffer.buffer.topology import connect, managed
 from skybuffer.console import err_console
-from skybuffer.constants import Keys
 from skybuffer.errors import LeaseHeld
 from skybuffer.pipeline.prefect_server import PrefectServer, prefect_env
 from skybuffer.privilege import skybuffer_env
@@ -141,13 +141,17 @@ class Services(AbstractContextManager["Services"]):
         stop_process_group(serve, timeout=30)
 
     def _wait_for_running_drain(self) -> None:
-        """A DataWriter run holds the writer lease: let it finish (within its budget)."""
+        """A DataWriter run holds the writer lease (of each partition): let it finish
+        (within its budget)."""
         try:
-            client = connect(self.settings.redis, self.settings.redis_dir)
-            key = Keys(self.settings.redis.prefix).writer_lease
+            partitions = Partitions.of_settings(self.settings.redis)
+            leases = [
+                (connect(self.settings.redis, self.settings.redis_dir, k.prefix), k.writer_lease)
+                for k in map(partitions.keys, range(partitions.count))
+            ]
             deadline = time.monotonic() + self.settings.writer.budget_seconds
             announced = False
-            while client.exists(key) and time.monotonic() < deadline:
+            while any(c.exists(k) for c, k in leases) and time.monotonic() < deadline:
                 if not announced:
                     err_console.print("Waiting for the running DataWriter run to finish…")
                     announced = True
