@@ -14,6 +14,7 @@ from skybuffer.cli.options import (
     DataDir,
     JsonOut,
     emit_json,
+    one_server_only,
     redis_for_command,
     settings_for,
     settings_to_start,
@@ -173,6 +174,7 @@ def bench_redis_cmd(
     from skybuffer.ops.bench.redis import run_bench_redis
 
     s = settings_to_start(data_dir, config)
+    one_server_only(s, "`bench redis`")
     with redis_for_command(s):
         report = run_bench_redis(s, ops, clients)
     show_report(report, as_json)
