@@ -148,7 +148,7 @@ class DataWriter:
         self.converter.close()
 
     @property
-    def _longest_run(self) -> float:
+    def longest_run(self) -> float:
         """How long a waiting writer waits: as long as a scheduled run may take."""
         return self.settings.budget_seconds + self.settings.lease_seconds
 
@@ -159,7 +159,7 @@ class DataWriter:
         if self.lease.held:
             yield
             return
-        self.lease.acquire(wait, stop, timeout=self._longest_run)
+        self.lease.acquire(wait, stop, timeout=self.longest_run)
         try:
             yield
         finally:
@@ -193,7 +193,7 @@ class DataWriter:
         if type_ not in TYPES:
             raise ConfigError(f"unknown type {type_!r}; choose from {', '.join(TYPES)}")
         if not self.lease.held:  # a DataWriter used directly holds it until close()
-            self.lease.acquire(wait=True, timeout=self._longest_run)
+            self.lease.acquire(wait=True, timeout=self.longest_run)
         started = time.monotonic()
         try:
             self._drain_batches(type_, self.consumer.last_id(type_), deadline, result)

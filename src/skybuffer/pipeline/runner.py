@@ -10,7 +10,6 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from types import FrameType
 
@@ -107,8 +106,10 @@ def build_ingester(
         )
 
     if not layout.partitioned:
-        lane = partial(_lane, settings, wait_for_lease=wait_for_lease)
-        return lane(source(), Keys(settings.redis.prefix), on_batch=on_batch, count=count)
+        keys = Keys(settings.redis.prefix)
+        return _lane(
+            settings, source(), keys, on_batch=on_batch, wait_for_lease=wait_for_lease, count=count
+        )
     if count is not None and source_kind != "synthetic":
         raise ConfigError(
             "--count with a partitioned buffer counts source events, which only the synthetic "

@@ -62,7 +62,7 @@ class Writers:
         for writer in self.writers:
             if not writer.lease.held:
                 try:
-                    writer.lease.acquire(wait, stop, timeout=writer._longest_run)
+                    writer.lease.acquire(wait, stop, timeout=writer.longest_run)
                 except LeaseHeld as exc:
                     log.info("Partition %s: %s", writer.partition or "-", exc)
                     continue
