@@ -29,6 +29,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -93,8 +94,11 @@ class SealResult:
 class Sealer:
     """Seals hours of one local lake (a remote lake is not sealed: see docs/QUERYING.md)."""
 
-    def __init__(self, lake: LakeSettings) -> None:
+    def __init__(self, lake: LakeSettings, checkpoint: Callable[[str], None] | None = None) -> None:
+        """``checkpoint(step)`` is called between the steps of a seal (crash tests stop
+        the process there: pipeline/faults.py)."""
         assert lake.root is not None, "settings fill lake.root"
+        self.checkpoint = checkpoint or (lambda step: None)
         if remote(lake.root):
             raise ConfigError(
                 f"lake.root {lake.root!r} is remote: sealing needs a local lake for now"
@@ -137,14 +141,17 @@ class Sealer:
         rows, total = self._compact(hour.type, read, held, temp)
         result.rows, result.duplicates_dropped = rows, total - rows
         new_files = list(hour.manifest.files) if hour.manifest else []
+        self.checkpoint("seal_before_publish")
         if rows:
             entry = self._publish(hour.directory, temp)
             new_files.append(entry)
             result.files.append(entry.name)
         else:
             os.unlink(temp)
+        self.checkpoint("seal_before_manifest")
         manifest = self._manifest(hour, new_files, inputs, result)
         write_manifest(hour.directory, manifest)
+        self.checkpoint("seal_before_remove")
         self._remove(hour.directory, inputs)
         return result
 
