@@ -79,6 +79,11 @@ class Hour:
     def sealed(self) -> bool:
         return self.manifest is not None and not self.unsealed
 
+    @property
+    def interrupted(self) -> bool:
+        """A seal stopped after its manifest: files it replaced are still there."""
+        return self.manifest is not None and bool(set(self.manifest.replaced) & set(self.files))
+
 
 @dataclass
 class SealResult:
@@ -179,7 +184,7 @@ class Sealer:
         schema = lake_schema.schema(type_)
         rows = 0
         try:
-            total = _count(con, _list(read))
+            total = _count(con, sql_list(read))
             relation = con.sql(_dedup_query(type_, read, held))
             batches = relation.to_arrow_reader(self.settings.seal_row_group_rows)
             with self._parquet_writer(type_, temp) as writer:
@@ -268,14 +273,14 @@ class Figures:
             return cls({}, None, None)
         con = duckdb.connect()
         try:
-            source = f"read_parquet({_list(paths)})"
+            source = f"read_parquet({sql_list(paths)})"
             ops = con.execute(
                 f"SELECT coalesce(operation, kind), count(*) FROM {source} GROUP BY 1 ORDER BY 1"
             ).fetchall()
-            span = con.execute(f"SELECT min(time_us), max(time_us) FROM {source}").fetchone()
+            span = con.execute(f"SELECT min(time_us), max(time_us) FROM {source}").fetchall()
         finally:
             con.close()
-        low, high = span if span else (None, None)
+        low, high = span[0]
         return cls({str(k): int(v) for k, v in ops}, low, high)
 
 
@@ -286,20 +291,21 @@ def _dedup_query(type_: str, read: list[str], held: list[str]) -> str:
     columns = ", ".join(f'"{f.name}"' for f in lake_schema.schema(type_))
     known = ""
     if held:
-        known = f"WHERE {identity} NOT IN (SELECT {identity} FROM read_parquet({_list(held)}))"
+        known = f"WHERE {identity} NOT IN (SELECT {identity} FROM read_parquet({sql_list(held)}))"
     first = f"row_number() OVER (PARTITION BY {identity} ORDER BY stream_id, stream_index) = 1"
     return (
-        f"SELECT {columns} FROM read_parquet({_list(read)}, union_by_name = true) {known} "
+        f"SELECT {columns} FROM read_parquet({sql_list(read)}, union_by_name = true) {known} "
         f"QUALIFY {first} ORDER BY did, time_us"
     )
 
 
 def _count(con: duckdb.DuckDBPyConnection, files: str) -> int:
-    row = con.execute(f"SELECT count(*) FROM read_parquet({files})").fetchone()
-    return int(row[0]) if row else 0
+    rows = con.execute(f"SELECT count(*) FROM read_parquet({files})").fetchall()
+    return int(rows[0][0])
 
 
-def _list(paths: list[str]) -> str:
+def sql_list(paths: list[str]) -> str:
+    """A DuckDB list literal of file paths."""
     return "[" + ", ".join(f"'{_quote(p)}'" for p in paths) + "]"
 
 

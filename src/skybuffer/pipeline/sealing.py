@@ -125,6 +125,9 @@ def seal_ready(
     with _exclusive(sealer.root):
         for type_ in types:
             for hour in sealer.hours(type_):
+                if hour.interrupted and not hour.unsealed:
+                    sealer.seal(hour)  # finishes it: removes what it replaced
+                    continue
                 if not hour.unsealed:
                     continue
                 if hour.manifest is None and not ready(
