@@ -88,10 +88,11 @@ def lake_verify(
     """Check every sealed hour against its manifest (files, sizes, checksums, rows, no
     event twice) and look for gaps (hours with no data); exit 1 on any problem, so it
     fits cron and CI. Reads files only: needs no Redis."""
-    from skybuffer.lake.inventory import verify_lake
+    from skybuffer.lake.inventory import record_verify, verify_lake
 
     s = settings_to_read(data_dir, config)
     report = verify_lake(s.lake)
+    record_verify(s.lake, report)
     if as_json:
         emit_json(report.as_dict())
     else:

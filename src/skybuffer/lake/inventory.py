@@ -10,8 +10,11 @@ are late events waiting for the next seal: reported, not a problem.
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -21,6 +24,7 @@ from skybuffer.constants import TYPES
 from skybuffer.lake.ledger import identity_sql
 from skybuffer.lake.manifest import sha256_of
 from skybuffer.lake.sealing import Hour, Sealer, sql_list
+from skybuffer.processes import atomic_write
 from skybuffer.settings import LakeSettings
 
 
@@ -99,6 +103,15 @@ def verify_lake(lake: LakeSettings, types: tuple[str, ...] = TYPES) -> VerifyRep
             report.problems += [Problem(type_, hour.label, p) for p in _check(hour)]
         report.problems += _gaps(type_, hours)
     return report
+
+
+def record_verify(lake: LakeSettings, report: VerifyReport) -> None:
+    """Leave the result where /metrics reads it (``_skybuffer/verify-stats.json``)."""
+    root = Sealer(lake).root
+    figures = {"problems": len(report.problems), "last_run": time.time()}
+    path = Path(root, "_skybuffer", "verify-stats.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(figures) + "\n")
 
 
 def _check(hour: Hour) -> list[str]:
