@@ -22,7 +22,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from skybuffer.buffer.cluster import ClusterTopology
 from skybuffer.buffer.partitions import Partitions
-from skybuffer.buffer.sentinel import SENTINEL_SECRET, SentinelTopology
+from skybuffer.buffer.sentinel import SentinelTopology
+from skybuffer.buffer.sentinel_client import SENTINEL_SECRET
 from skybuffer.buffer.server import ManagedRedis
 from skybuffer.buffer.topology import connect
 from skybuffer.constants import TYPES

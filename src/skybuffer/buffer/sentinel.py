@@ -37,7 +37,7 @@ from skybuffer.buffer.sentinel_client import (
 )
 from skybuffer.buffer.sentinel_process import Secrets, SentinelProcess
 from skybuffer.buffer.server import ManagedRedis
-from skybuffer.buffer.users import Credentials
+from skybuffer.buffer.users import AclUsers, Credentials
 from skybuffer.datadir import TOPOLOGY_PORTS, claim, port_of, recorded_topology
 from skybuffer.errors import ConfigError, MissingBinaryError, RedisUnavailable
 from skybuffer.privilege import make_private, write_private

@@ -25,7 +25,8 @@ from typing import Any
 import redis
 
 from skybuffer.buffer.cluster import ClusterTopology
-from skybuffer.buffer.sentinel import CONNECTION_ERRORS, SentinelTopology
+from skybuffer.buffer.sentinel import SentinelTopology
+from skybuffer.buffer.sentinel_client import CONNECTION_ERRORS
 from skybuffer.settings import Settings
 
 
@@ -90,7 +91,7 @@ def _discovered_nodes(topology: SentinelTopology) -> list[str]:
     (none when no sentinel answers: the sentinels are still scraped)."""
     name = topology.settings.sentinel_master
     try:
-        sentinel = topology.sentinel()
+        sentinel = topology.clients.sentinel()
         found = [sentinel.discover_master(name), *sentinel.discover_slaves(name)]
     except (*CONNECTION_ERRORS, redis.ResponseError):  # MasterNotFoundError is one
         return []

@@ -3,8 +3,8 @@ loopback address each program listens on.
 
 The committed files under ``config/`` are symlinked into the stack dir, never copied or
 templated; beside them ``lay_out`` writes only what differs per machine: Prometheus'
-file_sd targets (loopback ports; in sentinel and cluster modes a group per node) and the secrets (stack_secrets.py). Starting and
-stopping the programs is stack.py's.
+file_sd targets (loopback ports; a group per node in sentinel and cluster modes) and the
+secrets (stack_secrets.py). Starting and stopping the programs is stack.py's.
 """
 
 from __future__ import annotations
