@@ -37,9 +37,17 @@ class SentinelProcess:
         """The pid of our running sentinel, or None (a stale pid file is ignored)."""
         return processes.running_pid(self.pidfile)
 
-    def render(self, settings: RedisSettings, primary: tuple[str, int], secrets: Secrets) -> None:
+    def render(
+        self,
+        settings: RedisSettings,
+        primary: tuple[str, int],
+        secrets: Secrets,
+        hostnames: bool = False,
+    ) -> None:
         """Write sentinel.conf, once: the sentinel rewrites it with what it learns (its
-        id, the current primary, its peers), which a later start must keep."""
+        id, the current primary, its peers), which a later start must keep. With
+        ``hostnames`` the primary may be a host name (containers: a service's name),
+        which the sentinel resolves and announces as such."""
         if self.conf.exists():
             self._add_users(secrets.users)
             return
@@ -54,6 +62,7 @@ class SentinelProcess:
             f'logfile "{self.logfile}"',
             f"requirepass {secrets.sentinels}",
             f"sentinel sentinel-pass {secrets.sentinels}",
+            *(["sentinel resolve-hostnames yes", "sentinel announce-hostnames yes"] * hostnames),
             f"sentinel monitor {name} {primary[0]} {primary[1]} {QUORUM}",
             f"sentinel auth-user {name} sentinel",
             f"sentinel auth-pass {name} {secrets.sentinel}",

@@ -40,6 +40,7 @@ class AclUsers:
         given = {
             "skybuffer": self.settings.password,
             "exporter": self.settings.exporter_password,
+            "sentinels": self.settings.sentinel_password,
         }.get(user)
         if given is not None:
             return Credentials(user, given.get_secret_value())
