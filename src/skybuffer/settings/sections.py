@@ -78,6 +78,10 @@ class RedisSettings(Section):
     topology of the data dir (`skybuffer redis start --mode sentinel`)."""
     sentinel_master: str = "skybuffer"
     """The name the sentinels monitor the primary under."""
+    sentinel_password: SecretStr | None = None
+    """Password of the sentinels themselves (their requirepass): an external deployment's,
+    unset if its sentinels require none; the local topology's is generated into the data
+    dir when unset."""
     sentinel_down_after_ms: int = Field(default=5000, ge=100)
     """Local topology: a primary silent this long is down for a sentinel (its failover
     begins once 2 of the 3 agree)."""
