@@ -129,6 +129,16 @@ def chaos_failover(
             "(straight from a file).",
         ),
     ] = "jetstream",
+    replica_lag: Annotated[
+        float,
+        typer.Option(
+            "--replica-lag",
+            min=0,
+            max=5,
+            help="Cluster mode: cut the killed primary's replica off this many seconds before "
+            "the kill, so that the promoted replica lacks them (a replica that lagged).",
+        ),
+    ] = 0.0,
     data_dir: DataDir = None,
     config: ConfigFile = None,
     as_json: JsonOut = False,
@@ -143,5 +153,8 @@ def chaos_failover(
         raise typer.BadParameter(f"--mode must be one of {', '.join(MODES)}")
     if source not in SOURCES:
         raise typer.BadParameter(f"--source must be one of {', '.join(SOURCES)}")
-    report = run_chaos_failover(settings_for(data_dir, config), events, rate, source, mode)
+    if replica_lag and mode != "cluster":
+        raise typer.BadParameter("--replica-lag applies to --mode cluster only")
+    s = settings_for(data_dir, config)
+    report = run_chaos_failover(s, events, rate, source, mode, replica_lag)
     show_report(report, as_json)

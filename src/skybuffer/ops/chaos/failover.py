@@ -57,22 +57,39 @@ def run_chaos_failover(
     rate: float = 3_000.0,
     source: str = "jetstream",
     mode: str = "sentinel",
+    replica_lag: float = 0.0,
 ) -> Report:
     """One failover run on its own scratch data dir, reported and written."""
-    result = failover_once(settings, source, events, rate, mode)
-    return _report(result, events, rate, source, mode).write(settings.reports_dir)
+    result = failover_once(settings, source, events, rate, mode, replica_lag)
+    report = _report(result, events, rate, source, mode)
+    report.data["params"]["replica_lag"] = replica_lag
+    return report.write(settings.reports_dir)
 
 
 def failover_once(
-    base: Settings, source: str, events: int, rate: float, mode: str = "sentinel"
+    base: Settings,
+    source: str,
+    events: int,
+    rate: float,
+    mode: str = "sentinel",
+    replica_lag: float = 0.0,
 ) -> dict[str, Any]:
+    """``replica_lag`` (cluster mode): seconds of the primary's writes its replica misses
+    (failover_cluster.py)."""
     if mode not in MODES:
         raise ValueError(f"--mode must be one of {', '.join(MODES)}")
     if source not in SOURCES:
         raise ValueError(f"--source must be one of {', '.join(SOURCES)}")
-    kind = ClusterFailoverRun if mode == "cluster" else FailoverRun
+    if replica_lag and mode != "cluster":
+        raise ValueError("--replica-lag applies to --mode cluster only")
     with tempfile.TemporaryDirectory(prefix="skybuffer-failover-") as scratch:
-        return kind(base, Path(scratch), source, events, rate).execute()
+        if mode == "cluster":
+            run: PipelineRun = ClusterFailoverRun(
+                base, Path(scratch), source, events, rate, replica_lag=replica_lag
+            )
+        else:
+            run = FailoverRun(base, Path(scratch), source, events, rate)
+        return run.execute()
 
 
 class FailoverRun(PipelineRun):

@@ -19,6 +19,13 @@ Every lane's source is held back at ``GATE_AT`` of the events until the new prim
 serves, as in sentinel mode: the victim's lane must still write after the failover, or
 it would never learn what the promoted replica lacks.
 
+With ``replica_lag`` L > 0 the victim's replica is cut off L seconds before the kill (the
+primary refuses its login and drops its link): the replica promoted lacks the primary's
+last L seconds of writes, the failover of a replica that lagged. The victim's lane then finds
+its cursor behind what it was told (BufferForgot), rewinds its own source and reads
+them again; its DataWriter finds its ledger behind the lake and drops the replayed
+copies. Without it the replica is usually complete (``forgotten`` 0).
+
 Figures: ``failovers`` = nodes that serve slots as primary after the kill and did not
 before; ``promotion_seconds`` = kill -> the victim's slot takes commands again;
 ``recovery_seconds`` = kill -> the victim partition's lane lands batches again.
@@ -38,6 +45,7 @@ from redis.crc import key_slot
 from skybuffer import processes
 from skybuffer.buffer.cluster import ClusterTopology, SlotLocator
 from skybuffer.buffer.partitions import Partitions
+from skybuffer.buffer.server import ManagedRedis
 from skybuffer.datadir import free_port
 from skybuffer.ops.chaos.pipeline_run import PipelineRun, confirmed, landed
 from skybuffer.pipeline.ingest import Ingester
@@ -72,6 +80,7 @@ class ClusterFailoverRun(PipelineRun):
         events: int,
         rate: float,
         victim: int = VICTIM,
+        replica_lag: float = 0.0,
     ) -> None:
         super().__init__(scratch, source, events, rate, seed=29)
         self.settings = load_settings(
@@ -93,7 +102,7 @@ class ClusterFailoverRun(PipelineRun):
         self.partitions = Partitions.of_settings(self.settings.redis)
         if not 0 <= victim < self.partitions.count:
             raise ValueError(f"the victim partition must be 0..{self.partitions.count - 1}")
-        self.victim = victim
+        self.victim, self.replica_lag = victim, replica_lag
         self.topology = ClusterTopology(self.settings.redis, self.settings.redis_dir)
 
     def start_buffer(self) -> None:
@@ -146,12 +155,11 @@ class ClusterFailoverRun(PipelineRun):
         before = self._primaries()
         old = self._primary_of(self.victim)
         node = next(n for n in self.topology.nodes() if n.port == old[1])
-        pid = node.pid()
-        assert pid is not None, f"the primary of {name} has no pid"
+        if self.replica_lag > 0:
+            self._cut_replica(node)
+            time.sleep(self.replica_lag)
         landed_at_kill = landed(lane)
-        os.kill(pid, signal.SIGKILL)
-        killed_at = time.monotonic()
-        processes.wait_gone(pid, 10)
+        killed_at = self._kill(node)
         self.wait(lambda: admin.hgetall(keys.event_counts) is not None, f"{name} served again")
         promoted_at = time.monotonic()
         self.fault_over.set()
@@ -167,6 +175,28 @@ class ClusterFailoverRun(PipelineRun):
             "promotion_seconds": round(promoted_at - killed_at, 2),
             "recovery_seconds": round(recovered_at - killed_at, 2),
         }
+
+    def _kill(self, node: ManagedRedis) -> float:
+        """SIGKILL the primary ``node``; the moment of the kill."""
+        pid = node.pid()
+        assert pid is not None, f"the primary {node.directory.name} has no pid"
+        os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        processes.wait_gone(pid, 10)
+        return killed_at
+
+    def _cut_replica(self, primary: ManagedRedis) -> None:
+        """The primary refuses its replica's login and drops the link, while it goes on
+        taking writes: what it confirms from now on, the replica never receives. (Stopping
+        the replica with SIGSTOP would not do: the primary's stream waits in the loopback
+        socket's buffers and reaches the replica when it resumes.)"""
+        admin = primary.client("admin")
+        admin.execute_command("ACL", "SETUSER", "replica", "off")
+        admin.execute_command("CLIENT", "KILL", "TYPE", "replica")
+        self.wait(
+            lambda: int(admin.info("replication").get("connected_slaves", 0)) == 0,
+            "the replica cut off",
+        )
 
     def _new_primary(self, old: tuple[str, int]) -> tuple[str, int]:
         """The primary of the victim's slot once the cluster names one other than ``old``."""
