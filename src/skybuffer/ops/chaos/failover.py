@@ -141,10 +141,10 @@ class FailoverRun(PipelineRun):
         node = next(n for n in self.topology.nodes() if n.port == old[1])
         pid = node.pid()
         assert pid is not None, "the primary has no pid"
-        landed_at_kill = landed(ingester)
         os.kill(pid, signal.SIGKILL)
         killed_at = time.monotonic()
         processes.wait_gone(pid, 10)
+        landed_at_kill = landed(ingester)  # once it is gone: a reply in flight landed before
         new = wait_for_new_primary(self.topology, old, DEADLINE_SECONDS)
         promoted_at = time.monotonic()
         self.fault_over.set()

@@ -158,8 +158,8 @@ class ClusterFailoverRun(PipelineRun):
         if self.replica_lag > 0:
             self._cut_replica(node)
             time.sleep(self.replica_lag)
-        landed_at_kill = landed(lane)
         killed_at = self._kill(node)
+        landed_at_kill = landed(lane)  # once it is gone: a reply in flight landed before
         self.wait(lambda: admin.hgetall(keys.event_counts) is not None, f"{name} served again")
         promoted_at = time.monotonic()
         self.fault_over.set()

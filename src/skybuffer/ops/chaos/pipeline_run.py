@@ -248,9 +248,9 @@ def confirmed(ingester: Ingester | Lanes) -> int:
 
 
 def landed(ingester: Ingester | Lanes) -> int:
-    """Events the ingester has had confirmed, forgotten ones included: grows only when a
-    batch lands."""
-    return ingester.stats.events + ingester.stats.forgotten
+    """Batches Redis has confirmed to the ingester: grows only when one lands (a forget
+    takes events off the counts, never batches, so its detection is not a landing)."""
+    return ingester.stats.batches
 
 
 def lanes_of(ingester: Ingester | Lanes) -> list[Ingester]:
