@@ -90,6 +90,11 @@ INGEST_UP = Gauge(
     "1 while the ingester runs.",
     registry=REGISTRY,
 )
+INGEST_REPLICA_ACK_SHORT = Counter(
+    "skybuffer_ingest_replica_ack_short_total",
+    "Batches that fewer replicas than ingest.replica_acks acknowledged in time (WAIT).",
+    registry=REGISTRY,
+)
 INGEST_FORGOT = Counter(
     "skybuffer_ingest_buffer_forgot_total",
     "Times Redis came back without batches it had confirmed (the source was rewound).",

@@ -77,3 +77,12 @@ def test_a_producer_whose_lease_passed_to_another_ingester_writes_nothing(
     finally:
         fresh.release()
         stale.release()
+
+
+def test_a_batch_waits_for_its_replicas_and_one_without_them_is_kept_and_counted(
+    client: redis.Redis, golden_lines: list[bytes]
+) -> None:
+    producer = Producer(client, KEYS, "replay", None, replica_acks=(1, 50))
+    assert producer.write(_batch(1, golden_lines))  # standalone: no replica will ack
+    assert producer.short_acks == 1
+    assert producer.checkpoint().seq == 1  # kept: it is in the primary

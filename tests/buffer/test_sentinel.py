@@ -4,6 +4,7 @@ primary from the client, and stops whole; `redis start|status|stop --mode sentin
 
 Also covers: skybuffer.datadir (the topology's recorded ports and mode),
 skybuffer.settings.sections (redis.mode), skybuffer.buffer.sentinel_process,
+skybuffer.buffer.sentinel_client,
 skybuffer.cli.redis_server, skybuffer.buffer.topology."""
 
 from __future__ import annotations
@@ -143,12 +144,27 @@ def test_redis_start_status_stop_in_sentinel_mode_cover_every_process(tmp_path: 
     assert settings.redis.mode == "standalone"  # settings read before the start
 
 
-def test_cluster_mode_is_refused_in_one_line() -> None:
-    with pytest.raises(ConfigError, match="'cluster' is not yet supported"):
-        load_settings(redis={"mode": "cluster"})
+def test_an_unknown_mode_is_refused_in_one_line() -> None:
+    with pytest.raises(ConfigError, match="standalone, sentinel, cluster"):
+        load_settings(redis={"mode": "raft"})
 
 
 def test_external_sentinels_need_the_pipeline_password(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path / "var", redis={"sentinels": ["127.0.0.1:1"]})
     with pytest.raises(ConfigError, match="SKYBUFFER_REDIS__PASSWORD"):
         SentinelTopology(settings.redis, settings.redis_dir).credentials()
+
+
+def test_a_producer_waiting_for_one_replica_gets_its_acknowledgement(
+    topology: SentinelTopology, golden_lines: list[bytes]
+) -> None:
+    from skybuffer.buffer.producer import Encoder, Producer
+    from skybuffer.constants import Keys
+
+    producer = Producer(topology.client(), Keys(), "replay", None, replica_acks=(1, 5000))
+    for seq in (1, 2, 3):
+        batch = Encoder(max_event_bytes=10_000).encode(seq, str(seq), golden_lines)
+        assert producer.write(batch)
+    assert producer.short_acks == 0
+    replica = topology.nodes()[1].client("admin")
+    assert replica.hget("skybuffer:cursor:replay", "seq") == b"3"  # there before WAIT returned

@@ -63,9 +63,11 @@ def cli_json(settings: Settings, *args: str) -> dict:
     return json.loads(done.stdout)
 
 
+@pytest.mark.parametrize("partitions", [1, 3])
 def test_a_file_of_valid_and_bad_lines_puts_every_valid_event_in_the_lake_once(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, partitions: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("SKYBUFFER_REDIS__PARTITIONS", str(partitions))
     valid = generate(11, 20_000, T0)
     bad = bad_lines(valid)
     mixed = list(valid)
@@ -92,6 +94,11 @@ def test_a_file_of_valid_and_bad_lines_puts_every_valid_event_in_the_lake_once(
     assert all(r["event"] is None and r["raw_base64"] for r in records)  # bytes kept whole
     shown = cli_json(settings, "deadletter", "show", records[0]["letter"])
     assert shown["reason"] == "invalid_utf8" and shown["records"][0]["raw_base64"]
+    if partitions > 1:  # letters named by their partition, from every partition
+        homes = {letter["id"].split("/")[0] for letter in listed["letters"]}
+        assert homes == {"p0", "p1", "p2"}
+        again = cli_json(settings, "deadletter", "replay", "--dry-run", "--id", shown["id"])
+        assert again["letters"] == 1 and again["requeued_events"] == 0
 
 
 def too_large_letters(client: redis.Redis, lines: list[bytes]) -> None:

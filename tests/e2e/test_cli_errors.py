@@ -215,3 +215,29 @@ def _accepts(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["capacity"], ["chaos", "sustained"], ["bench", "redis"]],
+    ids=["capacity", "chaos-sustained", "bench-redis"],
+)
+def test_single_server_experiments_refuse_a_cluster_in_one_line(
+    args: list[str], tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "SKYBUFFER_DATA_DIR": str(tmp_path / "var"),
+        "SKYBUFFER_REDIS__MODE": "cluster",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "skybuffer", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "bench ingest|write --mode cluster" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "var" / "redis").exists()  # nothing was started

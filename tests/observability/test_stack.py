@@ -1,7 +1,7 @@
 """`skybuffer stack up|down|status`: the committed files, loopback only, stopped by pid.
 
-Also covers: skybuffer.observability.programs, skybuffer.observability.stack_secrets
-(through the behaviour above).
+Also covers: skybuffer.observability.programs, skybuffer.observability.stack_secrets,
+skybuffer.observability.stack_layout (through the behaviour above).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def test_without_a_webhook_alertmanager_gets_a_failing_placeholder_and_status_sa
     make_settings: Callable[..., Settings],
 ) -> None:
     settings, conf = make_settings(), stack_settings(CONFIG)
-    Stack(settings, conf).lay_out()
+    Stack(settings, conf).layout.lay_out()
     secret = settings.data_dir / "stack" / "secrets" / "slack_webhook_url"
     assert secret.read_text() == SLACK_PLACEHOLDER
     assert stack_status(settings, conf)["slack"].startswith("not configured")

@@ -27,6 +27,7 @@ from skybuffer.buffer.cluster import ClusterTopology
 from skybuffer.buffer.partitions import Partitions
 from skybuffer.buffer.server import ManagedRedis
 from skybuffer.buffer.topology import connect
+from skybuffer.errors import ConfigError
 from skybuffer.observability.exporter import PipelineCollector
 from skybuffer.observability.status import collect_status
 from skybuffer.pipeline.lanes import Lanes
@@ -182,3 +183,38 @@ def test_a_writer_killed_mid_drain_hands_its_partitions_to_the_next(
     result = drain_once(settings)  # takes the dead writer's leases at once (same host)
     assert result.ok
     _assert_exactly_once(settings, events)
+
+
+def test_lanes_run_apart_take_only_their_partitions_and_together_take_all(
+    start_redis: Callable[..., ManagedRedis], make_settings: Callable[..., Settings]
+) -> None:
+    start_redis(partitions=3)
+    settings = make_settings(redis={"partitions": 3})
+    one = build_ingester(settings, "synthetic", count=EVENTS, rate=0, partitions=[1])
+    assert isinstance(one, Lanes) and len(one.lanes) == 1
+    alone = one.run().events
+    assert 0 < alone < EVENTS
+    status = collect_status(settings)
+    assert status.partitions["p1"]["events"] == alone == status.events
+    rest = build_ingester(settings, "synthetic", count=EVENTS, rate=0, partitions=[0, 2])
+    assert rest.run().events == EVENTS - alone
+    assert drain_once(settings).rows == EVENTS
+    _assert_exactly_once(settings, EVENTS)
+    with pytest.raises(ConfigError, match="3 partition"):
+        build_ingester(settings, "synthetic", count=10, partitions=[3])
+
+
+def test_events_of_another_partition_layout_are_never_stranded_silently(
+    start_redis: Callable[..., ManagedRedis], make_settings: Callable[..., Settings]
+) -> None:
+    start_redis()
+    plain = make_settings()
+    assert build_ingester(plain, "synthetic", count=1_000, rate=0).run().events == 1_000
+    partitioned = make_settings(redis={"partitions": 3})
+    with pytest.raises(ConfigError, match="another partition layout"):
+        build_ingester(partitioned, "synthetic", count=10, rate=0)
+    with pytest.raises(ConfigError, match="set redis.partitions back"):
+        drain_once(partitioned)
+    assert any("'skybuffer:'" in w for w in collect_status(partitioned).warnings)
+    assert drain_once(plain).rows == 1_000  # drained as the fix says, the switch is free
+    assert build_ingester(partitioned, "synthetic", count=100, rate=0).run().events == 100

@@ -90,7 +90,12 @@ class Commit:
 
 
 class StreamConsumer:
-    """One named consumer of the ``datawriter`` group on the streams of one key prefix."""
+    """One named consumer of the ``datawriter`` group on the streams of one key prefix.
+
+    Its methods come in the order of a drain: the group, the reads, the commit, the trim.
+    Every Redis call goes through ``_call`` (lease.redis_call: transient errors typed)."""
+
+    _call = staticmethod(redis_call)
 
     def __init__(
         self,
@@ -118,11 +123,14 @@ class StreamConsumer:
         self._per_entry: dict[str, float] = {}
         """Events per entry seen last, per type: sizes reads of new entries."""
 
-    # --- groups --------------------------------------------------------------------------
     def ensure_group(self, type_: str) -> None:
         """Create the group at ID 0 (and the stream); an existing group is left as it is."""
         self._call(self._group, keys=[self.keys.stream(type_)], args=[self.group])
         self._ready.add(type_)
+
+    def _ensure(self, type_: str) -> None:
+        if type_ not in self._ready:
+            self.ensure_group(type_)
 
     def forget_idle_consumers(self, type_: str) -> int:
         """Delete the group's other consumers that hold nothing pending: each process has
@@ -151,7 +159,6 @@ class StreamConsumer:
             info = self._call(self.client.xinfo_stream, self.keys.stream(type_))
         return _text(info["last-generated-id"])
 
-    # --- reading -------------------------------------------------------------------------
     def read_batch(
         self, type_: str, max_events: int, until: str | None = None, new: bool = True
     ) -> ReadBatch:
@@ -234,7 +241,6 @@ class StreamConsumer:
             )
         return reply[0][1] if reply else []
 
-    # --- commit and trim -----------------------------------------------------------------
     def commit(
         self,
         type_: str,
@@ -296,13 +302,6 @@ class StreamConsumer:
     def trim(self, type_: str) -> int:
         """XTRIM MINID to the oldest entry still needed; returns the entries trimmed."""
         return int(self._call(self._trim, keys=[self.keys.stream(type_)]))
-
-    # --- helpers -------------------------------------------------------------------------
-    def _ensure(self, type_: str) -> None:
-        if type_ not in self._ready:
-            self.ensure_group(type_)
-
-    _call = staticmethod(redis_call)
 
 
 def _take(batch: ReadBatch, items: list, max_events: int) -> None:

@@ -111,7 +111,7 @@ class Owner:
 
 
 class Lease:
-    """The lease of one role, held by this process while ``held``."""
+    """The lease of one role, held by this process while ``held``; its Heartbeat keeps it."""
 
     def __init__(
         self, client: redis.Redis, key: str, ttl_seconds: float, what: str, hint: str = ""
@@ -128,10 +128,8 @@ class Lease:
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._heartbeat = Heartbeat(self.renew, interval=self.ttl_ms / 4000)
 
-    # --- taking and giving back ------------------------------------------------------------
     def try_acquire(self) -> Owner | None:
         """Take the lease if it is free, ours, or its owner died on this host; else the
         owner."""
@@ -156,7 +154,7 @@ class Lease:
         while True:
             owner = self.try_acquire()
             if owner is None:
-                self._start_heartbeat()
+                self._heartbeat.start()
                 return
             if not wait or (deadline is not None and time.monotonic() >= deadline):
                 raise LeaseHeld(owner, self.hint, self.key)
@@ -166,18 +164,6 @@ class Lease:
             if stop.wait(min(1.0, self.ttl_ms / 4000)):
                 raise LeaseHeld(owner, self.hint, self.key)
 
-    def release(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        if self.held:
-            self.held = False
-            try:
-                self._release(keys=[self.key], args=[self.token])
-            except redis.RedisError as exc:
-                log.warning("Could not release %s (%s); it expires by itself.", self.key, exc)
-
-    # --- keeping it ------------------------------------------------------------------------
     def renew(self) -> bool:
         """Extend the lease; False (and ``held`` cleared) if it was not held without a
         break: another owner has it, or had it, or Redis forgot it. Work begun under
@@ -190,41 +176,67 @@ class Lease:
         log.error("Lost %s: this process stalled past its expiry (or Redis forgot it).", self.key)
         return False
 
+    def check(self) -> None:
+        """Raise LeaseLost unless the lease is still ours without a break (renewing it)."""
+        if not self.renew():
+            raise LeaseLost(f"{self.what} lost its lease {self.key}")
+
     def reclaim(self) -> bool:
         """Take the lease again after losing it, if it is free now; False if another owner
         holds it. The caller starts its work over (re-reads what to do)."""
         if self.try_acquire() is not None:
             return False
         log.warning("Took %s back: it was free again.", self.key)
-        self._start_heartbeat()
+        self._heartbeat.start()
         return True
 
-    def check(self) -> None:
-        """Raise LeaseLost unless the lease is still ours without a break (renewing it)."""
-        if not self.renew():
-            raise LeaseLost(f"{self.what} lost its lease {self.key}")
-
-    def _start_heartbeat(self) -> None:
-        self._stop.clear()
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._beat, name="lease", daemon=True)
-            self._thread.start()
-
-    def _beat(self) -> None:
-        """Renew every quarter of the expiry; a renewal that finds the lease taken stops."""
-        while not self._stop.wait(self.ttl_ms / 4000):
+    def release(self) -> None:
+        self._heartbeat.stop()
+        if self.held:
+            self.held = False
             try:
-                if not self.renew():
-                    return
-            except (RedisUnavailable, BufferFull):
-                continue  # the owner's next fenced step sees whether it still holds it
+                self._release(keys=[self.key], args=[self.token])
+            except redis.RedisError as exc:
+                log.warning("Could not release %s (%s); it expires by itself.", self.key, exc)
 
-    # --- helpers -----------------------------------------------------------------------------
     def _try(self, dead_token: str = "") -> Owner | None:
         host = socket.gethostname()
         args = [self.token, self.ttl_ms, os.getpid(), host, self.since, self.what, dead_token]
         reply = redis_call(self._acquire, keys=[self.key], args=args)
         return None if reply == 1 else _owner(_pairs(reply))
+
+
+class Heartbeat:
+    """Keeps a lease between its owner's fenced steps: a daemon thread calls ``renew``
+    every ``interval`` seconds. It ends when stopped, or by itself at the first renewal
+    that finds the lease taken; an unreachable or full Redis only skips a beat (the
+    owner's next fenced step sees whether it still holds the lease)."""
+
+    def __init__(self, renew: Callable[[], bool], interval: float) -> None:
+        self._renew = renew
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Beat (again); a thread that is still beating is kept, not doubled."""
+        self._stop.clear()
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._beat, name="lease", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                if not self._renew():
+                    return
+            except (RedisUnavailable, BufferFull):
+                continue
 
 
 def redis_call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -20,17 +20,24 @@ import zlib
 from dataclasses import dataclass
 from functools import cached_property
 
+import redis
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from skybuffer.constants import Keys
+from skybuffer.errors import ConfigError
 from skybuffer.settings import RedisSettings
 
+_ENVELOPE = b'{"did":"'
 _DID = re.compile(rb'"did"\s*:\s*"([^"\\]{1,2048})"')
 
 
 def did_of(raw: bytes) -> bytes | None:
     """The DID of a raw Jetstream event (its first ``"did"`` field: the envelope's, which
     Jetstream writes first), or None."""
+    if raw.startswith(_ENVELOPE):  # Jetstream's own order: no search needed
+        end = raw.find(b'"', len(_ENVELOPE))
+        if end > 0 and b"\\" not in raw[len(_ENVELOPE) : end]:
+            return raw[len(_ENVELOPE) : end]
     match = _DID.search(raw, 0, 4096)
     return match.group(1) if match else None
 
@@ -78,6 +85,32 @@ class Partitions:
     @cached_property
     def tags(self) -> list[str]:
         return [_tag(i, self.count) for i in range(self.count)]
+
+    def stranded(self, client: redis.Redis) -> dict[str, int]:
+        """Events buffered on ``client``'s server under prefixes of another layout (an
+        earlier ``redis.partitions``), which nothing of this layout would ever drain."""
+        mine = {self.prefix(p) for p in range(self.count)}
+        found: dict[str, int] = {}
+        for key in client.scan_iter(match=f"{self.base}*events", count=1000):
+            name = key.decode() if isinstance(key, bytes) else str(key)
+            prefix = name.removesuffix("events")
+            if prefix in mine or prefix.endswith("deadletter:") or ":ops:" in prefix:
+                continue  # ours, a dead-letter count, or the toolkit's scratch keys
+            events = sum(int(v) for v in client.hgetall(name).values())
+            if events:
+                found[prefix] = events
+        return found
+
+    def refuse_stranded(self, client: redis.Redis) -> None:
+        """ConfigError naming the fix when another layout's events wait in this Redis."""
+        stranded = self.stranded(client)
+        if stranded:
+            where = ", ".join(f"{n:,} under {p!r}" for p, n in sorted(stranded.items()))
+            raise ConfigError(
+                f"Redis holds events of another partition layout ({where}) that "
+                f"redis.partitions = {self.count} would never drain: set redis.partitions "
+                "back to what wrote them and drain them (`skybuffer write --once`) first"
+            )
 
 
 def _tag(partition: int, count: int) -> str:

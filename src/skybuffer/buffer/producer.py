@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from skybuffer import metrics
 from skybuffer.buffer.codec import ADD_ENTRIES_LUA, Codec
 from skybuffer.buffer.deadletter import ADD_LETTER_LUA, LETTER_FIELDS, DeadLetter
 from skybuffer.buffer.lease import CONNECTION_ERRORS, FENCE_LUA, Lease
@@ -169,9 +170,18 @@ class Producer:
     """
 
     def __init__(
-        self, client: redis.Redis, keys: Keys, source: str, lease: Lease | None = None
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        source: str,
+        lease: Lease | None = None,
+        replica_acks: tuple[int, int] = (0, 0),
     ) -> None:
+        """``replica_acks``: (replicas, timeout ms) each batch waits for (Redis WAIT)."""
         self.client = client
+        self.replica_acks = replica_acks
+        self.short_acks = 0
+        """Batches fewer replicas acknowledged in time than asked."""
         self.keys = keys
         self.source = source
         self.lease = lease
@@ -221,7 +231,22 @@ class Producer:
                 args += [name, value]
         for dead in batch.deadletters:
             args += dead.args(self.source)
-        return self._execute(keys, args, batch)
+        landed = self._execute(keys, args, batch)
+        self._await_replicas()
+        return landed
+
+    def _await_replicas(self) -> None:
+        """WAIT for the replicas asked for: then a failover loses at most the next batch."""
+        replicas, timeout_ms = self.replica_acks
+        if not replicas:
+            return
+        try:
+            acked = int(self.client.execute_command("WAIT", replicas, timeout_ms))
+        except CONNECTION_ERRORS as exc:
+            raise RedisUnavailable(str(exc)) from exc
+        if acked < replicas:
+            self.short_acks += 1
+            metrics.INGEST_REPLICA_ACK_SHORT.inc()
 
     @property
     def _lease_key(self) -> str:

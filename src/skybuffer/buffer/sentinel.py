@@ -15,12 +15,9 @@ Every port is chosen free at the first start and recorded in the data dir's pipe
 Which node is primary is the sentinels' business: a start (after a stop) brings the node
 their config names as primary up as primary, the other as its replica.
 
-Clients (``client()``) are redis-py's ``Sentinel(...).master_for(...)``: each new
-connection asks the sentinels for the primary, so after a failover the pipeline's next
-attempt reaches the new one. Meanwhile every call fails with ConnectionError (also a
-demoted primary's READONLY, which redis-py turns into one), the transient outage the
-ingester and the DataWriter already wait out; a promoted replica that lagged is a Redis
-that forgot, detected by the cursor and the ledger as after a crash.
+Clients find the primary through the sentinels (buffer/sentinel_client.py), so they
+follow a failover by themselves; a promoted replica that lagged is a Redis that forgot,
+detected by the cursor and the ledger as after a crash.
 """
 
 from __future__ import annotations
@@ -30,26 +27,27 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from redis.sentinel import Sentinel
 
 from skybuffer import processes
+from skybuffer.buffer.sentinel_client import (
+    CONNECTION_ERRORS,
+    NODE_USERS,
+    SENTINEL_SECRET,
+    SentinelClients,
+)
 from skybuffer.buffer.sentinel_process import Secrets, SentinelProcess
-from skybuffer.buffer.server import ManagedRedis, no_retry
-from skybuffer.buffer.users import USERS, AclUsers, Credentials
+from skybuffer.buffer.server import ManagedRedis
+from skybuffer.buffer.users import Credentials
 from skybuffer.datadir import TOPOLOGY_PORTS, claim, port_of, recorded_topology
 from skybuffer.errors import ConfigError, MissingBinaryError, RedisUnavailable
 from skybuffer.privilege import make_private, write_private
 from skybuffer.settings import RedisSettings
 
-NODE_USERS = (*USERS, "replica", "sentinel")
-"""ACL users of a topology node: the standalone ones, replication's and the sentinels'."""
-SENTINEL_SECRET = "sentinels"
-"""The password of the sentinels themselves (clients and peer sentinels)."""
-CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError)
-
 
 class SentinelTopology:
-    """The local sentinel topology of a data dir, or an external one (``redis.sentinels``)."""
+    """The local sentinel topology of a data dir, or an external one (``redis.sentinels``):
+    where its processes live, starting and stopping them; its clients are
+    ``SentinelClients``, which the client methods here hand on to."""
 
     def __init__(self, settings: RedisSettings, redis_dir: Path) -> None:
         self.settings = settings
@@ -59,7 +57,6 @@ class SentinelTopology:
         _, ports = recorded_topology(self.data_dir)
         self._ports = ports
 
-    # --- the nodes ---------------------------------------------------------------------------
     @property
     def external(self) -> bool:
         return bool(self.settings.sentinels)
@@ -93,45 +90,21 @@ class SentinelTopology:
             return [_host_port(a) for a in self.settings.sentinels]
         return [(s.host, s.port) for s in self.sentinels()]
 
-    # --- clients -----------------------------------------------------------------------------
-    def credentials(self, user: str = "skybuffer") -> Credentials:
-        if self.external:
-            if self.settings.password is None:
-                raise ConfigError(
-                    "redis.sentinels is set but redis.password is not: set "
-                    "SKYBUFFER_REDIS__PASSWORD to the 'skybuffer' user's password"
-                )
-            return Credentials("skybuffer", self.settings.password.get_secret_value())
-        return AclUsers(self.settings, self.secrets_dir, NODE_USERS).credentials(user)
+    @property
+    def clients(self) -> SentinelClients:
+        """Clients through this topology's sentinels (where they listen now)."""
+        return SentinelClients(self.settings, self.secrets_dir, self.sentinel_addresses())
 
-    def sentinel(self) -> Sentinel:
-        """A client of the sentinels (each call asks them in turn)."""
-        timeouts = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0, "retry": no_retry()}
-        password = None if self.external else self.credentials(SENTINEL_SECRET).password
-        return Sentinel(
-            self.sentinel_addresses(), sentinel_kwargs={**timeouts, "password": password}
-        )
+    def credentials(self, user: str = "skybuffer") -> Credentials:
+        return self.clients.credentials(user)
 
     def client(self, user: str = "skybuffer", **kwargs: Any) -> redis.Redis:
-        """A client of the current primary, for ``user``, that follows failovers: with the
-        standalone client's timeouts and no retries of its own (see ``no_retry``)."""
-        creds = self.credentials(user)
-        return self.sentinel().master_for(
-            self.settings.sentinel_master,
-            username=creds.username,
-            password=creds.password,
-            socket_timeout=self.settings.socket_timeout_seconds,
-            socket_connect_timeout=2,
-            retry=no_retry(),
-            **kwargs,
-        )
+        """A client of the current primary that follows failovers."""
+        return self.clients.client(user, **kwargs)
 
     def primary(self) -> tuple[str, int] | None:
         """The primary the sentinels name now (None when none answers or knows one)."""
-        try:
-            return self.sentinel().discover_master(self.settings.sentinel_master)
-        except CONNECTION_ERRORS:
-            return None
+        return self.clients.primary()
 
     @property
     def address(self) -> str:
@@ -140,13 +113,8 @@ class SentinelTopology:
         return f"{where} (sentinel master {self.settings.sentinel_master!r})"
 
     def is_serving(self) -> bool:
-        """True when the sentinels name a primary and it answers."""
-        try:
-            return bool(self.client("admin").ping())
-        except (*CONNECTION_ERRORS, redis.BusyLoadingError, ConfigError):
-            return False
+        return self.clients.is_serving()
 
-    # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> bool:
         """Start every node and sentinel not running (the sentinels' primary as primary);
         returns once the sentinels know the primary, its replica and each other. True
@@ -219,23 +187,12 @@ class SentinelTopology:
     def _watched(self) -> bool:
         if not all(_linked(node) for node in self.nodes()):
             return False
-        for state in self.sentinel_states():
+        for state in self.clients.sentinel_states():
             if state is None or int(state.get("num-other-sentinels", 0)) < 2:
                 return False
             if int(state.get("num-slaves", 0)) < 1 or "s_down" in str(state.get("flags", "")):
                 return False
         return True
-
-    def sentinel_states(self) -> list[dict[str, Any] | None]:
-        """Each sentinel's SENTINEL MASTER reply for our primary (None: no answer)."""
-        states: list[dict[str, Any] | None] = []
-        for client in self.sentinel().sentinels:
-            try:
-                state = client.sentinel_master(self.settings.sentinel_master)
-            except (*CONNECTION_ERRORS, redis.ResponseError):
-                state = None
-            states.append(state if isinstance(state, dict) else None)
-        return states
 
     def stop(self, timeout: float = 60.0) -> bool:
         """Sentinels first (none may fail over while the nodes stop), then each node by

@@ -14,6 +14,7 @@ from skybuffer.cli.options import (
     DataDir,
     JsonOut,
     emit_json,
+    one_server_only,
     redis_for_command,
     settings_for,
     settings_to_start,
@@ -34,19 +35,76 @@ def show_bench(title: str, result: dict[str, Any], as_json: bool) -> None:
             console.print(f"{key}: " + ", ".join(f"{k}={v}" for k, v in value.items()))
 
 
+ModeOpt = Annotated[
+    str,
+    typer.Option(
+        "--mode",
+        help="standalone (one Redis); cluster: a scratch local Redis Cluster with each "
+        "--partitions count, beside standalone in the same run; sentinel: a scratch "
+        "sentinel topology without and with WAIT for a replica per batch.",
+    ),
+]
+PartitionsOpt = Annotated[
+    str, typer.Option("--partitions", help="Cluster mode: partition counts to measure.")
+]
+
+
+def show_scaling(
+    title: str, result: dict[str, Any], columns: tuple[str, ...], as_json: bool
+) -> None:
+    """The scaling runs as one table, a row per topology and partition count."""
+    if as_json:
+        emit_json(result)
+        return
+    from skybuffer.console import console, figures_table
+
+    rows = [{k: run[k] for k in ("topology", "partitions", *columns)} for run in result["runs"]]
+    console.print(figures_table(title, rows))
+    console.print(
+        f"{result['events']:,} events; capacity at {result['firehose_events_per_s']:,} events/s "
+        f"and {result['node_maxmemory_bytes'] / 1024**3:.0f} GiB per node"
+    )
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"--partitions {text!r}: a comma list of counts, e.g. 1,3,6"
+        ) from None
+    if not counts or min(counts) < 1:
+        raise typer.BadParameter("--partitions needs counts of at least 1, e.g. 1,3,6")
+    return counts
+
+
+SCALING_COLUMNS = ("hours_per_node", "primaries_for_8h", "primaries_for_24h")
+
+
 @bench_app.command("ingest")
 def bench_ingest_cmd(
     events: Annotated[int, typer.Option("--events", help="Realistic events to ingest.")] = 500_000,
     source: Annotated[
         str, typer.Option("--source", help="synthetic (in memory) or jetstream (local server).")
     ] = "synthetic",
+    mode: ModeOpt = "standalone",
+    partitions: PartitionsOpt = "1,3,6",
     data_dir: DataDir = None,
     config: ConfigFile = None,
     as_json: JsonOut = False,
 ) -> None:
     """Measure how fast the ingester fills Redis, and Redis bytes per event, beside one
-    XADD per event and redis-benchmark; on a scratch Redis removed afterwards."""
+    XADD per event and redis-benchmark; on a scratch Redis removed afterwards. With --mode
+    cluster: ingest into 1, 3 and 6 partitions of a scratch cluster beside standalone,
+    and how many nodes hold 8 and 24 hours of the firehose."""
     s = settings_for(data_dir, config)
+    if mode in ("cluster", "sentinel"):
+        from skybuffer.ops.bench.scaling import bench_scaling
+
+        result = bench_scaling(events, s, _counts(partitions), mode)
+        columns = ("replica_acks", "ingest_events_per_s", "bytes_per_event", *SCALING_COLUMNS)
+        show_scaling(f"bench ingest --mode {mode}", result, columns, as_json)
+        return
     if source == "jetstream":
         from skybuffer.ops.bench.jetstream import bench_jetstream_ingest
 
@@ -61,6 +119,8 @@ def bench_ingest_cmd(
 @bench_app.command("write")
 def bench_write_cmd(
     events: Annotated[int, typer.Option("--events", help="Buffered events to drain.")] = 1_000_000,
+    mode: ModeOpt = "standalone",
+    partitions: PartitionsOpt = "1,3,6",
     data_dir: DataDir = None,
     config: ConfigFile = None,
     as_json: JsonOut = False,
@@ -69,8 +129,18 @@ def bench_write_cmd(
 
     Into a temporary lake, from a scratch Redis removed afterwards; beside a reference
     run in the same conditions (the same events as NDJSON through pyarrow.json and
-    pyarrow.parquet, in a child process); with Parquet bytes per event per type."""
+    pyarrow.parquet, in a child process); with Parquet bytes per event per type. With
+    --mode cluster: drain 1, 3 and 6 partitions of a scratch cluster beside standalone."""
     from skybuffer.ops.bench.write import bench_write
+
+    if mode in ("cluster", "sentinel"):
+        from skybuffer.ops.bench.scaling import bench_scaling
+
+        s = settings_for(data_dir, config)
+        result = bench_scaling(events, s, _counts(partitions), mode)
+        columns = ("drain_events_per_s", "ingest_events_per_s", "bytes_per_event")
+        show_scaling(f"bench write --mode {mode}", result, columns, as_json)
+        return
 
     result = bench_write(events, settings_for(data_dir, config))
     show_bench("bench write", result, as_json)
@@ -104,6 +174,7 @@ def bench_redis_cmd(
     from skybuffer.ops.bench.redis import run_bench_redis
 
     s = settings_to_start(data_dir, config)
+    one_server_only(s, "`bench redis`")
     with redis_for_command(s):
         report = run_bench_redis(s, ops, clients)
     show_report(report, as_json)

@@ -12,6 +12,7 @@ from skybuffer.cli.options import (
     ConfigFile,
     DataDir,
     JsonOut,
+    one_server_only,
     redis_for_command,
     settings_for,
     settings_to_start,
@@ -104,6 +105,7 @@ def chaos_sustained(
     from skybuffer.ops.chaos.sustained import run_sustained
 
     s = settings_to_start(data_dir, config)
+    one_server_only(s, "`chaos sustained`")
     with redis_for_command(s):
         report = run_sustained(s, minutes, rate, window, show_progress=not as_json)
     show_report(report, as_json)

@@ -50,6 +50,16 @@ def ingest(
             "stops (default: refuse, naming it).",
         ),
     ] = False,
+    partition: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--partition",
+            help="A partitioned buffer (redis.partitions): run only this partition's lane "
+            "(repeatable), so the lanes can run in several processes or hosts; default: "
+            "every lane, in this process.",
+            show_default=False,
+        ),
+    ] = None,
     data_dir: DataDir = None,
     config: ConfigFile = None,
 ) -> None:
@@ -57,7 +67,8 @@ def ingest(
 
     Runs until --count more events are taken, the end of --file, or Ctrl-C; a next run
     resumes where this one stopped. Events the pipeline refuses become dead letters (see
-    `skybuffer deadletter`) and do not count towards --count."""
+    `skybuffer deadletter`) and do not count towards --count. A partitioned buffer has
+    one lane per partition, each reading the source for its own share of accounts."""
     from skybuffer.cli.live import run_ingest
     from skybuffer.sources import check_source
 
@@ -75,6 +86,7 @@ def ingest(
             url=url,
             collections=split_collections(collections),
             wait_for_lease=wait,
+            partitions=partition,
         )
 
 

@@ -8,6 +8,7 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,7 +27,6 @@ from skybuffer.cli.options import (
     settings_to_read,
     settings_to_start,
 )
-from skybuffer.constants import Keys
 from skybuffer.errors import ConfigError, RedisUnavailable
 from skybuffer.settings import Settings
 
@@ -96,14 +96,25 @@ def readable(data_dir: Path | None, config: Path | None) -> Settings:
     return settings
 
 
+Stores = list[tuple[str, DeadLetterStore]]
+"""The dead-letter store of each partition, by its name ("" unpartitioned)."""
+
+
 @contextmanager
-def dead_letters(settings: Settings) -> Iterator[DeadLetterStore]:
-    """The dead-letter store of a data dir's Redis; never starts a server."""
+def dead_letters(settings: Settings) -> Iterator[Stores]:
+    """The dead-letter store of each partition of a data dir's Redis; never starts a
+    server. A partitioned buffer's letter IDs are shown as ``{partition}/{id}``."""
+    from skybuffer.buffer.partitions import Partitions
     from skybuffer.buffer.topology import connect
 
-    client = connect(settings.redis, settings.redis_dir)
+    partitions = Partitions.of_settings(settings.redis)
+    stores: Stores = []
     try:
-        yield DeadLetterStore(client, Keys(settings.redis.prefix))
+        for number in range(partitions.count):
+            keys = partitions.keys(number)
+            client = connect(settings.redis, settings.redis_dir, keys.prefix)
+            stores.append((partitions.name(number), DeadLetterStore(client, keys)))
+        yield stores
     except RedisUnavailable as exc:
         where = (
             settings.redis.url
@@ -114,7 +125,34 @@ def dead_letters(settings: Settings) -> Iterator[DeadLetterStore]:
             f"cannot reach {where} ({exc}); start it with `skybuffer redis start`"
         ) from None
     finally:
-        client.close()
+        for _, store in stores:
+            store.client.close()
+
+
+def qualified(partition: str, letter_id: str) -> str:
+    return f"{partition}/{letter_id}" if partition else letter_id
+
+
+def _store_of(stores: Stores, letter_id: str) -> tuple[DeadLetterStore, str]:
+    """The store a (qualified) letter ID belongs to, and its ID there."""
+    partition, _, bare = letter_id.rpartition("/")
+    for name, store in stores:
+        if name == partition:
+            return store, bare
+    names = ", ".join(n for n, _ in stores)
+    raise ConfigError(
+        f"no dead letter {letter_id!r}: letters of a partitioned buffer are named "
+        f"PARTITION/ID with PARTITION one of {names} (`skybuffer deadletter list` shows them)"
+    )
+
+
+def _for_store(chosen: Selection, partition: str) -> Selection | None:
+    """``chosen`` with only the IDs of one partition's letters (bare); None when --id
+    names none of them."""
+    if not chosen.ids:
+        return chosen
+    mine = {i.rpartition("/")[2] for i in chosen.ids if i.rpartition("/")[0] == partition}
+    return replace(chosen, ids=frozenset(mine)) if mine else None
 
 
 @deadletter_app.command("list")
@@ -131,12 +169,13 @@ def list_letters(
     from skybuffer.pipeline.deadletters import Summary
 
     chosen = selection(reason, since, until)
-    with dead_letters(readable(data_dir, config)) as store:
+    with dead_letters(readable(data_dir, config)) as stores:
         summary, shown = Summary(), list[dict[str, Any]]()
-        for letter in store.scan(chosen):
-            summary.add(letter)
-            if not limit or len(shown) < limit:
-                shown.append(letter.as_dict())
+        for name, store in stores:
+            for letter in store.scan(chosen):
+                summary.add(letter)
+                if not limit or len(shown) < limit:
+                    shown.append(letter.as_dict() | {"id": qualified(name, letter.id)})
     if as_json:
         emit_json({"summary": summary.as_dict(), "letters": shown})
         return
@@ -183,15 +222,16 @@ def show(
     from skybuffer.buffer.codec import Decoder
     from skybuffer.pipeline.deadletters import letter_records
 
-    with dead_letters(readable(data_dir, config)) as store:
-        letter = store.get(letter_id)
+    with dead_letters(readable(data_dir, config)) as stores:
+        store, bare = _store_of(stores, letter_id)
+        letter = store.get(bare)
     if letter is None:
         raise ConfigError(f"no dead letter {letter_id!r}: `skybuffer deadletter list` shows them")
     records = letter_records(letter, Decoder())
     if as_json:
-        emit_json(letter.as_dict() | {"records": records})
+        emit_json(letter.as_dict() | {"id": letter_id, "records": records})
         return
-    typer.echo(json.dumps(letter.as_dict(), indent=2))
+    typer.echo(json.dumps(letter.as_dict() | {"id": letter_id}, indent=2))
     for record in records:
         shown = record["event"]
         if shown is None:
@@ -216,13 +256,15 @@ def export(
     from skybuffer.pipeline.deadletters import export_records
 
     chosen = selection(reason, since, until)
-    with dead_letters(readable(data_dir, config)) as store:
+    with dead_letters(readable(data_dir, config)) as stores:
         handle = open(output, "w") if output else sys.stdout  # noqa: SIM115
         written = 0
         try:
-            for record in export_records(store, chosen):
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-                written += 1
+            for name, store in stores:
+                for record in export_records(store, chosen):
+                    record["letter"] = qualified(name, record["letter"])
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    written += 1
         finally:
             if output:
                 handle.close()
@@ -247,17 +289,22 @@ def replay(
     as_json: JsonOut = False,
 ) -> None:
     """Put the events this version accepts back into the buffer, exactly once."""
-    from skybuffer.pipeline.deadletters import Replayer
+    from skybuffer.pipeline.deadletters import Replayer, merged
 
     s = settings_to_start(data_dir, config)
     chosen = selection(reason, since, until, letter_ids)
-    with redis_for_command(s), dead_letters(s) as store:
-        replayer = Replayer(store, s.ingest)
-        try:
-            result = replayer.replay(chosen, dry_run)
-        finally:
-            replayer.close()
-    figures = result.as_dict()
+    with redis_for_command(s), dead_letters(s) as stores:
+        results = []
+        for name, store in stores:
+            mine = _for_store(chosen, name)
+            if mine is None:
+                continue
+            replayer = Replayer(store, s.ingest)
+            try:
+                results.append(replayer.replay(mine, dry_run))
+            finally:
+                replayer.close()
+    figures = merged(results, dry_run).as_dict()
     if as_json:
         emit_json(figures)
         return

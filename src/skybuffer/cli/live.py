@@ -8,19 +8,18 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
 from rich.live import Live
 
-from skybuffer.buffer.topology import connect
 from skybuffer.cli.tables import live_line
 from skybuffer.console import err_console, human_bytes
-from skybuffer.constants import WS_LAST_DURATION, WS_LAST_RUN, WS_LAST_SUCCESS, Keys
-from skybuffer.observability.status import buffer_status
-from skybuffer.observability.writer_stats import lake_totals, read_stats
+from skybuffer.constants import WS_LAST_DURATION, WS_LAST_RUN, WS_LAST_SUCCESS
+from skybuffer.observability.status import BufferView
+from skybuffer.observability.writer_stats import lake_totals
 from skybuffer.pipeline.runner import (
     IngestThread,
     build_ingester,
@@ -36,12 +35,13 @@ from skybuffer.settings import Settings
 class RateMeter:
     """Events per second over the last interval."""
 
-    def __init__(self, stats: IngestStats) -> None:
+    def __init__(self, stats: Callable[[], IngestStats]) -> None:
+        """``stats``: the run's figures now (a partitioned ingest adds its lanes' up)."""
         self.stats = stats
-        self._last = (time.monotonic(), stats.events)
+        self._last = (time.monotonic(), stats().events)
 
     def rate(self) -> float:
-        now, events = time.monotonic(), self.stats.events
+        now, events = time.monotonic(), self.stats().events
         then, before = self._last
         self._last = (now, events)
         return (events - before) / (now - then) if now > then else 0.0
@@ -59,6 +59,7 @@ def run_ingest(
     url: str | None = None,
     collections: list[str] | None = None,
     wait_for_lease: bool = False,
+    partitions: list[int] | None = None,
 ) -> IngestStats:
     """`skybuffer ingest`: a progress bar for counted runs, a summary at the end."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -85,6 +86,7 @@ def run_ingest(
             url=url,
             collections=collections,
             wait_for_lease=wait_for_lease,
+            partitions=partitions,
         )
         thread = IngestThread(ingester, stop)
         supervise(thread, stop, tick=lambda: None, every=0.5)
@@ -113,17 +115,16 @@ def run_pipeline(
         ingester = build_ingester(
             settings, source_kind, rate=rate, seed=seed, file=file, url=url, collections=collections
         )
-        client = connect(settings.redis, settings.redis_dir)
-        keys = Keys(settings.redis.prefix)
+        view = BufferView(settings)
         _announce(settings, services.urls)
-        meter = RateMeter(ingester.stats)
+        meter = RateMeter(lambda: ingester.stats)
         live_context = Live(console=err_console, refresh_per_second=2, transient=False)
         with logs_above(sys.stderr, live_context) as live:
 
             def tick() -> None:
                 try:
-                    figures = buffer_status(client, keys, settings.ingest.spool_dir)
-                    writer_line = _writer_line(read_stats(client, keys), services)
+                    figures = view.status()
+                    writer_line = _writer_line(view.writer_stats(), services)
                     live.update(live_line(meter.rate(), figures, writer_line))
                 except Exception as exc:  # noqa: BLE001 - the status line must not kill the run
                     live.update(f"status unavailable: {exc}")

@@ -13,6 +13,7 @@ from skybuffer.cli.options import (
     DataDir,
     JsonOut,
     emit_json,
+    one_server_only,
     redis_for_command,
     require_redis,
     settings_to_read,
@@ -72,6 +73,7 @@ def capacity(
     from skybuffer.ops.capacity import run_capacity
 
     s = settings_to_start(data_dir, config)
+    one_server_only(s, "`capacity`")
     with redis_for_command(s):
         report = run_capacity(s, events, show_progress=not as_json)
     show_report(report, as_json)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from skybuffer.errors import RedisUnavailable
+from skybuffer.errors import ConfigError, RedisUnavailable
 from skybuffer.settings import Settings, load_settings
 
 DATA_DIR_HELP = (
@@ -98,6 +98,16 @@ def require_redis(settings: Settings) -> None:
     )
 
 
+def one_server_only(settings: Settings, what: str) -> None:
+    """The toolkit's single-server experiments measure one Redis: refuse a cluster."""
+    if settings.redis.mode == "cluster":
+        raise ConfigError(
+            f"{what} measures one Redis server and a cluster has several: run it on a "
+            "standalone or sentinel data dir; `skybuffer bench ingest|write --mode cluster` "
+            "measures a cluster"
+        )
+
+
 @contextmanager
 def redis_for_command(settings: Settings) -> Iterator[None]:
     """For commands that need the buffer: the managed Redis of the data dir if it serves;
@@ -106,7 +116,7 @@ def redis_for_command(settings: Settings) -> Iterator[None]:
     from skybuffer.buffer.topology import managed
     from skybuffer.console import err_console
 
-    if settings.redis.url or settings.redis.sentinels:
+    if settings.redis.url or settings.redis.sentinels or settings.redis.cluster_nodes:
         yield
         return
     server = managed(settings.redis, settings.redis_dir)

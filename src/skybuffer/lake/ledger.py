@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.feather as feather
 
 from skybuffer.buffer.stream_ids import id_key
+from skybuffer.processes import fsync
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +126,15 @@ class ReplayGuard:
 
 class Ledger:
     """The lake's record per type of the last stream IDs published and committed, and
-    the replay guards. Local lakes only keep it durably (fsync'd); see module docstring."""
+    (``guards``) its saved replay guards. Local lakes only keep it durably (fsync'd); see
+    module docstring."""
 
     def __init__(self, root: str, partition: str = "") -> None:
         """``partition``: a buffer partition's own ledger ("p1"; its stream IDs are its own)."""
         self.directory = os.path.join(root, STATE_DIR)
-        self.tag = f"-{partition}" if partition else ""
-        self.path = os.path.join(self.directory, f"ledger{self.tag}.json")
+        tag = f"-{partition}" if partition else ""
+        self.path = os.path.join(self.directory, f"ledger{tag}.json")
+        self.guards = GuardFiles(self.directory, tag)
         self._state: dict[str, dict[str, str]] = self._load()
 
     def last(self, type_: str, what: str) -> str:
@@ -144,51 +147,13 @@ class Ledger:
         if current and id_key(current) >= id_key(entry_id):
             return
         self._state.setdefault(type_, {})[what] = entry_id
-        self._write(self.path, orjson.dumps(self._state, option=orjson.OPT_INDENT_2))
+        _replace_durably(self.path, orjson.dumps(self._state, option=orjson.OPT_INDENT_2))
 
     def accept(self, type_: str, entry_id: str) -> None:
         """Take Redis's word after it forgot: both IDs of ``type_`` back to ``entry_id``
         (the files past it are rewritten from the buffer or guarded against replays)."""
         self._state[type_] = {"published": entry_id, "committed": entry_id}
-        self._write(self.path, orjson.dumps(self._state, option=orjson.OPT_INDENT_2))
-
-    # --- replay guards -------------------------------------------------------------------
-    def guard(self, type_: str) -> ReplayGuard | None:
-        path = self._guard_path(type_)
-        if not os.path.exists(path):
-            return None
-        table = feather.read_table(path)
-        meta = table.schema.metadata or {}
-        guard = ReplayGuard(
-            type_,
-            meta.get(b"after", b"0-0").decode(),
-            table["identity"].combine_chunks(),
-            float(meta.get(b"expires", b"0")),
-        )
-        if not guard.active:
-            self.drop_guard(type_)
-            return None
-        return guard
-
-    def save_guard(self, guard: ReplayGuard) -> None:
-        if not guard.active:
-            self.drop_guard(guard.type)
-            return
-        meta = {"after": guard.after, "expires": str(guard.expires)}
-        table = pa.table({"identity": guard.identities}).replace_schema_metadata(meta)
-        sink = pa.BufferOutputStream()
-        feather.write_feather(table, sink, compression="uncompressed")
-        self._write(self._guard_path(guard.type), sink.getvalue().to_pybytes())
-
-    def drop_guard(self, type_: str) -> None:
-        try:
-            os.unlink(self._guard_path(type_))
-        except FileNotFoundError:
-            pass
-
-    # --- files -----------------------------------------------------------------------------
-    def _guard_path(self, type_: str) -> str:
-        return os.path.join(self.directory, f"guard{self.tag}-{type_}.arrow")
+        _replace_durably(self.path, orjson.dumps(self._state, option=orjson.OPT_INDENT_2))
 
     def _load(self) -> dict[str, dict[str, str]]:
         try:
@@ -201,20 +166,66 @@ class Ledger:
             return {}
         return state if isinstance(state, dict) else {}
 
-    def _write(self, path: str, data: bytes) -> None:
-        """Replace ``path`` atomically and durably (temp, fsync, rename, fsync dir)."""
-        os.makedirs(self.directory, mode=0o750, exist_ok=True)
-        temp = f"{path}.tmp"
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-        fd = os.open(self.directory, os.O_RDONLY)
+
+class GuardFiles:
+    """The saved replay guards, one Arrow file per type (``guard-{type}.arrow`` in the
+    ledger's directory; ``guard-{partition}-{type}.arrow`` for a partition's), so a
+    restarted writer keeps guarding; an expired guard is deleted when it is next loaded
+    or saved."""
+
+    def __init__(self, directory: str, tag: str = "") -> None:
+        self.directory = directory
+        self.tag = tag
+
+    def load(self, type_: str) -> ReplayGuard | None:
+        """The type's guard while it is active; None when there is none (any more)."""
+        path = self._path(type_)
+        if not os.path.exists(path):
+            return None
+        table = feather.read_table(path)
+        meta = table.schema.metadata or {}
+        guard = ReplayGuard(
+            type_,
+            meta.get(b"after", b"0-0").decode(),
+            table["identity"].combine_chunks(),
+            float(meta.get(b"expires", b"0")),
+        )
+        if not guard.active:
+            self.drop(type_)
+            return None
+        return guard
+
+    def save(self, guard: ReplayGuard) -> None:
+        if not guard.active:
+            self.drop(guard.type)
+            return
+        meta = {"after": guard.after, "expires": str(guard.expires)}
+        table = pa.table({"identity": guard.identities}).replace_schema_metadata(meta)
+        sink = pa.BufferOutputStream()
+        feather.write_feather(table, sink, compression="uncompressed")
+        _replace_durably(self._path(guard.type), sink.getvalue().to_pybytes())
+
+    def drop(self, type_: str) -> None:
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            os.unlink(self._path(type_))
+        except FileNotFoundError:
+            pass
+
+    def _path(self, type_: str) -> str:
+        return os.path.join(self.directory, f"guard{self.tag}-{type_}.arrow")
+
+
+def _replace_durably(path: str, data: bytes) -> None:
+    """Replace ``path`` atomically and durably (temp, fsync, rename, fsync dir)."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o750, exist_ok=True)
+    temp = f"{path}.tmp"
+    with open(temp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+    fsync(directory)
 
 
 GUARD_COLUMNS = ("did", "kind", "collection", "rkey", "rev", "operation", "time_us")

@@ -21,6 +21,7 @@ from skybuffer.buffer.deadletter import DeadLetterStore
 from skybuffer.buffer.lease import holder_of
 from skybuffer.buffer.partitions import Partitions
 from skybuffer.constants import TYPES, Keys
+from skybuffer.observability.writer_stats import merge_stats, read_stats
 from skybuffer.settings import LakeSettings, Settings
 
 if TYPE_CHECKING:  # DuckDB loads only when the lake is read
@@ -219,21 +220,53 @@ def lake_status(lake: LakeSettings) -> LakeStatus:
     return status
 
 
+class BufferView:
+    """The buffer of a data dir in whatever layout it has: one client per partition
+    (buffer/partitions.py), kept for repeated looks (the live status line)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from skybuffer.buffer.topology import connect
+
+        self.settings = settings
+        self.partitions = Partitions.of_settings(settings.redis)
+        self.clients = {
+            self.partitions.prefix(p): connect(
+                settings.redis, settings.redis_dir, self.partitions.prefix(p)
+            )
+            for p in range(self.partitions.count)
+        }
+
+    def status(self) -> BufferStatus:
+        """The buffer's figures (added up over partitions, each listed too)."""
+        spool_dir = self.settings.ingest.spool_dir
+        if self.partitions.partitioned:
+            return merged_status(self.partitions, self.clients.__getitem__, spool_dir)
+        (client,) = self.clients.values()
+        return buffer_status(client, self.partitions.keys(0), spool_dir)
+
+    def writer_stats(self) -> dict[str, float]:
+        """The DataWriter's figures (of every partition, added up)."""
+        parts = [
+            read_stats(self.clients[k.prefix], k)
+            for k in map(self.partitions.keys, range(self.partitions.count))
+        ]
+        return merge_stats(parts)
+
+    def stranded_warnings(self) -> list[str]:
+        first = self.clients[self.partitions.prefix(0)]
+        return [
+            f"{events:,} events wait under {prefix!r}, a partition layout other than "
+            f"redis.partitions = {self.partitions.count}: set it back and drain them first"
+            for prefix, events in sorted(self.partitions.stranded(first).items())
+        ]
+
+
 def collect_status(settings: Settings) -> BufferStatus:
     """Status of the buffer of a data dir (starting its managed Redis when needed), with
     the lake's figures."""
-    from skybuffer.buffer.topology import connect
-
-    partitions = Partitions.of_settings(settings.redis)
-    if partitions.partitioned:
-        status = merged_status(
-            partitions,
-            lambda prefix: connect(settings.redis, settings.redis_dir, prefix),
-            settings.ingest.spool_dir,
-        )
-    else:
-        client = connect(settings.redis, settings.redis_dir)
-        status = buffer_status(client, Keys(settings.redis.prefix), settings.ingest.spool_dir)
+    view = BufferView(settings)
+    status = view.status()
+    status.warnings += view.stranded_warnings()
     load = None if settings.redis.url else last_load(settings.redis_dir)
     if load is not None and load.truncated:
         status.warnings.append(load.describe())

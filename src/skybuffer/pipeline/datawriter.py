@@ -79,7 +79,10 @@ log = logging.getLogger(__name__)
 
 
 class DataWriter:
-    """Drains the streams of one key prefix into one lake, as one named consumer."""
+    """Drains the streams of one key prefix into one lake, as one named consumer.
+
+    Building and owning first; then draining (``drain_once``, ``drain_type``) and its
+    steps down to one batch: stage, publish, fenced commit, ledger."""
 
     def __init__(
         self,
@@ -145,7 +148,7 @@ class DataWriter:
         self.converter.close()
 
     @property
-    def _longest_run(self) -> float:
+    def longest_run(self) -> float:
         """How long a waiting writer waits: as long as a scheduled run may take."""
         return self.settings.budget_seconds + self.settings.lease_seconds
 
@@ -156,13 +159,12 @@ class DataWriter:
         if self.lease.held:
             yield
             return
-        self.lease.acquire(wait, stop, timeout=self._longest_run)
+        self.lease.acquire(wait, stop, timeout=self.longest_run)
         try:
             yield
         finally:
             self.lease.release()
 
-    # --- draining ------------------------------------------------------------------------
     def drain_once(self, types: Iterable[str] | None = None) -> DrainResult:
         """Drain what each type has buffered now; a failing type does not stop the rest."""
         started = time.monotonic()
@@ -191,7 +193,7 @@ class DataWriter:
         if type_ not in TYPES:
             raise ConfigError(f"unknown type {type_!r}; choose from {', '.join(TYPES)}")
         if not self.lease.held:  # a DataWriter used directly holds it until close()
-            self.lease.acquire(wait=True, timeout=self._longest_run)
+            self.lease.acquire(wait=True, timeout=self.longest_run)
         started = time.monotonic()
         try:
             self._drain_batches(type_, self.consumer.last_id(type_), deadline, result)
@@ -228,7 +230,6 @@ class DataWriter:
                     raise
                 read_new = True  # start over from what the buffer says now
 
-    # --- one batch -----------------------------------------------------------------------
     def _write_batch(self, batch: ReadBatch, result: TypeResult) -> None:
         """Stage, publish and commit one batch; one that fails gives back to the replay
         guard what it dropped, so its next attempt drops it again (no duplicates)."""
@@ -306,7 +307,6 @@ class DataWriter:
             ) from exc
 
 
-# --- module-level entry points ---------------------------------------------------------------
 @contextmanager
 def _writer(target: Settings | DataWriter) -> Iterator[DataWriter]:
     """The given DataWriter, or one built from settings and closed afterwards."""

@@ -130,6 +130,19 @@ class ReplayResult:
         }
 
 
+def merged(results: list[ReplayResult], dry_run: bool) -> ReplayResult:
+    """Several partitions' replays as one."""
+    total = ReplayResult(dry_run=dry_run)
+    for one in results:
+        total.letters += one.letters
+        total.replayed_letters += one.replayed_letters
+        total.requeued.update(one.requeued)
+        total.still_rejected.update(one.still_rejected)
+        total.undecodable += one.undecodable
+        total.gone += one.gone
+    return total
+
+
 @dataclass
 class Verdict:
     """The current version's view of one letter's events."""

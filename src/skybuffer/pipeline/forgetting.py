@@ -32,7 +32,10 @@ log = logging.getLogger(__name__)
 
 
 class Forgetting:
-    """Notices a Redis that forgot commits, and guards the lake against the replay."""
+    """Notices a Redis that forgot commits, and guards the lake against the replay.
+
+    The writer calls ``notice`` before a batch, ``unreplayed`` on its rows, then ``save``
+    or ``abandon``; the private steps after them build a guard when Redis forgot."""
 
     def __init__(
         self,
@@ -55,7 +58,7 @@ class Forgetting:
         if self.ledger is None:
             return  # an object-store lake keeps no ledger (documented)
         if type_ not in self.guards:
-            self.guards[type_] = self.ledger.guard(type_)
+            self.guards[type_] = self.ledger.guards.load(type_)
         published = self.ledger.last(type_, "published")
         if not published:
             return
@@ -91,7 +94,7 @@ class Forgetting:
             return dropped
         guard.settle()
         if guard.changed and self.ledger is not None:
-            self.ledger.save_guard(guard)
+            self.ledger.guards.save(guard)
             guard.changed = False
         return dropped
 
@@ -102,7 +105,6 @@ class Forgetting:
         if guard is not None:
             guard.abandon()
 
-    # --- the guard -------------------------------------------------------------------------
     def _guard(self, type_: str, redis_last: str, published: str) -> None:
         assert self.ledger is not None
         paths = self.lake.files_between(type_, redis_last, published)
@@ -116,7 +118,7 @@ class Forgetting:
                 ids = pc.unique(pa.concat_arrays([previous.identities, ids]))
             guard = ReplayGuard(type_, published, ids, time.time() + self.guard_seconds)
             self.guards[type_] = guard
-            self.ledger.save_guard(guard)
+            self.ledger.guards.save(guard)
         if len(ids) or (committed and id_key(redis_last) < id_key(committed)):
             log.error(
                 "%s: Redis forgot commits (its last is %s, the lake's %s); %d events of %d "

@@ -57,7 +57,11 @@ log = logging.getLogger(__name__)
 
 class Ingester:
     """Moves events from one source into the buffer; ``run`` returns when told to stop,
-    when the source ends, or once ``count`` more valid events are buffered."""
+    when the source ends, or once ``count`` more valid events are buffered.
+
+    The steps follow ``run`` in the order they run: a pass over the source (recover from
+    the cursor and spool, take, finish), writing what is held, then pausing the source
+    (backpressure). Holding, health, outages and counts are collaborators of their own."""
 
     def __init__(
         self,
@@ -88,7 +92,6 @@ class Ingester:
     def stats(self) -> IngestStats:
         return self.tally.stats
 
-    # --- the loop ------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None) -> IngestStats:
         stop = stop or threading.Event()
         lease = self.producer.lease
@@ -150,7 +153,6 @@ class Ingester:
         self._next_seq += 1
         self.holding.add(batch)
 
-    # --- start and stop ------------------------------------------------------------------
     def _recover(self, stop: threading.Event) -> None:
         """Wait for Redis, replay the spool, and point the source at the cursor."""
         checkpoint = self._through_outage(stop, self.producer.checkpoint)
@@ -241,7 +243,6 @@ class Ingester:
                 *spooled,
             )
 
-    # --- writing -------------------------------------------------------------------------
     def _flush(self, force: bool = False) -> None:
         """Write held batches in order (spool first: it holds the oldest)."""
         if not self.holding.pending():
@@ -281,7 +282,6 @@ class Ingester:
                 self._unhealthy(exc)
                 self.health.wait(stop)
 
-    # --- health and backpressure ---------------------------------------------------------
     def _healthy(self) -> None:
         self.health.answered()
         self.holding.refused = False

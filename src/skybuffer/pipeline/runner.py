@@ -10,7 +10,6 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from types import FrameType
 
@@ -85,11 +84,14 @@ def build_ingester(
     url: str | None = None,
     collections: list[str] | None = None,
     wait_for_lease: bool = False,
+    partitions: list[int] | None = None,
 ) -> Ingester | Lanes:
     """Wire a source, the producer (holding the source's lease) and the spool of a data
     dir into an Ingester; ``count``: N more valid events from where the source resumes.
-    A partitioned buffer gets one lane per partition (pipeline/lanes.py)."""
-    partitions = Partitions.of_settings(settings.redis)
+    A partitioned buffer gets one lane per partition (pipeline/lanes.py), or only those
+    of ``partitions``."""
+    layout = Partitions.of_settings(settings.redis)
+    chosen = _chosen(layout, partitions)
 
     def source() -> Source:
         return open_source(
@@ -100,12 +102,14 @@ def build_ingester(
             url=url,
             collections=collections,
             jetstream=settings.jetstream,
-            count=count if partitions.count > 1 else None,
+            count=count if layout.partitioned else None,
         )
 
-    if not partitions.partitioned:
-        lane = partial(_lane, settings, wait_for_lease=wait_for_lease)
-        return lane(source(), Keys(settings.redis.prefix), on_batch=on_batch, count=count)
+    if not layout.partitioned:
+        keys = Keys(settings.redis.prefix)
+        return _lane(
+            settings, source(), keys, on_batch=on_batch, wait_for_lease=wait_for_lease, count=count
+        )
     if count is not None and source_kind != "synthetic":
         raise ConfigError(
             "--count with a partitioned buffer counts source events, which only the synthetic "
@@ -113,9 +117,9 @@ def build_ingester(
         )
     lanes = Lanes([])
     report = combined(on_batch, lanes)
-    for partition in range(partitions.count):
-        view = PartitionView(source(), partitions, partition)
-        keys = partitions.keys(partition)
+    for partition in chosen:
+        view = PartitionView(source(), layout, partition)
+        keys = layout.keys(partition)
         lanes.lanes.append(
             _lane(
                 settings,
@@ -123,10 +127,24 @@ def build_ingester(
                 keys,
                 on_batch=report,
                 wait_for_lease=wait_for_lease,
-                name=partitions.name(partition),
+                name=layout.name(partition),
             )
         )
     return lanes
+
+
+def _chosen(layout: Partitions, partitions: list[int] | None) -> list[int]:
+    """The lanes to run: every partition's, or those asked for (each one that exists)."""
+    if not partitions:
+        return list(range(layout.count))
+    wrong = sorted(p for p in set(partitions) if not 0 <= p < layout.count)
+    if wrong or not layout.partitioned:
+        raise ConfigError(
+            f"--partition {', '.join(map(str, wrong or partitions))}: the buffer has "
+            f"{layout.count} partition(s) (redis.partitions), numbered from 0"
+            + ("" if layout.partitioned else "; --partition needs a partitioned buffer")
+        )
+    return sorted(set(partitions))
 
 
 def _lane(
@@ -141,10 +159,12 @@ def _lane(
 ) -> Ingester:
     """The ingester of one key prefix (partition ``name``): its producer, lease, spool."""
     client = connect(settings.redis, settings.redis_dir, keys.prefix)
+    Partitions.of_settings(settings.redis).refuse_stranded(client)
     what = f"the ingester of source {source.name}"
     hint = "stop it first, or pass --wait to take over when it stops"
     lease = Lease(client, keys.ingest_lease(source.name), settings.ingest.lease_seconds, what, hint)
-    producer = Producer(client, keys, source.name, lease)
+    acks = (settings.ingest.replica_acks, settings.ingest.replica_ack_timeout_ms)
+    producer = Producer(client, keys, source.name, lease, acks)
     assert settings.ingest.spool_dir is not None
     spool = Spool(settings.ingest.spool_dir, f"{source.name}.{name}" if name else source.name)
     return Ingester(

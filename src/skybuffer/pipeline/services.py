@@ -16,14 +16,15 @@ import subprocess
 import sys
 import time
 from contextlib import AbstractContextManager
+from pathlib import Path
 from types import TracebackType
 
 from skybuffer.buffer.cluster import ClusterTopology
+from skybuffer.buffer.partitions import Partitions
 from skybuffer.buffer.sentinel import SentinelTopology
 from skybuffer.buffer.server import ManagedRedis
 from skybuffer.buffer.topology import connect, managed
 from skybuffer.console import err_console
-from skybuffer.constants import Keys
 from skybuffer.errors import LeaseHeld
 from skybuffer.pipeline.prefect_server import PrefectServer, prefect_env
 from skybuffer.privilege import skybuffer_env
@@ -36,7 +37,8 @@ RUN_LOCK = "run.lock"
 
 
 class Services(AbstractContextManager["Services"]):
-    """Everything but the ingester; a context manager so a crash still tears it down."""
+    """Everything but the ingester; a context manager so a crash still tears it down.
+    The steps follow ``close``: the starts in the order they run, then the stops."""
 
     def __init__(self, settings: Settings, *, stack: bool = True, writer: bool = True) -> None:
         self.settings = settings
@@ -47,11 +49,11 @@ class Services(AbstractContextManager["Services"]):
         self.stack_started = False
         self.serve: subprocess.Popen[bytes] | None = None
         self.urls: dict[str, str] = {}
-        self._lock_fd: int | None = None
+        self.run_lock = RunLock(settings.data_dir)
 
     def __enter__(self) -> Services:
         self.settings.claim_ports()
-        self._own_data_dir()
+        self.run_lock.acquire()
         try:
             self._start_redis()
             if self.want_writer:
@@ -68,28 +70,17 @@ class Services(AbstractContextManager["Services"]):
     ) -> None:
         self.close()
 
-    # --- start -------------------------------------------------------------------------
-    def _own_data_dir(self) -> None:
-        """One `run` per data dir: an flock on {data_dir}/run.lock (the kernel frees it
-        when the process dies), taken before anything starts, so a second `run` refuses
-        without touching the first one's servers."""
-        path = self.settings.data_dir / RUN_LOCK
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise LeaseHeld(
-                holder,
-                "stop that `skybuffer run` first (Ctrl-C), or give this one another --data-dir",
-                key=f"the data dir {self.settings.data_dir}",
-            ) from None
-        since = time.strftime("%Y-%m-%d %H:%M:%S")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"skybuffer run (pid {os.getpid()}, since {since})".encode(), 0)
-        self._lock_fd = fd
+    def writer_alive(self) -> bool:
+        return self.serve is None or self.serve.poll() is None
+
+    def close(self) -> None:
+        """Stop in reverse order; each step runs even when an earlier one failed."""
+        for step in (self._stop_writer, self._stop_stack, self._stop_prefect, self._stop_redis):
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - keep tearing down
+                log.error("Shutdown step %s failed: %s", step.__name__, exc)
+        self.run_lock.release()  # frees the data dir for the next `run`
 
     def _start_redis(self) -> None:
         s = self.settings
@@ -142,21 +133,6 @@ class Services(AbstractContextManager["Services"]):
         self.urls.update(pages_to_open(stack_up(self.settings)))
         self.stack_started = True
 
-    def writer_alive(self) -> bool:
-        return self.serve is None or self.serve.poll() is None
-
-    # --- stop --------------------------------------------------------------------------
-    def close(self) -> None:
-        """Stop in reverse order; each step runs even when an earlier one failed."""
-        for step in (self._stop_writer, self._stop_stack, self._stop_prefect, self._stop_redis):
-            try:
-                step()
-            except Exception as exc:  # noqa: BLE001 - keep tearing down
-                log.error("Shutdown step %s failed: %s", step.__name__, exc)
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # frees the data dir for the next `run`
-            self._lock_fd = None
-
     def _stop_writer(self) -> None:
         serve, self.serve = self.serve, None
         if serve is None or serve.poll() is not None:
@@ -165,13 +141,17 @@ class Services(AbstractContextManager["Services"]):
         stop_process_group(serve, timeout=30)
 
     def _wait_for_running_drain(self) -> None:
-        """A DataWriter run holds the writer lease: let it finish (within its budget)."""
+        """A DataWriter run holds the writer lease (of each partition): let it finish
+        (within its budget)."""
         try:
-            client = connect(self.settings.redis, self.settings.redis_dir)
-            key = Keys(self.settings.redis.prefix).writer_lease
+            partitions = Partitions.of_settings(self.settings.redis)
+            leases = [
+                (connect(self.settings.redis, self.settings.redis_dir, k.prefix), k.writer_lease)
+                for k in map(partitions.keys, range(partitions.count))
+            ]
             deadline = time.monotonic() + self.settings.writer.budget_seconds
             announced = False
-            while client.exists(key) and time.monotonic() < deadline:
+            while any(c.exists(k) for c, k in leases) and time.monotonic() < deadline:
                 if not announced:
                     err_console.print("Waiting for the running DataWriter run to finish…")
                     announced = True
@@ -196,3 +176,38 @@ class Services(AbstractContextManager["Services"]):
             self.redis.stop()
             self.redis = None
             err_console.print("redis-server stopped (AOF fsync'd).")
+
+
+class RunLock:
+    """One `run` per data dir: an flock on {data_dir}/run.lock (the kernel frees it when
+    the process dies), taken before anything starts, so a second `run` refuses without
+    touching the first one's servers. The file names the holder for that refusal."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.path = data_dir / RUN_LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise LeaseHeld naming the `run` that holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise LeaseHeld(
+                holder,
+                "stop that `skybuffer run` first (Ctrl-C), or give this one another --data-dir",
+                key=f"the data dir {self.data_dir}",
+            ) from None
+        since = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"skybuffer run (pid {os.getpid()}, since {since})".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

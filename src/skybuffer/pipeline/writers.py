@@ -47,6 +47,8 @@ class Writers:
         self.writers = [
             DataWriter.from_settings(settings, partition=p) for p in range(self.partitions.count)
         ]
+        for writer in self.writers:
+            self.partitions.refuse_stranded(writer.client)
 
     def close(self) -> None:
         for writer in self.writers:
@@ -60,7 +62,7 @@ class Writers:
         for writer in self.writers:
             if not writer.lease.held:
                 try:
-                    writer.lease.acquire(wait, stop, timeout=writer._longest_run)
+                    writer.lease.acquire(wait, stop, timeout=writer.longest_run)
                 except LeaseHeld as exc:
                     log.info("Partition %s: %s", writer.partition or "-", exc)
                     continue

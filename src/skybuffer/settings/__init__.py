@@ -57,7 +57,9 @@ __all__ = [
 
 
 class Settings(BaseSettings):
-    """The root of every setting."""
+    """The root of every setting, resolved for its data dir: the paths under it, and the
+    ports it records (datadir.py), which fill every port left unset when the settings are
+    built; ``claim_ports`` chooses and records the rest for a command that starts them."""
 
     model_config = SettingsConfigDict(
         env_prefix="SKYBUFFER_",
@@ -95,16 +97,6 @@ class Settings(BaseSettings):
         self._fill_recorded_ports()
         return self
 
-    # --- the data dir's ports (datadir.py) ------------------------------------------------
-    def port(self, service: str) -> int | None:
-        section, field = PORTS[service]
-        return getattr(getattr(self, section), field)
-
-    def _set_ports(self, ports: dict[str, int]) -> None:
-        for service, port in ports.items():
-            section, field = PORTS[service]
-            setattr(getattr(self, section), field, port)
-
     def _fill_recorded_ports(self) -> None:
         """Each unset port from the data dir's record, if any (creates nothing); a data dir
         from before the record has its running Redis's port in its endpoint file."""
@@ -122,6 +114,15 @@ class Settings(BaseSettings):
         unset = [service for service in PORTS if self.port(service) is None]
         if unset:
             self._set_ports(claim(self.data_dir, unset, self.redis_dir))
+
+    def port(self, service: str) -> int | None:
+        section, field = PORTS[service]
+        return getattr(getattr(self, section), field)
+
+    def _set_ports(self, ports: dict[str, int]) -> None:
+        for service, port in ports.items():
+            section, field = PORTS[service]
+            setattr(getattr(self, section), field, port)
 
     def require_pipeline(self) -> None:
         """For read-only commands: NoPipeline unless a pipeline lives in the data dir."""

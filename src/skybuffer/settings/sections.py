@@ -133,6 +133,15 @@ class IngestSettings(Section):
     lease_seconds: float = Field(default=15.0, ge=1)
     """The ingest lease's expiry (one ingester per source cursor): an ingester that stops
     renewing it is replaced after this long; one killed on this host at once."""
+    replica_acks: int = Field(default=0, ge=0)
+    """Sentinel or cluster: after each batch, wait until this many replicas have it (Redis
+    WAIT), so a failover can lose at most the batch in flight; 0: do not wait (a failover
+    then loses what replication had not sent, re-read from the source). Its cost is in
+    docs/BENCHMARKS.md."""
+    replica_ack_timeout_ms: int = Field(default=1000, ge=1)
+    """How long a batch waits for its replica acknowledgements; a batch acknowledged by
+    fewer is kept (it is in the primary) and counted in
+    skybuffer_ingest_replica_ack_short_total."""
     memory_queue_batches: int = Field(default=64, ge=1)
     """Batches held in memory while Redis is unreachable, before spilling to the spool."""
     backoff_max_seconds: float = 5.0

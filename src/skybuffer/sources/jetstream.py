@@ -52,7 +52,10 @@ def load_dictionary(path: Path | None) -> zstandard.ZstdCompressionDict:
 
 
 class JetstreamSource:
-    """Jetstream v1 as a Source: raw frames, the resume window as position."""
+    """Jetstream v1 as a Source: raw frames, the resume window as position.
+
+    The Source protocol first; then the steps of ``batches``: start the reader, collect
+    chunks from its inbox, admit their new frames, answer its reconnect markers."""
 
     name = "jetstream"
 
@@ -88,7 +91,6 @@ class JetstreamSource:
         self._closed = threading.Event()
         self._yielded = 0
 
-    # --- Source protocol -----------------------------------------------------------------
     def resume(self, position: str | None) -> None:
         """Start from a position written by this source (None: the live tail); after
         ``close``, reconnect from it (a rewind)."""
@@ -127,7 +129,6 @@ class JetstreamSource:
         if self._reader is not None:
             self._reader.stop()
 
-    # --- batching ------------------------------------------------------------------------
     def _start_reader(self) -> None:
         if self._reader is not None:
             return

@@ -117,7 +117,10 @@ class ResumePoint:
 
 
 class Overlap:
-    """Admitted events' identities over the last ``rewind`` of time_us (consumer thread)."""
+    """Admitted events' identities over the last ``rewind`` of time_us (consumer thread).
+
+    Its life in order: ``restore`` a position, ``admit`` each event, write ``position()``
+    with every batch (and hand the reader a ``resume_point()`` at each reconnect)."""
 
     def __init__(self, rewind_us: int, guard_us: int, max_ids: int) -> None:
         self.rewind_us = rewind_us
@@ -129,44 +132,17 @@ class Overlap:
         self._ids: dict[bytes, int] = {}
         self.duplicates = 0
 
-    # --- position ------------------------------------------------------------------------
     def restore(self, position: str | None) -> None:
         """Load a position written by ``position()``; None starts live with an empty window."""
         self._ids, self.max_us, self.floor_us, self.host = {}, None, None, ""
         if position is None:
             return
-        wire, _, rest = position.partition(":")
-        if wire != WIRE:
-            raise ConfigError(
-                f"the jetstream cursor {position[:40]!r} is not a Jetstream {WIRE} cursor "
-                f"(wire {wire!r}); cursors are not portable between wire versions. Delete "
-                "the key skybuffer:cursor:jetstream to start from the live tail."
-            )
-        try:
-            floor, top, host, ids = rest.split(":")
-            self.floor_us, self.max_us = (int(floor), int(top)) if top else (None, None)
-            packed = base64.urlsafe_b64decode(ids)
-        except ValueError:
-            raise ConfigError(f"the jetstream cursor {position[:60]!r} is corrupt") from None
-        self.host = host
+        self.floor_us, self.max_us, self.host, packed = _decode(position)
         # Their own time_us is not kept: they stay until the floor passes the newest.
         stamp = self.max_us or 0
         for start in range(0, len(packed), ID_BYTES):
             self._ids[packed[start : start + ID_BYTES]] = stamp
 
-    def position(self) -> str:
-        """The window as a compact string: ``v1:floor:max:host:ids``."""
-        self._trim()
-        if self.max_us is None:
-            return f"{WIRE}::::"
-        ids = base64.urlsafe_b64encode(b"".join(self._ids)).decode("ascii")
-        return f"{WIRE}:{self.floor_us}:{self.max_us}:{self.host}:{ids}"
-
-    def resume_point(self) -> ResumePoint:
-        self._trim()
-        return ResumePoint(self.floor_us, self.max_us, self.host, self.guard_us)
-
-    # --- admission -----------------------------------------------------------------------
     def admit(self, raw: bytes) -> bool:
         """True when ``raw`` is new (and now remembered); False for an event already had."""
         digest, time_us = identity(raw)
@@ -181,6 +157,18 @@ class Overlap:
             self._ids[digest] = time_us
         return True
 
+    def position(self) -> str:
+        """The window as a compact string: ``v1:floor:max:host:ids``."""
+        self._trim()
+        if self.max_us is None:
+            return f"{WIRE}::::"
+        ids = base64.urlsafe_b64encode(b"".join(self._ids)).decode("ascii")
+        return f"{WIRE}:{self.floor_us}:{self.max_us}:{self.host}:{ids}"
+
+    def resume_point(self) -> ResumePoint:
+        self._trim()
+        return ResumePoint(self.floor_us, self.max_us, self.host, self.guard_us)
+
     def _trim(self) -> None:
         """Forget ids below the window; cap them, moving the floor up to what they cover."""
         if self.max_us is None:
@@ -193,3 +181,22 @@ class Overlap:
         if any(stamp < floor for stamp in ids.values()):
             self._ids = {d: stamp for d, stamp in ids.items() if stamp >= floor}
         self.floor_us = floor
+
+
+def _decode(position: str) -> tuple[int | None, int | None, str, bytes]:
+    """(floor, max, host, packed ids) of ``v1:floor:max:host:ids``; ConfigError for a
+    cursor of another wire or a corrupt one."""
+    wire, _, rest = position.partition(":")
+    if wire != WIRE:
+        raise ConfigError(
+            f"the jetstream cursor {position[:40]!r} is not a Jetstream {WIRE} cursor "
+            f"(wire {wire!r}); cursors are not portable between wire versions. Delete "
+            "the key skybuffer:cursor:jetstream to start from the live tail."
+        )
+    try:
+        floor, top, host, ids = rest.split(":")
+        bounds = (int(floor), int(top)) if top else (None, None)
+        packed = base64.urlsafe_b64decode(ids)
+    except ValueError:
+        raise ConfigError(f"the jetstream cursor {position[:60]!r} is corrupt") from None
+    return bounds[0], bounds[1], host, packed

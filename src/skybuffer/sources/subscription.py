@@ -12,17 +12,14 @@ with its ``ResumePoint``, so the next connection starts from what the ingester *
 the overlap is dropped by the consumer's window (sources/overlap.py). Nothing read is
 lost, nothing is read twice into the buffer.
 
-Reconnects back off exponentially with jitter; a connection that delivered
-messages resets the backoff; ``failures_before_rotate`` failures in a row move to the
-next URL. Keepalive pings notice a dead peer; a receive timeout notices a live peer
-that has stopped sending.
+Where and when to reconnect is sources/reconnect.py's policy. Keepalive pings notice a
+dead peer; a receive timeout notices a live peer that has stopped sending.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import socket
 import threading
 import time
@@ -39,6 +36,7 @@ from skybuffer.events import Reason
 from skybuffer.settings import JetstreamSettings
 from skybuffer.sources.inbox import Chunk, Disconnected, Inbox
 from skybuffer.sources.overlap import ResumePoint, host_tag
+from skybuffer.sources.reconnect import Reconnects
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +51,6 @@ SLOW_WINDOW_SECONDS = 5.0
 """A disconnect this soon after the inbox was full is blamed on our slowness."""
 REPLAY_WINDOW_SECONDS = 24 * 3600
 """How far back a v1 host replays (jetstream-legacy#58); older cursors are clamped."""
-SLOW_CONSUMER_WARNING = (
-    "Jetstream dropped %s while the buffer pushed back (slow consumer); reconnecting to %s "
-    "from the ingested cursor: lossless while that cursor is inside Jetstream's replay "
-    "window (~24 h)."
-)
-RECONNECT_WARNING = "Jetstream connection to %s ended (%s: %s); reconnecting to %s."
 
 
 def subscribe_url(base: str, collections: list[str], cursor: int | None, compress: bool) -> str:
@@ -81,7 +73,10 @@ def describe_cursor(cursor: int | None) -> str:
 
 
 class Subscription:
-    """Reads Jetstream into ``inbox`` until ``stop``; reconnects and fails over by itself."""
+    """Reads Jetstream into ``inbox`` until ``stop``; reconnects and fails over by itself.
+
+    The consumer thread calls the public methods; everything else runs on the reader's
+    own loop: a session per connection, frames pumped into chunks, chunks handed over."""
 
     def __init__(
         self,
@@ -97,7 +92,6 @@ class Subscription:
         self._thread = threading.Thread(target=self.run, name="jetstream-reader", daemon=True)
         self.settings = settings
         self.inbox = inbox
-        self.urls = urls
         self.collections = collections
         self.compress = compress
         self._dctx = decompressor
@@ -105,9 +99,7 @@ class Subscription:
         self._answered = threading.Event()
         self._answered.set()
         self._stop = threading.Event()
-        self._url_index = 0
-        self._failures = 0
-        self._backoff_exp = 0
+        self._reconnects = Reconnects(settings, urls)
         self.connections = 0
         # Per connection, touched by the loop thread only:
         self._pending = Chunk("")
@@ -116,7 +108,6 @@ class Subscription:
         self._waiting = False
         self._delivered = False
 
-    # --- called from the consumer thread ---------------------------------------------------
     def answer(self, point: ResumePoint) -> None:
         """The consumer has taken everything before the last marker: resume from ``point``."""
         self._point = point
@@ -137,7 +128,6 @@ class Subscription:
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
-    # --- the loop --------------------------------------------------------------------------
     def run(self) -> None:
         try:
             asyncio.run(self._main())
@@ -151,7 +141,7 @@ class Subscription:
         while not self._stop.is_set():
             if not await self._wait_answer():
                 return
-            url = self.urls[self._url_index % len(self.urls)]
+            url = self._reconnects.url
             cursor = self._point.cursor(url)
             try:
                 cause, detail, delivered = await self._session(url, cursor)
@@ -160,22 +150,18 @@ class Subscription:
                 cause, detail, delivered = "error", _brief(exc), False
             if cause == "stopped":
                 return
-            self._after_session(url, cause, detail, delivered)
+            self._reconnects.ended(url, cause, detail, delivered)
             self._answered.clear()
             self.inbox.offer(Disconnected(cause, detail))
-            await self._sleep(self._delay(delivered))
+            await self._sleep(self._reconnects.delay(delivered))
 
-    def _hint_offline(self, url: str) -> None:
-        """Once: a host name that does not resolve usually means no network at all."""
-        if getattr(self, "_offline_hinted", False):
-            return
-        self._offline_hinted = True
-        log.error(
-            "Cannot resolve %s: is this machine offline? Without a network, ingest from "
-            "`--source synthetic`, or serve a capture with `skybuffer replay-server --file F` "
-            "and pass `--url ws://127.0.0.1:6008/subscribe`. Retrying meanwhile.",
-            url,
-        )
+    async def _wait_answer(self) -> bool:
+        """Wait for the consumer's ResumePoint; False when stopped first."""
+        while not self._answered.is_set():
+            if self._stop.is_set():
+                return False
+            await asyncio.sleep(TICK_SECONDS)
+        return not self._stop.is_set()
 
     async def _session(self, url: str, cursor: int | None) -> tuple[str, str, bool]:
         """One connection, until it ends: (cause, detail, whether it delivered anything)."""
@@ -214,6 +200,18 @@ class Subscription:
         finally:
             metrics.SOURCE_CONNECTED.set(0)
             await ws.close()
+
+    def _hint_offline(self, url: str) -> None:
+        """Once: a host name that does not resolve usually means no network at all."""
+        if getattr(self, "_offline_hinted", False):
+            return
+        self._offline_hinted = True
+        log.error(
+            "Cannot resolve %s: is this machine offline? Without a network, ingest from "
+            "`--source synthetic`, or serve a capture with `skybuffer replay-server --file F` "
+            "and pass `--url ws://127.0.0.1:6008/subscribe`. Retrying meanwhile.",
+            url,
+        )
 
     async def _read_until_closed(self, ws: ClientConnection) -> tuple[str, str, bool]:
         pump = asyncio.ensure_future(self._pump(ws))
@@ -283,7 +281,6 @@ class Subscription:
             return "slow_consumer"
         return cause
 
-    # --- handing over ----------------------------------------------------------------------
     def _try_hand_over(self) -> bool:
         if not len(self._pending):
             return True
@@ -310,41 +307,6 @@ class Subscription:
     async def _hand_over_rest(self) -> None:
         if not self._stop.is_set():
             await self._hand_over()
-
-    async def _wait_answer(self) -> bool:
-        """Wait for the consumer's ResumePoint; False when stopped first."""
-        while not self._answered.is_set():
-            if self._stop.is_set():
-                return False
-            await asyncio.sleep(TICK_SECONDS)
-        return not self._stop.is_set()
-
-    # --- reconnect policy ------------------------------------------------------------------
-    def _after_session(self, url: str, cause: str, detail: str, delivered: bool) -> None:
-        metrics.SOURCE_RECONNECTS.labels(cause).inc()
-        if delivered:
-            self._failures, self._backoff_exp = 0, 0
-        else:
-            self._failures += 1
-            self._backoff_exp += 1
-        rotate = self._failures >= self.settings.failures_before_rotate
-        if rotate and len(self.urls) > 1:
-            self._failures = 0
-            self._url_index += 1
-        nxt = self.urls[self._url_index % len(self.urls)]
-        if cause == "slow_consumer":
-            log.warning(SLOW_CONSUMER_WARNING, url, nxt)
-        else:
-            log.warning(RECONNECT_WARNING, url, cause, detail, nxt)
-
-    def _delay(self, delivered: bool) -> float:
-        """Between half and all of initial * 2^failures (capped): jitter keeps a fleet of
-        clients from reconnecting in step after an outage."""
-        s = self.settings
-        ceiling = min(s.backoff_max_seconds, s.backoff_initial_seconds * 2**self._backoff_exp)
-        if delivered:
-            ceiling = s.backoff_initial_seconds
-        return random.uniform(ceiling / 2, ceiling)
 
     async def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

@@ -34,7 +34,7 @@ from skybuffer.buffer.sentinel import SentinelTopology, wait_for_new_primary
 from skybuffer.constants import Keys
 from skybuffer.datadir import free_port
 from skybuffer.ops.chaos.failover_cluster import ClusterFailoverRun
-from skybuffer.ops.chaos.pipeline_run import SOURCES, PipelineRun, confirmed, landed
+from skybuffer.ops.chaos.pipeline_run import SOURCES, PipelineRun, batches_landed, confirmed
 from skybuffer.ops.report import Report, Table
 from skybuffer.pipeline.ingest import Ingester
 from skybuffer.pipeline.lanes import Lanes
@@ -128,7 +128,6 @@ class FailoverRun(PipelineRun):
     def client(self, user: str = "skybuffer") -> redis.Redis:
         return self.topology.client(user)
 
-    # --- the fault ---------------------------------------------------------------------------
     def fault(self, ingester: Ingester | Lanes) -> dict[str, Any]:
         """SIGKILL the primary once the writer committed, time the promotion and the
         ingester's first batch on the new primary."""
@@ -144,11 +143,11 @@ class FailoverRun(PipelineRun):
         os.kill(pid, signal.SIGKILL)
         killed_at = time.monotonic()
         processes.wait_gone(pid, 10)
-        landed_at_kill = landed(ingester)  # once it is gone: a reply in flight landed before
+        landed_at_kill = batches_landed(ingester)  # once gone: a reply in flight landed
         new = wait_for_new_primary(self.topology, old, DEADLINE_SECONDS)
         promoted_at = time.monotonic()
         self.fault_over.set()
-        self.wait(lambda: landed(ingester) > landed_at_kill, "batches landing again")
+        self.wait(lambda: batches_landed(ingester) > landed_at_kill, "batches landing again")
         return {
             "old_primary": f"{old[0]}:{old[1]}",
             "new_primary": f"{new[0]}:{new[1]}",

@@ -47,7 +47,7 @@ from skybuffer.buffer.cluster import ClusterTopology, SlotLocator
 from skybuffer.buffer.partitions import Partitions
 from skybuffer.buffer.server import ManagedRedis
 from skybuffer.datadir import free_port
-from skybuffer.ops.chaos.pipeline_run import PipelineRun, confirmed, landed
+from skybuffer.ops.chaos.pipeline_run import PipelineRun, batches_landed, confirmed
 from skybuffer.pipeline.ingest import Ingester
 from skybuffer.pipeline.lanes import Lanes, PartitionView
 from skybuffer.pipeline.writers import Writers
@@ -159,11 +159,11 @@ class ClusterFailoverRun(PipelineRun):
             self._cut_replica(node)
             time.sleep(self.replica_lag)
         killed_at = self._kill(node)
-        landed_at_kill = landed(lane)  # once it is gone: a reply in flight landed before
+        landed_at_kill = batches_landed(lane)  # once gone: a reply in flight landed
         self.wait(lambda: admin.hgetall(keys.event_counts) is not None, f"{name} served again")
         promoted_at = time.monotonic()
         self.fault_over.set()
-        self.wait(lambda: landed(lane) > landed_at_kill, f"{name}'s batches landing again")
+        self.wait(lambda: batches_landed(lane) > landed_at_kill, f"{name}'s batches landing again")
         recovered_at = time.monotonic()
         new = self._new_primary(old)
         return {

@@ -33,7 +33,7 @@ from skybuffer.buffer.server import ManagedRedis
 from skybuffer.buffer.stream_ids import id_key
 from skybuffer.constants import TYPES, Keys
 from skybuffer.datadir import free_port
-from skybuffer.ops.chaos.pipeline_run import SOURCES, PipelineRun, confirmed
+from skybuffer.ops.chaos.pipeline_run import SOURCES, PipelineRun, confirmed, landed
 from skybuffer.ops.chaos.restart import incr_file
 from skybuffer.ops.harness import conf_variant
 from skybuffer.ops.report import Report, Table
@@ -117,7 +117,6 @@ class Run(PipelineRun):
     def client(self, user: str = "skybuffer") -> redis.Redis:
         return self.server.client(user)
 
-    # --- the fault ---------------------------------------------------------------------------
     def fault(self, ingester: Ingester | Lanes) -> dict[str, Any]:
         """Mark the AOF, let the DataWriter commit past the mark, kill, cut, restart."""
         admin = self.server.client("admin")
@@ -130,7 +129,7 @@ class Run(PipelineRun):
         marks = {t: _last_id(admin, self.settings, t) for t in TYPES}
         self.wait(lambda: self._committed_past(admin, marks), "the writer past the mark")
         self.wait(lambda: time.monotonic() - marked_at >= self.forget_seconds, "the window")
-        ingested_at_kill = ingester.stats.events + ingester.stats.forgotten
+        ingested_at_kill = landed(ingester)
         pid = self.server.pid()
         assert pid is not None, "the scratch redis-server has no pid"
         os.kill(pid, signal.SIGKILL)

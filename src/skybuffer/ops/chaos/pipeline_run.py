@@ -6,13 +6,14 @@ the middle (the experiment's own ``fault``); and, once every event is confirmed 
 drained, the count by event identity: ``lost`` = source events not in the lake once,
 ``duplicated`` = extra copies. A partitioned run (`chaos failover --mode cluster`)
 replaces the ingester with its lanes and the drain with its partitions' (``ingester``,
-``drain_round``, ``buffered``).
+``drain_loop``, ``buffered``).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,9 +43,11 @@ REDIS_AWAY = (RedisUnavailable, BufferFull, LeaseLost, redis.ConnectionError, re
 """What a call meets while the fault has Redis away (restarting, failing over)."""
 
 
-class PipelineRun:
+class PipelineRun(ABC):
     """One pipeline on a scratch data dir; subclasses set ``settings`` and say how the
-    buffer starts, stops and is reached, and what the fault is."""
+    buffer starts, stops and is reached, and what the fault is (the abstract methods);
+    a partitioned run also replaces ``ingester``, ``drain_loop`` and ``buffered``.
+    ``execute`` runs it all; the steps follow it in the order they run."""
 
     name = "chaos"
     gate_at = 0.7
@@ -66,20 +69,23 @@ class PipelineRun:
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
 
-    # --- what an experiment provides ---------------------------------------------------------
+    @abstractmethod
     def start_buffer(self) -> None:
-        raise NotImplementedError
+        """Start the experiment's Redis (one server, a sentinel topology, a cluster)."""
 
+    @abstractmethod
     def stop_buffer(self) -> None:
-        raise NotImplementedError
+        """Stop what ``start_buffer`` started."""
 
+    @abstractmethod
     def client(self, user: str = "skybuffer") -> redis.Redis:
-        raise NotImplementedError
+        """A client of the buffer for ``user``, as the pipeline reaches it."""
 
+    @abstractmethod
     def fault(self, ingester: Ingester | Lanes) -> dict[str, Any]:
-        raise NotImplementedError
+        """Do the harm while the pipeline runs, set ``fault_over`` once Redis serves
+        again, wait for the pipeline to recover; return the fault's own figures."""
 
-    # --- the run -----------------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
         self.start_buffer()
         replay_server = None
@@ -104,6 +110,17 @@ class PipelineRun:
             if replay_server is not None:
                 replay_server.stop()
             self.stop_buffer()
+
+    def wait(self, condition: Callable[[], object], what: str) -> None:
+        """Until ``condition`` holds (false while Redis cannot answer), a thread fails, or
+        the deadline passes."""
+        deadline = time.monotonic() + self.deadline_seconds
+        while not _holds(condition):
+            if self.errors:
+                raise RuntimeError(f"waiting for {what}: {self.errors[0]!r}") from self.errors[0]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"chaos {self.name}: gave up waiting for {what}")
+            time.sleep(0.02)
 
     def ingester(self, url: str | None) -> Ingester | Lanes:
         """The ingester of the buffer's one prefix, reading the gated source."""
@@ -165,17 +182,6 @@ class PipelineRun:
         except BaseException as exc:  # noqa: BLE001 - reported by the run
             self.errors.append(exc)
             self.stop.set()
-
-    def wait(self, condition: Callable[[], object], what: str) -> None:
-        """Until ``condition`` holds (false while Redis cannot answer), a thread fails, or
-        the deadline passes."""
-        deadline = time.monotonic() + self.deadline_seconds
-        while not _holds(condition):
-            if self.errors:
-                raise RuntimeError(f"waiting for {what}: {self.errors[0]!r}") from self.errors[0]
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"chaos {self.name}: gave up waiting for {what}")
-            time.sleep(0.02)
 
     def _wait_until_done(self, ingester: Ingester | Lanes) -> None:
         """Every source event confirmed (by the durable cursor) and drained."""
@@ -248,6 +254,12 @@ def confirmed(ingester: Ingester | Lanes) -> int:
 
 
 def landed(ingester: Ingester | Lanes) -> int:
+    """Events the ingester has had confirmed, forgotten ones included: what it must have
+    confirmed again once it recovered from a Redis that forgot."""
+    return ingester.stats.events + ingester.stats.forgotten
+
+
+def batches_landed(ingester: Ingester | Lanes) -> int:
     """Batches Redis has confirmed to the ingester: grows only when one lands (a forget
     takes events off the counts, never batches, so its detection is not a landing)."""
     return ingester.stats.batches
