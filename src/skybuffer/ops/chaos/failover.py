@@ -61,9 +61,8 @@ def run_chaos_failover(
 ) -> Report:
     """One failover run on its own scratch data dir, reported and written."""
     result = failover_once(settings, source, events, rate, mode, replica_lag)
-    report = _report(result, events, rate, source, mode)
-    report.data["params"]["replica_lag"] = replica_lag
-    return report.write(settings.reports_dir)
+    params = {"mode": mode, "source": source, "events": events, "rate": rate}
+    return _report(result, {**params, "replica_lag": replica_lag}).write(settings.reports_dir)
 
 
 def failover_once(
@@ -185,7 +184,8 @@ _CLUSTER_NOTES = [
 ]
 
 
-def _report(result: dict[str, Any], events: int, rate: float, source: str, mode: str) -> Report:
+def _report(result: dict[str, Any], params: dict[str, Any]) -> Report:
+    mode = params["mode"]
     ok = result["lost"] == 0 and result["duplicated"] == 0 and result["failovers"] == 1
     notes = [
         "lost and duplicated count source events by identity (did, collection, rkey, "
@@ -194,7 +194,7 @@ def _report(result: dict[str, Any], events: int, rate: float, source: str, mode:
         "replayed: copies of events the lake already held that its replay guard dropped.",
     ]
     data = {
-        "params": {"mode": mode, "source": source, "events": events, "rate": rate},
+        "params": params,
         "results": result,
         "ok": ok,
     }

@@ -115,7 +115,6 @@ class ClusterFailoverRun(PipelineRun):
         """A client of the primary of ``partition``'s slot, following failovers."""
         return self.topology.client(user, prefix=self.partitions.prefix(partition))
 
-    # --- the partitioned pipeline ------------------------------------------------------------
     def ingester(self, url: str | None) -> Lanes:
         """A lane per partition, each over its own gated connection to the source."""
         lanes = []
@@ -135,35 +134,30 @@ class ClusterFailoverRun(PipelineRun):
             writers.close()
 
     def buffered(self) -> int:
+        """Events in every partition's buffer now (by their counters)."""
         total = 0
         for p in range(self.partitions.count):
             counts = self.client("admin", p).hgetall(self.partitions.keys(p).event_counts)
             total += sum(int(v) for v in counts.values())
         return total
 
-    # --- the fault ---------------------------------------------------------------------------
     def fault(self, ingester: Ingester | Lanes) -> dict[str, Any]:
         """SIGKILL the victim partition's primary once its writer committed; time the
         promotion of its replica and the victim lane's first batch after it."""
         assert isinstance(ingester, Lanes)
         lane = ingester.lanes[self.victim]
-        name = self.partitions.name(self.victim)
-        keys = self.partitions.keys(self.victim)
-        admin = self.client("admin", self.victim)
-        self.wait(lambda: confirmed(ingester) >= self.events * KILL_AT, "events ingested")
-        self.wait(lambda: bool(admin.hgetall(keys.writer_committed)), f"a commit of {name}")
-        before = self._primaries()
-        old = self._primary_of(self.victim)
+        self._wait_for_kill_point(ingester)
+        before, old = self._primaries(), self._primary_of(self.victim)
         node = next(n for n in self.topology.nodes() if n.port == old[1])
         if self.replica_lag > 0:
             self._cut_replica(node)
             time.sleep(self.replica_lag)
         killed_at = self._kill(node)
         landed_at_kill = batches_landed(lane)  # once gone: a reply in flight landed
-        self.wait(lambda: admin.hgetall(keys.event_counts) is not None, f"{name} served again")
-        promoted_at = time.monotonic()
+        promoted_at = self._wait_until_served()
         self.fault_over.set()
-        self.wait(lambda: batches_landed(lane) > landed_at_kill, f"{name}'s batches landing again")
+        name = self.partitions.name(self.victim)
+        self.wait(lambda: batches_landed(lane) > landed_at_kill, f"{name}'s batches landing")
         recovered_at = time.monotonic()
         new = self._new_primary(old)
         return {
@@ -175,6 +169,23 @@ class ClusterFailoverRun(PipelineRun):
             "promotion_seconds": round(promoted_at - killed_at, 2),
             "recovery_seconds": round(recovered_at - killed_at, 2),
         }
+
+    def _wait_for_kill_point(self, ingester: Lanes) -> None:
+        """Until ``KILL_AT`` of the events are confirmed and the victim's writer has
+        committed (so the lake already holds some of its events when it fails over)."""
+        keys = self.partitions.keys(self.victim)
+        admin = self.client("admin", self.victim)
+        self.wait(lambda: confirmed(ingester) >= self.events * KILL_AT, "events ingested")
+        self.wait(lambda: bool(admin.hgetall(keys.writer_committed)), "a victim's commit")
+
+    def _wait_until_served(self) -> float:
+        """Until a key command in the victim's slot is answered (by the promoted replica:
+        the old primary is dead, and a node that is not the slot's primary answers MOVED
+        or CLUSTERDOWN); the moment it is."""
+        keys = self.partitions.keys(self.victim)
+        admin = self.client("admin", self.victim)
+        self.wait(lambda: admin.exists(keys.event_counts) >= 0, "the victim's slot served")
+        return time.monotonic()
 
     def _kill(self, node: ManagedRedis) -> float:
         """SIGKILL the primary ``node``; the moment of the kill."""
