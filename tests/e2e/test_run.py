@@ -34,8 +34,13 @@ RUNS_WANTED = 3
 TOP_UP_EVENTS = 5000
 
 
-def _completed_runs(api_url: str) -> int:
-    body = json.dumps({"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}).encode()
+def _completed_runs(api_url: str, flow: str = "datawriter") -> int:
+    body = json.dumps(
+        {
+            "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
+            "flows": {"name": {"any_": [flow]}},
+        }
+    ).encode()
     request = urllib.request.Request(
         f"{api_url}/flow_runs/count", data=body, headers={"Content-Type": "application/json"}
     )
@@ -70,7 +75,9 @@ def _ui_api_url(port: int) -> str:
 
 @pytest.mark.slow
 def test_run_schedules_the_datawriter_and_shuts_down_cleanly(tmp_path: Path) -> None:
-    env = isolated_env(tmp_path, SKYBUFFER_WRITER__SCHEDULE="20")
+    env = isolated_env(
+        tmp_path, SKYBUFFER_WRITER__SCHEDULE="20", SKYBUFFER_LAKE__SEAL_SCHEDULE="20"
+    )
     settings = _settings_from(env)
     api_url = f"http://127.0.0.1:{settings.prefect.port}/api"
     run = subprocess.Popen(
@@ -81,9 +88,9 @@ def test_run_schedules_the_datawriter_and_shuts_down_cleanly(tmp_path: Path) -> 
     server = ManagedRedis(settings.redis, settings.redis_dir)
     try:
         deadline = time.monotonic() + 300
-        while _completed_runs(api_url) < RUNS_WANTED:
+        while _completed_runs(api_url) < RUNS_WANTED or _completed_runs(api_url, "seal") < 1:
             assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "fewer than 3 scheduled runs completed in 5 min"
+            assert time.monotonic() < deadline, "fewer than 3 writer runs and a seal in 5 min"
             time.sleep(0.5)
         assert (
             _ui_api_url(settings.prefect.port) == api_url

@@ -1,7 +1,7 @@
 """The `skybuffer` command: parse, build settings, call one function, show the result.
 
 Commands live in one module per group: cli/dataflow.py (the data flow), redis_server.py,
-deadletter.py, stack.py, ops.py (audit, capacity), chaos.py and bench.py; importing them
+deadletter.py, lake.py, stack.py, ops.py (audit, capacity), chaos.py and bench.py; importing them
 registers them on the application. cli/live.py and cli/tables.py are the terminal around
 them.
 """
@@ -14,7 +14,16 @@ import sys
 
 import redis
 
-from skybuffer.cli import bench, chaos, dataflow, deadletter, ops, redis_server, stack  # noqa: F401
+from skybuffer.cli import (  # noqa: F401
+    bench,
+    chaos,
+    dataflow,
+    deadletter,
+    lake,
+    ops,
+    redis_server,
+    stack,
+)
 from skybuffer.cli.apps import app
 from skybuffer.errors import ConfigError, RedisUnavailable, SkybufferError, persist_error
 

@@ -19,7 +19,7 @@ LOOK = "Look at it"
 TOOLS = "Operator's tools"
 
 ORDER = tuple(
-    "run ingest write serve replay-server status query deadletter "
+    "run ingest write serve replay-server status query lake deadletter "
     "redis stack audit capacity bench chaos".split()
 )
 """The order `skybuffer --help` lists the commands in (unlisted ones come last)."""
@@ -91,6 +91,14 @@ deadletter_app = group(
     "the writer's next run takes them to the lake, and events still refused stay dead "
     "letters."
 )
+lake_app = group(
+    "Seal and check the lake's hours: a sealed hour is one sorted file per type, each "
+    "event once, described by its _manifest.json (rows, time range, files and checksums)."
+    "\n\nAn hour is sealed once nothing more can arrive for it (the source's cursor and "
+    "everything buffered are past its end by lake.seal_grace_seconds); events that still "
+    "arrive late are folded in by the next seal, deduplicated."
+)
+app.add_typer(lake_app, name="lake", rich_help_panel=LOOK)
 app.add_typer(redis_app, name="redis", rich_help_panel=TOOLS)
 app.add_typer(stack_app, name="stack", rich_help_panel=TOOLS)
 app.add_typer(bench_app, name="bench", rich_help_panel=TOOLS)

@@ -23,6 +23,7 @@ from skybuffer import metrics
 from skybuffer.buffer.partitions import Partitions
 from skybuffer.constants import TYPES, Keys
 from skybuffer.events import Reason
+from skybuffer.observability.lake_state import lake_state, seal_families
 from skybuffer.observability.status import BufferStatus, buffer_status, merged_status
 from skybuffer.observability.writer_stats import WriterStatsCollector
 from skybuffer.settings import Settings
@@ -80,11 +81,13 @@ class PipelineCollector(Collector):
         yield from _buffer_families(BufferStatus())
         yield from _partition_families(BufferStatus())
         yield from _lake_families({}, 0)
+        yield from seal_families({})
 
     def _lake(self) -> Iterator[Metric]:
         if self.lake_root is None or not self.lake_root.exists():
             return
         yield from _lake_families(self._lake_sizes(), shutil.disk_usage(self.lake_root).free)
+        yield from seal_families(lake_state(self.lake_root))
 
     def _lake_sizes(self) -> dict[str, int]:
         taken, sizes = self._lake_cache

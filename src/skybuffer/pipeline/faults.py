@@ -13,7 +13,9 @@ from skybuffer.errors import ConfigError
 
 log = logging.getLogger("skybuffer.pipeline.datawriter")  # the DataWriter's own lines
 
-FAULT_STEPS = ("after_first_file", "before_ack", "before_trim")
+SEAL_STEPS = ("seal_before_publish", "seal_before_manifest", "seal_before_remove")
+"""The steps of a seal (lake/sealing.py) a crash test can stop at."""
+FAULT_STEPS = ("after_first_file", "before_ack", "before_trim", *SEAL_STEPS)
 """Where ``writer.fault`` makes the process exit abruptly (os._exit), for crash tests."""
 FAULT_EXIT_CODE = 86
 

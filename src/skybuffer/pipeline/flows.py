@@ -1,4 +1,5 @@
-"""Prefect orchestration of the DataWriter: the only module that imports Prefect.
+"""Prefect orchestration of the DataWriter and of sealing: the only module that imports
+Prefect.
 
 The flow drains each type with the same function as `skybuffer write --once`, one task
 per type, with retries (exponential backoff with jitter). A run must finish within
@@ -19,9 +20,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from prefect import allow_failure, flow, get_run_logger, task
+from prefect import allow_failure, flow, get_run_logger, serve, task
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
-from prefect.deployments.runner import EntrypointType
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.futures import PrefectFuture
 from prefect.states import Cancelled, Failed, State
 from prefect.tasks import exponential_backoff
@@ -34,6 +35,7 @@ from skybuffer.errors import DrainFailed, LeaseHeld, RunOverBudget, SkybufferErr
 from skybuffer.observability.exporter import serve_writer_metrics
 from skybuffer.observability.writer_stats import record_run
 from skybuffer.pipeline.datawriter import DataWriter
+from skybuffer.pipeline.sealing import seal_ready
 from skybuffer.settings import Settings, load_settings
 
 HARD_STOP_MARGIN_SECONDS = 20.0
@@ -190,23 +192,57 @@ def schedule_kwargs(schedule: str) -> dict[str, Any]:
         return {"cron": schedule}
 
 
-def serve_datawriter(settings: Settings) -> None:
-    """`skybuffer serve`: the scheduled DataWriter and its /metrics, until SIGTERM.
+@flow(name="seal", retries=0)
+def seal_flow() -> dict[str, Any] | State:
+    """Seal the lake's hours that are ready and fold late events in (pipeline/sealing.py);
+    skipped while another sealing run holds the lake's lock."""
+    settings = _settings()
+    try:
+        report = seal_ready(settings)
+    except LeaseHeld as exc:
+        return Cancelled(message=f"this run is skipped: {exc}")
+    figures = report.as_dict()
+    get_run_logger().info(
+        "Sealed %d hours, folded late events into %d, dropped %d duplicates in %.1fs.",
+        figures["hours_sealed"],
+        figures["late_folded"],
+        figures["duplicates_dropped"],
+        figures["seconds"],
+    )
+    return {k: v for k, v in figures.items() if k != "sealed"}
 
-    The schedule stays active when this process stops (pause_on_shutdown=False): a
-    restart of the serving process must not silently stop the DataWriter.
+
+def serve_datawriter(settings: Settings) -> None:
+    """`skybuffer serve`: the scheduled DataWriter, the hourly seal and their /metrics,
+    until SIGTERM.
+
+    The schedules stay active when this process stops (pause_on_shutdown=False): a
+    restart of the serving process must not silently stop the DataWriter. Each deployment
+    runs one flow run at a time (a second is cancelled, CANCEL_NEW); the DataWriter and a
+    seal may run side by side (they share no lock: sealing only touches hours the writer
+    has finished with, and a late file it writes meanwhile is left for the next seal).
     """
     os.environ["SKYBUFFER_DATA_DIR"] = str(settings.data_dir)
     if settings.config is not None:
         os.environ["SKYBUFFER_CONFIG"] = str(settings.config)
     serve_writer_metrics(settings)
-    limit = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
-    datawriter_flow.serve(
+
+    def one_at_a_time() -> ConcurrencyLimitConfig:
+        return ConcurrencyLimitConfig(
+            limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+        )
+
+    writer = datawriter_flow.to_deployment(
         name=settings.prefect.deployment,
-        pause_on_shutdown=False,
-        global_limit=limit,
-        limit=1,
+        concurrency_limit=one_at_a_time(),
         entrypoint_type=EntrypointType.MODULE_PATH,
-        print_starting_message=False,
         **schedule_kwargs(settings.writer.schedule),
     )
+    sealing = seal_flow.to_deployment(
+        name=settings.prefect.seal_deployment,
+        concurrency_limit=one_at_a_time(),
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        **schedule_kwargs(settings.lake.seal_schedule),
+    )
+    assert isinstance(writer, RunnerDeployment) and isinstance(sealing, RunnerDeployment)
+    serve(writer, sealing, pause_on_shutdown=False, limit=2, print_starting_message=False)

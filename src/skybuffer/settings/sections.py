@@ -345,6 +345,8 @@ class PrefectSettings(Section):
     """The first start migrates a new SQLite database, which can take a minute."""
     deployment: str = "datawriter"
     """Name of the DataWriter's Prefect deployment."""
+    seal_deployment: str = "seal"
+    """Name of the sealing flow's Prefect deployment (lake.seal_schedule)."""
 
 
 class LakeSettings(Section):
@@ -363,6 +365,18 @@ class LakeSettings(Section):
     """Rows per Parquet row group (row groups below ~50k rows slow readers down). The
     DataWriter holds one row group's rows before it writes them, so its memory grows
     with this; it converts in smaller chunks (``writer.chunk_bytes``)."""
+    seal_schedule: str = "7 * * * *"
+    """When the served sealing flow runs: a cron expression (default: hourly, at :07) or a
+    number of seconds."""
+    seal_grace_seconds: float = Field(default=900.0, ge=0)
+    """An hour is sealed once the source's checkpoint and everything buffered are past
+    its end by this much (later events still land: a late file, folded in by a re-seal)."""
+    seal_memory_mb: int = Field(default=256, ge=64)
+    """DuckDB's memory while it compacts an hour (it spills to the lake's _skybuffer/
+    beyond it), so sealing an hour of likes needs no hour-sized memory."""
+    seal_row_group_rows: int = Field(default=122_880, ge=1024)
+    """Rows per row group of a sealed file (DuckDB's default: what DuckDB, Polars and
+    Spark read in parallel best)."""
 
 
 class MetricsSettings(Section):

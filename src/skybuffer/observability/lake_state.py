@@ -1,0 +1,121 @@
+"""The lake's sealing and verification figures, for /metrics: what the sealing runs and
+`lake verify` leave in ``{lake}/_skybuffer/`` (seal-stats.json, verify-stats.json), and
+how long the oldest unsealed hour has been over (the SealOverdue alert's series).
+
+Read at scrape time by the DataWriter-serving process (observability/exporter.py); the
+runs themselves are short-lived flow-run processes, so the files are their memory.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+STATE_DIR = "_skybuffer"
+SEAL_STATS = "seal-stats.json"
+VERIFY_STATS = "verify-stats.json"
+HOUR_SECONDS = 3600
+
+
+def read_json(path: Path) -> dict[str, float]:
+    try:
+        return {k: float(v) for k, v in json.loads(path.read_text()).items()}
+    except (FileNotFoundError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def lake_state(root: Path) -> dict[str, float]:
+    """The figures of both files, and the oldest open hour's age past its end."""
+    state = read_json(root / STATE_DIR / SEAL_STATS)
+    state |= {f"verify_{k}": v for k, v in read_json(root / STATE_DIR / VERIFY_STATS).items()}
+    oldest = _oldest_open_hour_end(root)
+    if oldest is not None:
+        state["oldest_open_hour_age_seconds"] = max(0.0, time.time() - oldest)
+    return state
+
+
+def _oldest_open_hour_end(root: Path) -> float | None:
+    """End (unix time) of the oldest hour directory without a manifest, any type."""
+    oldest: float | None = None
+    for manifestless in _open_hours(root):
+        end = manifestless + HOUR_SECONDS
+        oldest = end if oldest is None else min(oldest, end)
+    return oldest
+
+
+def _open_hours(root: Path) -> Iterator[float]:
+    """Start (unix time) of each hour directory with data files and no manifest, read
+    from the hive path (year=/month=/day=/hour=) whatever the template's order."""
+    for directory, _, files in os.walk(root):
+        if STATE_DIR in directory or "_manifest.json" in files:
+            continue
+        if not any(f.endswith(".parquet") for f in files):
+            continue
+        fields = dict(part.split("=", 1) for part in Path(directory).parts if "=" in part)
+        try:
+            moment = (
+                int(fields["year"]),
+                int(fields["month"]),
+                int(fields["day"]),
+                int(fields["hour"]),
+            )
+        except (KeyError, ValueError):
+            continue
+        yield float(calendar.timegm((*moment, 0, 0)))
+
+
+def seal_families(state: dict[str, float]) -> Iterator[Metric]:
+    for name, key, doc in (
+        ("skybuffer_seal_hours_total", "hours_sealed_total", "Hours (per type) sealed."),
+        (
+            "skybuffer_seal_late_folds_total",
+            "late_folded_total",
+            "Late events folded into sealed hours (seals of late files).",
+        ),
+        (
+            "skybuffer_seal_duplicates_dropped_total",
+            "duplicates_dropped_total",
+            "Duplicate events (by identity) dropped by sealing.",
+        ),
+        ("skybuffer_seal_runs_total", "runs_total", "Sealing runs finished."),
+    ):
+        yield CounterMetricFamily(name.removesuffix("_total"), doc, value=state.get(key, 0.0))
+    for name, key, doc in (
+        (
+            "skybuffer_seal_last_run_timestamp_seconds",
+            "last_run",
+            "Unix time the last sealing run finished (0: never).",
+        ),
+        (
+            "skybuffer_seal_last_duration_seconds",
+            "last_seconds",
+            "How long the last sealing run took.",
+        ),
+        (
+            "skybuffer_seal_waiting_hours",
+            "waiting",
+            "Open hours the last sealing run found not ready yet.",
+        ),
+        (
+            "skybuffer_seal_oldest_open_hour_age_seconds",
+            "oldest_open_hour_age_seconds",
+            "Seconds since the end of the oldest hour still open (0: none).",
+        ),
+        (
+            "skybuffer_lake_verify_problems",
+            "verify_problems",
+            "Problems the last `lake verify` found (0 when none, or never run).",
+        ),
+        (
+            "skybuffer_lake_verify_last_run_timestamp_seconds",
+            "verify_last_run",
+            "Unix time of the last `lake verify` (0: never).",
+        ),
+    ):
+        yield GaugeMetricFamily(name, doc, value=state.get(key, 0.0))
