@@ -1,6 +1,7 @@
 """Every reader sees the same lake: DuckDB, Polars and pyarrow.dataset read what the real
-pipeline wrote (synthetic events through the ingester and two DataWriter runs, over two
-months' hours, so hours hold several files) and get the same rows with the same types.
+pipeline wrote (synthetic events through the ingester and three DataWriter runs, over
+hours of two months, half of them sealed with a late file each, half open with several
+files) and get the same rows with the same types.
 
 The hive partition columns are where readers differ unless pinned: DuckDB guesses from
 the values (zero-padded ``05`` stays text), Polars reads int64, pyarrow int32; pinned
@@ -28,6 +29,7 @@ from skybuffer.lake.layout import TIME_FIELDS
 from skybuffer.lake.schema import schema
 from skybuffer.pipeline.datawriter import drain_once
 from skybuffer.pipeline.runner import build_ingester
+from skybuffer.pipeline.sealing import seal_ready
 from skybuffer.settings import Settings, load_settings
 from skybuffer.testbed.generator import generate
 from tests.conftest import stop_pid
@@ -35,6 +37,7 @@ from tests.conftest import stop_pid
 HOUR = 3_600_000_000
 START = 1_780_257_600_000_000  # 2026-05-31T20:00:00Z: the hours run into June
 HOURS, EVENTS = 8, 6_000
+SEAL_MAY = START + 4 * HOUR + 3_600_000_000  # the four May hours are past their grace
 IDENTITY = ["stream_id", "stream_index", "did", "time_us", *TIME_FIELDS]
 Reader = Callable[[str, str, bool], pa.Table]
 
@@ -103,7 +106,9 @@ def neutral(table: pa.Table, type_: str) -> pa.Table:
 
 @pytest.fixture(scope="module")
 def pipeline_lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Counter[str]]:
-    """A lake the pipeline wrote, and how many events of each type it must hold."""
+    """A lake the pipeline wrote, and how many events of each type it must hold: three
+    DataWriter runs, the May hours sealed after the second (so they hold a sealed file, a
+    late file and ``_manifest.json``), the June hours open with three files each."""
     tmp = tmp_path_factory.mktemp("readers")
     settings: Settings = load_settings(
         data_dir=tmp / "var",
@@ -111,15 +116,18 @@ def pipeline_lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Counte
         metrics={"ingest_port": 0, "writer_port": 0},
     )
     events = spread(generate(7, EVENTS, START))
+    third = EVENTS // 3
     server = ManagedRedis(settings.redis, settings.redis_dir)
     server.start()
     try:
         replay = tmp / "events.jsonl"
-        for half in (events[: EVENTS // 2], events[EVENTS // 2 :]):  # two runs: two files an hour
+        for run, part in enumerate((events[:third], events[third:-third], events[-third:])):
             with replay.open("ab") as out:
-                out.write(b"".join(line + b"\n" for line in half))
+                out.write(b"".join(line + b"\n" for line in part))
             build_ingester(settings, "replay", file=replay).run()
             assert drain_once(settings).ok
+            if run == 1:
+                assert seal_ready(settings, watermark=SEAL_MAY).sealed
     finally:
         pid = server.pid()
         server.stop(timeout=10)
@@ -155,13 +163,21 @@ def test_every_reader_gets_the_same_rows(
     assert tables["polars"].equals(tables["duckdb"]) and tables["pyarrow"].equals(tables["duckdb"])
 
 
-def test_the_lake_holds_several_files_an_hour_across_a_month_boundary(
+def test_the_lake_holds_sealed_and_open_hours_across_a_month_boundary(
     pipeline_lake: tuple[str, Counter[str]],
 ) -> None:
     root, _ = pipeline_lake
-    files = list(Path(root, "likes").rglob("*.parquet"))
-    months = {p.parent.parent.parent.name for p in files}
-    assert len(files) == 2 * HOURS and months == {"month=05", "month=06"}
+    hours = sorted(p for p in Path(root, "likes").glob("*/*/*/*") if p.is_dir())
+    names = {
+        p.parent.parent.name + "/" + p.name: sorted(f.name for f in p.iterdir()) for p in hours
+    }
+    may = [n for h, n in names.items() if h.startswith("month=05")]
+    june = [n for h, n in names.items() if h.startswith("month=06")]
+    assert len(may) == len(june) == HOURS // 2
+    for files in may:  # the sealed file, the late one, the manifest
+        assert len(files) == 3 and "_manifest.json" in files
+        assert sum(f.startswith("sealed-") for f in files) == 1
+    assert all(len(files) == 3 and all(f.startswith("part-") for f in files) for files in june)
 
 
 @pytest.mark.parametrize("type_", TYPES)
