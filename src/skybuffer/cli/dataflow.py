@@ -284,7 +284,8 @@ def query(
         str,
         typer.Argument(
             metavar="SQL",
-            help="SQL over the tables posts, likes, reposts, follows, blocks and other.",
+            help="SQL over the tables posts, likes, reposts, follows, blocks and other "
+            "(and posts_current, ...: docs/QUERYING.md).",
         ),
     ],
     as_json: Annotated[
@@ -296,7 +297,9 @@ def query(
 ) -> None:
     """Ask the lake a question in SQL (DuckDB), e.g. "select count(*) from likes".
 
-    Each type is a table; year, month, day and hour are columns too. Results print as a
+    Each type is a table; year, month, day and hour are columns too. posts_current,
+    likes_current, ... hold the present state (latest version of each record, deletes and
+    withdrawn accounts applied), accounts_current each account's state. Results print as a
     table; rows too wide for the terminal print one block per row (column names down the
     left). --json and --csv print everything, for scripts."""
     from skybuffer.lake.query import run_query, to_csv, to_json

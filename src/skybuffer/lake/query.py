@@ -1,5 +1,8 @@
 """DuckDB over the lake: one view per type, query results, and the lake's figures.
 
+The current-state views (``posts_current``, ...) are built on the type views by
+lake/views.py.
+
 Each view reads its type's files with ``hive_partitioning`` (year, month, day, hour become
 INTEGER columns: declared, since DuckDB keeps zero-padded values such as ``07`` as text)
 and ``union_by_name`` (files written by an older schema version get
@@ -27,6 +30,7 @@ from skybuffer.constants import TYPES
 from skybuffer.errors import QueryError
 from skybuffer.lake.layout import Layout, root_path
 from skybuffer.lake.schema import schema
+from skybuffer.lake.views import create_current_views
 from skybuffer.settings import LakeSettings
 
 log = logging.getLogger(__name__)
@@ -66,7 +70,8 @@ def _layout(lake: LakeSettings) -> Layout:
 
 def connect(lake: LakeSettings, skipped: frozenset[str] = frozenset()) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with a view per type (posts, likes, ...) over the lake, leaving
-    out the ``skipped`` files (found unreadable)."""
+    out the ``skipped`` files (found unreadable), and the current-state views over them
+    (``posts_current``, ..., ``accounts_current``: lake/views.py)."""
     layout = _layout(lake)
     con = duckdb.connect(config={"autoinstall_known_extensions": False})
     con.execute("SET TimeZone = 'UTC'")
@@ -80,6 +85,7 @@ def connect(lake: LakeSettings, skipped: frozenset[str] = frozenset()) -> duckdb
         else:
             con.register(f"_empty_{type_}", schema(type_).empty_table())
             con.execute(f"CREATE VIEW {type_} AS SELECT * FROM _empty_{type_}")
+    create_current_views(con)
     return con
 
 
