@@ -16,7 +16,8 @@ import pytest
 
 from skybuffer.buffer.codec import Codec, Decoder
 from skybuffer.buffer.consumer import Entry
-from skybuffer.lake.schema import RowBuilder, Rows
+from skybuffer.lake.rows import RowBuilder
+from skybuffer.lake.schema import Rows
 from skybuffer.pipeline.conversion import Converter
 from skybuffer.testbed.generator import generate
 
@@ -31,11 +32,10 @@ class FailingOnMark(RowBuilder):
         super().__init__()
         self.always = always
 
-    def build(self, type_: str, entries: pa.Table) -> Rows:
-        payloads = entries["payload"].to_pylist()
+    def build(self, type_: str, ids: list[str], payloads: list[bytes]) -> Rows:
         if self.always or any(MARK in p for p in payloads):
             raise duckdb.ConversionException("injected conversion failure")
-        return super().build(type_, entries)
+        return super().build(type_, ids, payloads)
 
 
 def likes(n: int) -> list[bytes]:
@@ -99,10 +99,9 @@ class Recording(RowBuilder):
         super().__init__()
         self.queries: list[list[tuple[str, int]]] = []
 
-    def build(self, type_: str, entries: pa.Table) -> Rows:
-        ids, payloads = entries["stream_id"].to_pylist(), entries["payload"].to_pylist()
+    def build(self, type_: str, ids: list[str], payloads: list[bytes]) -> Rows:
         self.queries.append([(i, len(p)) for i, p in zip(ids, payloads, strict=True)])
-        return super().build(type_, entries)
+        return super().build(type_, ids, payloads)
 
 
 def test_a_batch_is_converted_in_byte_bounded_chunks_of_whole_entries_and_released() -> None:

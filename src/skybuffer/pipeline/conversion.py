@@ -25,20 +25,17 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-import duckdb
-import pyarrow as pa
-
 from skybuffer.buffer.codec import Codec, Decoder
 from skybuffer.buffer.consumer import Entry
 from skybuffer.buffer.deadletter import DeadLetter
 from skybuffer.constants import FIELD_COUNT, FIELD_DATA, FIELD_VERSION
 from skybuffer.errors import CodecError
 from skybuffer.events import InvalidEvent, Reason, check_utf8
-from skybuffer.lake.schema import RowBuilder, Rows, entries_table
+from skybuffer.lake.rows import RowBuilder, conversion_errors
+from skybuffer.lake.schema import Rows
 
 log = logging.getLogger(__name__)
 
-CONVERSION_ERRORS = (duckdb.Error, pa.ArrowException)
 PLACEHOLDER = b"null"
 """Stands for a salvaged event: valid UTF-8 that converts (to a reject, dropped here)."""
 DETAIL_BYTES = 2000
@@ -133,8 +130,8 @@ class Converter:
         bad = _BadEvents()
         rows: Rows | None
         try:
-            rows = self.rows.build(type_, entries_table(ids, payloads))
-        except CONVERSION_ERRORS as exc:
+            rows = self.rows.build(type_, ids, payloads)
+        except conversion_errors() as exc:
             log.warning(
                 "%s: converting %d entries failed (%s); salvaging them event by event.",
                 type_,
@@ -213,12 +210,12 @@ class Converter:
             kept.append(b"\n".join(PLACEHOLDER if i in skip else x for i, x in enumerate(lines)))
         if tested > 1 and found == tested:
             raise failure
-        return self.rows.build(type_, entries_table(ids, kept))
+        return self.rows.build(type_, ids, kept)
 
     def _converts(self, type_: str, payloads: list[bytes]) -> bool:
         try:
-            self.rows.build(type_, entries_table(["0-0"] * len(payloads), payloads))
-        except CONVERSION_ERRORS:
+            self.rows.build(type_, ["0-0"] * len(payloads), payloads)
+        except conversion_errors():
             return False
         return True
 
@@ -228,8 +225,8 @@ class Converter:
             return {}
         if len(indexes) == 1:
             try:
-                self.rows.build(type_, entries_table(["0-0"], [lines[indexes[0]]]))
-            except CONVERSION_ERRORS as exc:
+                self.rows.build(type_, ["0-0"], [lines[indexes[0]]])
+            except conversion_errors() as exc:
                 return {indexes[0]: f"{type(exc).__name__}: {exc}"[:DETAIL_BYTES]}
             return {}
         half = len(indexes) // 2

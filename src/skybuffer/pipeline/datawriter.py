@@ -64,7 +64,7 @@ from skybuffer.errors import (
     LeaseLost,
 )
 from skybuffer.lake.ledger import Ledger
-from skybuffer.lake.schema import RowBuilder
+from skybuffer.lake.rows import RowBuilder
 from skybuffer.lake.staging import StagedBatch
 from skybuffer.lake.writer import LakeWriter, PartFile, WrittenFile
 from skybuffer.observability import writer_stats

@@ -234,7 +234,7 @@ class WriterSettings(Section):
     """DuckDB threads converting events to rows (unset: one per core). Each keeps its own
     JSON parsing buffers: 1 saves tens of MB of peak RSS for a slower drain wherever a
     core would be idle (docs/BENCHMARKS.md)."""
-    chunk_bytes: int = Field(default=8 * 2**20, ge=1)
+    chunk_bytes: int = Field(default=2 * 2**20, ge=1)
     """Decompressed JSON the DataWriter converts per DuckDB query (whole entries, at least
     one): DuckDB's JSON parsing memory grows with it, and each query has a fixed cost of
     a few milliseconds, so much smaller chunks slow the drain (docs/BENCHMARKS.md). Row
@@ -331,9 +331,13 @@ class LakeSettings(Section):
     compression_level: int = 3
     """Parquet zstd level."""
     row_group_rows: int = 64 * 1024
-    """Rows per Parquet row group (row groups below ~50k rows slow readers down). The
-    DataWriter holds one row group's rows before it writes them, so its memory grows
-    with this; it converts in smaller chunks (``writer.chunk_bytes``)."""
+    """Rows per Parquet row group at most. The DataWriter holds a row group's rows before
+    it writes them; ``row_group_bytes`` bounds that memory whatever the rows' size."""
+    row_group_bytes: int = Field(default=16 * 2**20, ge=1)
+    """Arrow memory of the rows the DataWriter holds for row groups (per partition and in
+    all): a partition's rows are written as a row group once they reach it, so the
+    writer's memory does not grow with the row size (16 MiB is ~16k posts or ~40k likes:
+    open-hour files get shorter row groups; sealing an hour, issue 16, compacts them)."""
 
 
 class MetricsSettings(Section):
