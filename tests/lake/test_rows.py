@@ -1,7 +1,7 @@
 """The DataWriter's conversion (msgspec) gives DuckDB's rows, line for line, without DuckDB.
 
 Also covers: skybuffer.lake.extraction (the DuckDB reference each test compares with),
-skybuffer.lake.created_at
+skybuffer.lake.created_at, skybuffer.lake.shapes, skybuffer.lake.normal_form
 """
 
 from __future__ import annotations

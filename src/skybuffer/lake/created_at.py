@@ -52,12 +52,12 @@ def created_at_column(
 def _parse_all(
     values: list[str], resolve: Callable[[list[str]], list[int | None]]
 ) -> list[int | None]:
-    micros = [_parse(v) for v in values]
+    micros: list[int | None] = [_parse(v) for v in values]
     unknown = [i for i, m in enumerate(micros) if m == _UNKNOWN]
     if unknown:
         for i, us in zip(unknown, resolve([values[i] for i in unknown]), strict=True):
             micros[i] = us
-    return micros  # type: ignore[return-value]
+    return micros
 
 
 _UNKNOWN: int = -(2**63)

@@ -27,24 +27,22 @@ posts, on one thread where DuckDB used every core; the DataWriter's peak RSS fal
 
 from __future__ import annotations
 
-import functools
 import gc
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import msgspec
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from skybuffer.constants import TYPES
 from skybuffer.events import MAX_TIME_US
 from skybuffer.lake.created_at import created_at_column
+from skybuffer.lake.normal_form import NotHere, plain, utf8, value_text, whole
 from skybuffer.lake.schema import COLUMNS, HOUR_US, INT64, STRING, UTC_US, Reject, Rows, schema
-
-Raw = msgspec.Raw
+from skybuffer.lake.shapes import EVENT, INT64_MAX, PAYLOAD, RECORDS, Event
 
 
 def conversion_errors() -> tuple[type[BaseException], ...]:
@@ -52,150 +50,6 @@ def conversion_errors() -> tuple[type[BaseException], ...]:
     and DuckDB's once the fallback has loaded it (nothing else can raise them)."""
     duckdb = sys.modules.get("duckdb")
     return (pa.ArrowException, duckdb.Error) if duckdb is not None else (pa.ArrowException,)
-
-
-class _Commit(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    rev: str
-    operation: str
-    collection: str
-    rkey: str
-    record: Raw = msgspec.field(default_factory=Raw)
-    cid: str | None = None
-
-
-class _Event(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    did: str
-    time_us: int
-    kind: str
-    commit: _Commit | None = None
-    identity: Raw = msgspec.field(default_factory=Raw)
-    account: Raw = msgspec.field(default_factory=Raw)
-
-
-class _Ref(msgspec.Struct, gc=False):
-    uri: str | None = None
-    cid: str | None = None
-
-
-class _EmbedRecord(msgspec.Struct, gc=False):
-    uri: str | None = None
-    cid: str | None = None
-    record: _Ref | None = None
-
-
-class _Embed(msgspec.Struct, gc=False):
-    type: str | None = msgspec.field(default=None, name="$type")
-    record: _EmbedRecord | None = None
-
-
-class _Reply(msgspec.Struct, gc=False):
-    root: _Ref | None = None
-    parent: _Ref | None = None
-
-
-class _Post(msgspec.Struct, gc=False):
-    createdAt: str | None = None  # noqa: N815 - the lexicon's name
-    text: str | None = None
-    langs: list[str] | None = None
-    reply: _Reply | None = None
-    embed: _Embed | None = None
-
-
-class _Subject(msgspec.Struct, gc=False):
-    createdAt: str | None = None  # noqa: N815
-    subject: _Ref | None = None
-    via: _Ref | None = None
-
-
-class _Graph(msgspec.Struct, gc=False):
-    createdAt: str | None = None  # noqa: N815
-    subject: str | None = None
-
-
-class _Other(msgspec.Struct, gc=False):
-    createdAt: str | None = None  # noqa: N815
-    type: str | None = msgspec.field(default=None, name="$type")
-
-
-class _Payload(msgspec.Struct, gc=False):
-    handle: str | None = None
-    seq: int | None = None
-    time: str | None = None
-    active: bool | None = None
-    status: str | None = None
-
-
-_NONE_REF = _Ref()
-_EVENT = msgspec.json.Decoder(_Event)
-_EVENTS = msgspec.json.Decoder(list[_Event])
-_PAYLOAD = msgspec.json.Decoder(_Payload)
-_INT64_MAX = 2**63 - 1
-
-
-class NotHere(Exception):
-    """This line's row is not provably DuckDB's here: DuckDB converts it."""
-
-
-def _post(r: _Post) -> tuple[Any, ...]:
-    reply = r.reply or _Reply()
-    root, parent = reply.root or _NONE_REF, reply.parent or _NONE_REF
-    embed = r.embed or _Embed()
-    rec = embed.record
-    quoted = rec.record.uri if rec is not None and rec.record is not None else None
-    if quoted is None and rec is not None:
-        quoted = rec.uri
-    return (r.text, r.langs, root.uri, root.cid, parent.uri, parent.cid, embed.type, quoted)
-
-
-def _subject(r: _Subject) -> tuple[Any, ...]:
-    subject, via = r.subject or _NONE_REF, r.via or _NONE_REF
-    return (subject.uri, subject.cid, via.uri, via.cid)
-
-
-def _graph(r: _Graph) -> tuple[Any, ...]:
-    return (r.subject,)
-
-
-def _other(r: _Other) -> tuple[Any, ...]:
-    return (r.type, None, None, None, None, None, None)
-
-
-_RECORDS: dict[str, tuple[type, Callable[[Any], tuple[Any, ...]]]] = {
-    "posts": (_Post, _post),
-    "likes": (_Subject, _subject),
-    "reposts": (_Subject, _subject),
-    "follows": (_Graph, _graph),
-    "blocks": (_Graph, _graph),
-    "other": (_Other, _other),
-}
-
-
-def _normal(raw: bytes) -> str:
-    """``raw`` as text when it is already what DuckDB re-serialises a JSON value to:
-    minified, keys unrepeated (orjson's round trip gives it back), no ``\\u`` escape
-    (DuckDB writes the characters, and control characters in upper-case hex), and no
-    number with an exponent (which DuckDB writes otherwise than orjson; the atproto data
-    model has no floats at all)."""
-    if raw[:1] != b"{" or b"\\u" in raw or _has_exponent(raw):
-        raise NotHere
-    try:
-        if orjson.dumps(orjson.loads(raw)) != raw:
-            raise NotHere
-    except orjson.JSONDecodeError:
-        raise NotHere from None
-    return raw.decode()
-
-
-def _has_exponent(raw: bytes) -> bool:
-    """A digit, ``e+`` or ``e-``, a digit (orjson always signs exponents; a string that
-    holds the same costs only the fallback)."""
-    for sign in (b"e+", b"e-"):
-        at = raw.find(sign)
-        while at > 0:
-            if raw[at - 1 : at].isdigit() and raw[at + 2 : at + 3].isdigit():
-                return True
-            at = raw.find(sign, at + 2)
-    return False
 
 
 class RowBuilder:
@@ -229,8 +83,8 @@ class RowBuilder:
         """
         chunk = _Chunk(type_, ids)
         with _no_cycle_collection():
-            for entry_id, payload, plain in zip(ids, payloads, _plain(payloads), strict=True):
-                chunk.add(entry_id, payload, plain)
+            for entry_id, payload, ok in zip(ids, payloads, plain(payloads), strict=True):
+                chunk.add(entry_id, payload, ok)
             return self._merge(type_, chunk)
 
     def _merge(self, type_: str, chunk: _Chunk) -> Rows:
@@ -263,8 +117,8 @@ class _Chunk:
     def __init__(self, type_: str, ids: list[str]) -> None:
         self.type = type_
         self.ids = ids
-        record, self.columns = _RECORDS[type_]
-        self.record = msgspec.json.Decoder(record)
+        record, self.columns = RECORDS[type_]
+        self.record: msgspec.json.Decoder[Any] = msgspec.json.Decoder(record)
         self.rows: list[tuple[Any, ...]] = []
         self.left: list[tuple[int, str, int, bytes]] = []
         self.position = 0
@@ -274,13 +128,13 @@ class _Chunk:
         """Per line: its index in its entry (``stream_index``)."""
         self.entries = 0
 
-    def add(self, entry_id: str, payload: bytes, plain: bool) -> None:
+    def add(self, entry_id: str, payload: bytes, is_plain: bool) -> None:
         """An entry's lines: decoded in one call when the entry is in normal form as a
         whole (the common case), else line by line."""
         start = self.position
-        events = _whole(payload) if plain else None
+        events = whole(payload) if is_plain else None
         if events is None:
-            self._add_lines(entry_id, payload.split(b"\n"), payload.isascii() or _utf8(payload))
+            self._add_lines(entry_id, payload.split(b"\n"), payload.isascii() or utf8(payload))
         else:
             left = self._add_events(events)
             if left:
@@ -294,7 +148,7 @@ class _Chunk:
         self.line_indexes += range(lines_added)
         self.entries += 1
 
-    def _add_events(self, events: list[_Event]) -> list[int]:
+    def _add_events(self, events: list[Event]) -> list[int]:
         """The hot loop: rows of an entry's events; returns the positions of the events
         ``_row`` could not convert either."""
         rows, decode, columns, position = self.rows, self.record.decode, self.columns, self.position
@@ -336,23 +190,24 @@ class _Chunk:
             try:
                 if not utf8:
                     raise NotHere
-                self.rows.append(self._row(_EVENT.decode(line), normal=False))
+                self.rows.append(self._row(EVENT.decode(line), normal=False))
             except (NotHere, msgspec.DecodeError, UnicodeDecodeError):
                 self.left.append((self.position, entry_id, index, line))
             self.position += 1
 
-    def _row(self, e: _Event, normal: bool) -> tuple[Any, ...]:
+    def _row(self, e: Event, normal: bool) -> tuple[Any, ...]:
         """One event's position and values (``_VALUES``, typed, record JSON); NotHere when
         DuckDB must convert it."""
         if not e.did.startswith("did:") or not 0 < e.time_us <= MAX_TIME_US:
             raise NotHere
         c = e.commit
         if e.kind == "commit" and c is not None and not (e.identity or e.account):
-            head = (e.did, e.time_us, e.kind, c.operation, c.collection, c.rkey, c.rev, c.cid)
+            head: tuple[Any, ...] = (e.did, e.time_us, e.kind, c.operation, c.collection)
+            head += (c.rkey, c.rev, c.cid)
             if not c.record:
                 return (self.position, *head, None, *_NULLS[self.type], None)
             raw = bytes(c.record)
-            record_json = _text(raw, normal)
+            record_json = value_text(raw, normal)
             r = self.record.decode(raw)
             return (self.position, *head, r.createdAt, *self.columns(r), record_json)
         if self.type == "other" and c is None:
@@ -362,7 +217,7 @@ class _Chunk:
         raise NotHere
 
 
-def _payload(e: _Event, normal: bool) -> tuple[Any, ...]:
+def _payload(e: Event, normal: bool) -> tuple[Any, ...]:
     """The typed columns of an identity or account event."""
     if e.kind == "identity" and e.identity and not e.account:
         raw = bytes(e.identity)
@@ -370,48 +225,11 @@ def _payload(e: _Event, normal: bool) -> tuple[Any, ...]:
         raw = bytes(e.account)
     else:
         raise NotHere
-    payload_json = _text(raw, normal)
-    p = _PAYLOAD.decode(raw)
-    if p.seq is not None and not -_INT64_MAX - 1 <= p.seq <= _INT64_MAX:
+    payload_json = value_text(raw, normal)
+    p = PAYLOAD.decode(raw)
+    if p.seq is not None and not -INT64_MAX - 1 <= p.seq <= INT64_MAX:
         raise NotHere
     return (None, p.handle, p.active, p.status, p.seq, p.time, payload_json)
-
-
-def _plain(payloads: list[bytes]) -> list[bool]:
-    """Per entry: holds no ``\\u`` escape and no number with a fraction or an exponent
-    (what ``_normal`` looks for), by RE2 over the chunk at once (a number is followed by
-    ``,`` ``}`` or ``]``, so dates and hashes do not match; a string that holds such a
-    pattern only sends its entry down the line-by-line path)."""
-    column = pa.array(payloads, pa.binary())
-    odd = [pc.match_substring_regex(column, pattern) for pattern in _ODD]
-    return [not x for x in functools.reduce(pc.or_, odd).to_pylist()]
-
-
-_ODD = (r"\\u", r"\.[0-9]+[eE,}\]]", r"e[-+]?[0-9]+[,}\]]", r"E[-+]?[0-9]+[,}\]]")
-
-
-def _whole(payload: bytes) -> list[_Event] | None:
-    """The entry's events in one decode, if the entry is minified JSON lines (``_plain``
-    has checked the rest of the normal form, ``_text`` checks each value's UTF-8)."""
-    array = b"[" + payload.replace(b"\n", b",") + b"]"
-    try:
-        if msgspec.json.format(array, indent=-1) != array:
-            return None
-        return _EVENTS.decode(array)
-    except msgspec.DecodeError:
-        return None
-
-
-def _text(raw: bytes, normal: bool) -> str:
-    """A record or payload as DuckDB writes it back (``normal``: the entry was checked)."""
-    if not normal:
-        return _normal(raw)
-    if raw[:1] != b"{":
-        raise NotHere
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:
-        raise NotHere from None
 
 
 @contextmanager
@@ -426,14 +244,6 @@ def _no_cycle_collection() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def _utf8(payload: bytes) -> bool:
-    try:
-        payload.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 _TYPED = {t: [c.name for c in COLUMNS[t][13:-2]] for t in TYPES}

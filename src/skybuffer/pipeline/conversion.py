@@ -138,7 +138,7 @@ class Converter:
                 len(ids),
                 type(exc).__name__,
             )
-            rows = self._salvage(type_, ids, payloads, bad, exc)
+            rows = Salvage(self.rows, type_).run(ids, payloads, bad, exc)
         if rows is not None:
             for r in rows.rejects:
                 if r.stream_index not in bad.indexes(r.stream_id):
@@ -147,7 +147,6 @@ class Converter:
         self._bundle(type_, bad, converted)
         return converted
 
-    # --- decoding --------------------------------------------------------------------------
     def _decode(
         self,
         type_: str,
@@ -179,62 +178,6 @@ class Converter:
             events = 0
         return DeadLetter.whole_entry(Reason.UNDECODABLE, events, detail)
 
-    # --- salvaging -------------------------------------------------------------------------
-    def _salvage(
-        self,
-        type_: str,
-        ids: list[str],
-        payloads: list[bytes],
-        bad: _BadEvents,
-        failure: Exception,
-    ) -> Rows | None:
-        tested = found = 0
-        kept: list[bytes] = []
-        for entry_id, payload in zip(ids, payloads, strict=True):
-            if self._converts(type_, [payload]):
-                kept.append(payload)
-                continue
-            lines = payload.split(b"\n")
-            for i, line in enumerate(lines):
-                try:
-                    check_utf8(line)
-                except InvalidEvent as exc:
-                    bad.add(entry_id, i, exc.reason, line, exc.detail)
-            known = bad.indexes(entry_id)
-            rest = [i for i in range(len(lines)) if i not in known]
-            failing = self._failing(type_, lines, rest)
-            tested, found = tested + len(rest), found + len(failing)
-            for i, detail in failing.items():
-                bad.add(entry_id, i, Reason.UNCONVERTIBLE, lines[i], detail)
-            skip = bad.indexes(entry_id)
-            kept.append(b"\n".join(PLACEHOLDER if i in skip else x for i, x in enumerate(lines)))
-        if tested > 1 and found == tested:
-            raise failure
-        return self.rows.build(type_, ids, kept)
-
-    def _converts(self, type_: str, payloads: list[bytes]) -> bool:
-        try:
-            self.rows.build(type_, ["0-0"] * len(payloads), payloads)
-        except conversion_errors():
-            return False
-        return True
-
-    def _failing(self, type_: str, lines: list[bytes], indexes: list[int]) -> dict[int, str]:
-        """The lines among ``indexes`` the conversion fails on alone, by bisection."""
-        if not indexes or self._converts(type_, [b"\n".join(lines[i] for i in indexes)]):
-            return {}
-        if len(indexes) == 1:
-            try:
-                self.rows.build(type_, ["0-0"], [lines[indexes[0]]])
-            except conversion_errors() as exc:
-                return {indexes[0]: f"{type(exc).__name__}: {exc}"[:DETAIL_BYTES]}
-            return {}
-        half = len(indexes) // 2
-        return self._failing(type_, lines, indexes[:half]) | self._failing(
-            type_, lines, indexes[half:]
-        )
-
-    # --- dead letters ------------------------------------------------------------------------
     def _bundle(self, type_: str, bad: _BadEvents, converted: Converted) -> None:
         stream = self.stream_name(type_)
         for entry_id, reasons in bad.found.items():
@@ -253,3 +196,62 @@ class Converter:
             return DeadLetter.whole_entry(reason, len(lines), detail)  # copied in the commit
         fields = self.codec.encode(lines)
         return DeadLetter(reason, fields[FIELD_DATA], detail, fields[FIELD_VERSION], len(lines))
+
+
+class Salvage:
+    """Converts a chunk whose conversion failed as a whole: entry by entry, and inside a
+    failing entry event by event (bytes that are not UTF-8 directly, anything else by
+    bisection), so exactly the events at fault are found."""
+
+    def __init__(self, rows: RowBuilder, type_: str) -> None:
+        self.rows = rows
+        self.type = type_
+
+    def run(
+        self, ids: list[str], payloads: list[bytes], bad: _BadEvents, failure: BaseException
+    ) -> Rows | None:
+        """The chunk's rows with each bad event (added to ``bad``) replaced by a
+        placeholder; ``failure`` is raised again if every event tested fails."""
+        tested = found = 0
+        kept: list[bytes] = []
+        for entry_id, payload in zip(ids, payloads, strict=True):
+            if self._converts([payload]):
+                kept.append(payload)
+                continue
+            lines = payload.split(b"\n")
+            for i, line in enumerate(lines):
+                try:
+                    check_utf8(line)
+                except InvalidEvent as exc:
+                    bad.add(entry_id, i, exc.reason, line, exc.detail)
+            known = bad.indexes(entry_id)
+            rest = [i for i in range(len(lines)) if i not in known]
+            failing = self._failing(lines, rest)
+            tested, found = tested + len(rest), found + len(failing)
+            for i, detail in failing.items():
+                bad.add(entry_id, i, Reason.UNCONVERTIBLE, lines[i], detail)
+            skip = bad.indexes(entry_id)
+            kept.append(b"\n".join(PLACEHOLDER if i in skip else x for i, x in enumerate(lines)))
+        if tested > 1 and found == tested:
+            raise failure
+        return self.rows.build(self.type, ids, kept)
+
+    def _converts(self, payloads: list[bytes]) -> bool:
+        try:
+            self.rows.build(self.type, ["0-0"] * len(payloads), payloads)
+        except conversion_errors():
+            return False
+        return True
+
+    def _failing(self, lines: list[bytes], indexes: list[int]) -> dict[int, str]:
+        """The lines among ``indexes`` the conversion fails on alone, by bisection."""
+        if not indexes or self._converts([b"\n".join(lines[i] for i in indexes)]):
+            return {}
+        if len(indexes) == 1:
+            try:
+                self.rows.build(self.type, ["0-0"], [lines[indexes[0]]])
+            except conversion_errors() as exc:
+                return {indexes[0]: f"{type(exc).__name__}: {exc}"[:DETAIL_BYTES]}
+            return {}
+        half = len(indexes) // 2
+        return self._failing(lines, indexes[:half]) | self._failing(lines, indexes[half:])
