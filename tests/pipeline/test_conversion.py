@@ -1,8 +1,8 @@
 """Converting entries to rows: one bad event costs only itself, whatever makes it bad.
 
-DuckDB turns every unusable value it knows of into NULL or a reject, and a byte that is not
-UTF-8 fails the whole query: the DataWriter tests cover those with real entries. Other
-failures of the query are injected here by a row builder that fails on a marker, to show
+The conversion turns every unusable value it knows of into NULL or a reject, and a byte
+that is not UTF-8 fails the whole chunk: the DataWriter tests cover those with real
+entries. Other failures of a chunk are injected here by a row builder that fails on a marker, to show
 that the salvage finds exactly the events at fault by bisection, and that a conversion
 that fails for every event is raised (retried), not dead-lettered.
 """
@@ -26,7 +26,7 @@ MARK = b"POISON"
 
 
 class FailingOnMark(RowBuilder):
-    """DuckDB's conversion, failing for any input that holds MARK (or for all)."""
+    """The conversion, failing for any input that holds MARK (or for all)."""
 
     def __init__(self, always: bool = False) -> None:
         super().__init__()
@@ -93,7 +93,7 @@ def test_a_bundle_of_some_events_of_an_entry_is_no_larger_than_the_entry() -> No
 
 
 class Recording(RowBuilder):
-    """DuckDB's conversion, recording the entries of each query."""
+    """The conversion, recording the entries of each chunk."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -105,7 +105,7 @@ class Recording(RowBuilder):
 
 
 def test_a_batch_is_converted_in_byte_bounded_chunks_of_whole_entries_and_released() -> None:
-    """What bounds DuckDB's memory whatever the batch: each query holds whole entries up
+    """What bounds the conversion's memory whatever the batch: each chunk holds whole entries up
     to ``chunk_bytes`` of events (one entry over at most); every event converts once, in
     order; each entry keeps only its count once decoded (all the commit needs)."""
     lines = likes(200)

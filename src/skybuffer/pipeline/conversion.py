@@ -1,17 +1,17 @@
 """Stream entries -> lake rows, where one bad event costs only itself.
 
-The DataWriter converts a chunk of entries in one DuckDB query (lake/schema.py), a chunk
-being whole entries up to ``writer.chunk_bytes`` of decompressed events. Lines
-that are not usable events come back as rejects; but some inputs make the whole query
-fail (a byte that is not UTF-8 fails the cast of the entire chunk). Then the chunk is
-salvaged: entry by entry, and inside a failing entry event by event (bytes that are not
-UTF-8 are found directly, anything else by bisection), so exactly the events at fault are
-dead-lettered, with their reason, and every other event of the chunk reaches the lake.
+The DataWriter converts a chunk of entries at a time (lake/rows.py), a chunk being whole
+entries up to ``writer.chunk_bytes`` of decompressed events. Lines that are not usable
+events come back as rejects; but some inputs make the whole chunk fail (a byte that is
+not UTF-8 fails it entirely, as it fails DuckDB's query). Then the chunk is salvaged
+(``Salvage``): entry by entry, and inside a failing entry event by event (bytes that are
+not UTF-8 are found directly, anything else by bisection), so exactly the events at fault
+are dead-lettered, with their reason, and every other event of the chunk reaches the lake.
 A salvaged event's line is replaced by a placeholder, so its neighbours keep their
 positions (``stream_index``) and a rerun writes the same rows.
 
-If no event of a chunk converts, the fault is not in the data (DuckDB itself failed): the
-error is raised, so the batch is retried instead of dead-lettered.
+If no event of a chunk converts, the fault is not in the data (the converter itself
+failed): the error is raised, so the batch is retried instead of dead-lettered.
 
 Dead letters are bundles (buffer/deadletter.py): the bad events of one entry that share a
 reason, encoded as the entry was; when that is all of the entry's events, or the entry

@@ -231,14 +231,13 @@ class WriterSettings(Section):
     batch_events: int = Field(default=250_000, ge=1)
     """Events per drained batch: bounds the writer's memory."""
     duckdb_threads: int | None = Field(default=None, ge=1)
-    """DuckDB threads converting events to rows (unset: one per core). Each keeps its own
-    JSON parsing buffers: 1 saves tens of MB of peak RSS for a slower drain wherever a
-    core would be idle (docs/BENCHMARKS.md)."""
+    """DuckDB threads for the lines the DataWriter's conversion leaves to DuckDB (unset:
+    one per core; real Jetstream events need none, and DuckDB is loaded only then)."""
     chunk_bytes: int = Field(default=2 * 2**20, ge=1)
-    """Decompressed JSON the DataWriter converts per DuckDB query (whole entries, at least
-    one): DuckDB's JSON parsing memory grows with it, and each query has a fixed cost of
-    a few milliseconds, so much smaller chunks slow the drain (docs/BENCHMARKS.md). Row
-    groups stay ``lake.row_group_rows`` rows whatever this is."""
+    """Decompressed JSON the DataWriter converts at a time (whole entries, at least one):
+    its Python rows and Arrow columns grow with it; much smaller chunks cost more per
+    event (docs/BENCHMARKS.md). Row groups are bounded by ``lake.row_group_rows`` and
+    ``lake.row_group_bytes`` whatever this is."""
     read_count: int = Field(default=200, ge=1)
     """Stream entries per XREADGROUP call."""
     claim_idle_seconds: float = 300.0
