@@ -2,9 +2,9 @@
 
 The conversion turns every unusable value it knows of into NULL or a reject, and a byte
 that is not UTF-8 fails the whole chunk: the DataWriter tests cover those with real
-entries. Other failures of a chunk are injected here by a row builder that fails on a marker, to show
-that the salvage finds exactly the events at fault by bisection, and that a conversion
-that fails for every event is raised (retried), not dead-lettered.
+entries. Other failures of a chunk are injected here by a row builder that fails on a
+marker, to show that the salvage finds exactly the events at fault by bisection, and that
+a conversion that fails for every event is raised (retried), not dead-lettered.
 """
 
 from __future__ import annotations

@@ -233,7 +233,7 @@ class WriterSettings(Section):
     duckdb_threads: int | None = Field(default=None, ge=1)
     """DuckDB threads for the lines the DataWriter's conversion leaves to DuckDB (unset:
     one per core; real Jetstream events need none, and DuckDB is loaded only then)."""
-    chunk_bytes: int = Field(default=2 * 2**20, ge=1)
+    chunk_bytes: int = Field(default=2**20, ge=1)
     """Decompressed JSON the DataWriter converts at a time (whole entries, at least one):
     its Python rows and Arrow columns grow with it; much smaller chunks cost more per
     event (docs/BENCHMARKS.md). Row groups are bounded by ``lake.row_group_rows`` and
