@@ -127,3 +127,19 @@ def test_a_batch_is_converted_in_byte_bounded_chunks_of_whole_entries_and_releas
     assert [d for c in chunks for d in c.dead] == ["1-poison"]
     assert all(set(e.fields) == {b"n"} for e in entries)
     assert sum(e.events for e in entries) == 203
+
+
+def test_the_duckdb_converter_gives_the_same_rows_and_dead_letters() -> None:
+    """``writer.converter = "duckdb"``: the SQL reference for every line."""
+    from skybuffer.lake.extraction import SqlRowBuilder
+
+    lines = likes(50)
+    bad = [lines[0], b"not json", lines[1]]
+    made = [
+        Converter(lambda t: t, builder).convert("likes", [entry("1-0", lines), entry("2-0", bad)])
+        for builder in (RowBuilder(), SqlRowBuilder())
+    ]
+    assert made[0].rows is not None and made[1].rows is not None
+    assert made[0].rows.table.equals(made[1].rows.table)
+    assert [(d.reason, d.events) for d in made[0].dead["2-0"]] == [("not_json", 1)]
+    assert [(d.reason, d.events) for d in made[1].dead["2-0"]] == [("not_json", 1)]

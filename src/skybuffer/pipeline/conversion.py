@@ -31,10 +31,14 @@ from skybuffer.buffer.deadletter import DeadLetter
 from skybuffer.constants import FIELD_COUNT, FIELD_DATA, FIELD_VERSION
 from skybuffer.errors import CodecError
 from skybuffer.events import InvalidEvent, Reason, check_utf8
+from skybuffer.lake.extraction import SqlRowBuilder
 from skybuffer.lake.rows import RowBuilder, conversion_errors
 from skybuffer.lake.schema import Rows
 
 log = logging.getLogger(__name__)
+
+Builder = RowBuilder | SqlRowBuilder
+"""``writer.converter``: msgspec (the default) or DuckDB; the rows are the same."""
 
 PLACEHOLDER = b"null"
 """Stands for a salvaged event: valid UTF-8 that converts (to a reject, dropped here)."""
@@ -73,7 +77,7 @@ class _BadEvents:
 class Converter:
     """Converts chunks of one DataWriter's entries (not thread-safe: one per writer)."""
 
-    def __init__(self, stream_name: Callable[[str], str], rows: RowBuilder | None = None) -> None:
+    def __init__(self, stream_name: Callable[[str], str], rows: Builder | None = None) -> None:
         self.stream_name = stream_name
         """type -> stream key, for the dead letters' detail."""
         self.rows = rows or RowBuilder()
@@ -203,7 +207,7 @@ class Salvage:
     failing entry event by event (bytes that are not UTF-8 directly, anything else by
     bisection), so exactly the events at fault are found."""
 
-    def __init__(self, rows: RowBuilder, type_: str) -> None:
+    def __init__(self, rows: Builder, type_: str) -> None:
         self.rows = rows
         self.type = type_
 

@@ -64,6 +64,7 @@ from skybuffer.errors import (
     LeaseHeld,
     LeaseLost,
 )
+from skybuffer.lake.extraction import SqlRowBuilder
 from skybuffer.lake.ledger import Ledger
 from skybuffer.lake.rows import RowBuilder
 from skybuffer.lake.staging import StagedBatch
@@ -114,7 +115,9 @@ class DataWriter:
             self.ledger,
             writer.replay_guard_seconds,
         )
-        self.converter = Converter(keys.stream, RowBuilder(writer.duckdb_threads))
+        threads = writer.duckdb_threads
+        rows = SqlRowBuilder(threads) if writer.converter == "duckdb" else RowBuilder(threads)
+        self.converter = Converter(keys.stream, rows)
         self.chunk_bytes = writer.chunk_bytes
 
     @classmethod
