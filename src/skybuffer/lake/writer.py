@@ -129,7 +129,6 @@ class LakeWriter:
             write_statistics=lake_schema.statistics_columns(type_),
         )
 
-    # --- publishing ----------------------------------------------------------------------
     def publish(
         self,
         parts: list[PartFile],
@@ -325,7 +324,6 @@ class LakeWriter:
         metadata = pq.read_metadata(path, filesystem=self.fs).metadata or {}
         return set(metadata.get(ENTRIES_KEY, b"").decode().split(",")) - {""}
 
-    # --- housekeeping --------------------------------------------------------------------
     def remove_leftovers(self, directory: str) -> None:
         """Temp files of a killed run: this consumer's, or anyone's past the stale age, or
         anyone's at all for the lease holder (other writers are dead or fenced)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -263,15 +263,19 @@ class WriterSettings(Section):
     (cover the source's replay window: Jetstream keeps about a day)."""
     batch_events: int = Field(default=250_000, ge=1)
     """Events per drained batch: bounds the writer's memory."""
+    converter: Literal["msgspec", "duckdb"] = "msgspec"
+    """How events become rows: ``msgspec`` (lake/rows.py; DuckDB only for the rare lines
+    it cannot prove identical, the DataWriter's peak RSS ~250-300 MB) or ``duckdb`` (the
+    SQL reference for every line: ~10-15 % less CPU per event, ~200 MB more peak RSS;
+    give it ``chunk_bytes`` of 8 MiB, its per-query cost is fixed). The rows are the same."""
     duckdb_threads: int | None = Field(default=None, ge=1)
-    """DuckDB threads converting events to rows (unset: one per core). Each keeps its own
-    JSON parsing buffers: 1 saves tens of MB of peak RSS for a slower drain wherever a
-    core would be idle (docs/BENCHMARKS.md)."""
-    chunk_bytes: int = Field(default=8 * 2**20, ge=1)
-    """Decompressed JSON the DataWriter converts per DuckDB query (whole entries, at least
-    one): DuckDB's JSON parsing memory grows with it, and each query has a fixed cost of
-    a few milliseconds, so much smaller chunks slow the drain (docs/BENCHMARKS.md). Row
-    groups stay ``lake.row_group_rows`` rows whatever this is."""
+    """DuckDB threads for the lines the DataWriter's conversion leaves to DuckDB (unset:
+    one per core; real Jetstream events need none, and DuckDB is loaded only then)."""
+    chunk_bytes: int = Field(default=2**20, ge=1)
+    """Decompressed JSON the DataWriter converts at a time (whole entries, at least one):
+    its Python rows and Arrow columns grow with it; much smaller chunks cost more per
+    event (docs/BENCHMARKS.md). Row groups are bounded by ``lake.row_group_rows`` and
+    ``lake.row_group_bytes`` whatever this is."""
     read_count: int = Field(default=200, ge=1)
     """Stream entries per XREADGROUP call."""
     claim_idle_seconds: float = 300.0
@@ -366,9 +370,14 @@ class LakeSettings(Section):
     compression_level: int = 3
     """Parquet zstd level."""
     row_group_rows: int = 64 * 1024
-    """Rows per Parquet row group (row groups below ~50k rows slow readers down). The
-    DataWriter holds one row group's rows before it writes them, so its memory grows
-    with this; it converts in smaller chunks (``writer.chunk_bytes``)."""
+    """Rows per Parquet row group at most. The DataWriter holds a row group's rows before
+    it writes them; ``row_group_bytes`` bounds that memory whatever the rows' size."""
+    row_group_bytes: int = Field(default=16 * 2**20, ge=1)
+    """Arrow memory of the rows the DataWriter holds for row groups (per partition and in
+    all): a partition's rows are written as a row group once they reach it, so the
+    writer's memory does not grow with the row size (16 MiB is ~16k posts or ~40k likes:
+    open-hour files get shorter row groups; sealing an hour compacts them into row groups
+    of ``seal_row_group_rows``)."""
     seal_schedule: str = "7 * * * *"
     """When the served sealing flow runs: a cron expression (default: hourly, at :07) or a
     number of seconds."""
