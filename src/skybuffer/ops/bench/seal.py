@@ -175,7 +175,8 @@ def _one_run(settings: Settings, server: ManagedRedis, replay: Path, lines: list
 
 @contextmanager
 def _quiet(name: str) -> Iterator[None]:
-    """Two log lines per run and type would bury the figures: warnings only, meanwhile."""
+    """A log line per run and type (and per hour sealed) would bury the figures: warnings
+    only, meanwhile."""
     logger = logging.getLogger(name)
     level = logger.level
     logger.setLevel(logging.WARNING)
@@ -206,7 +207,8 @@ def _copy_lake(lake: LakeSettings, target: Path) -> LakeSettings:
 def _seal(settings: Settings) -> dict[str, Any]:
     """One real sealing run, timed in wall and CPU seconds."""
     cpu_before, started = os.times(), time.perf_counter()
-    report = seal_ready(settings)
+    with _quiet("skybuffer.pipeline"):
+        report = seal_ready(settings)
     seconds, cpu_after = time.perf_counter() - started, os.times()
     cpu = cpu_after.user - cpu_before.user + cpu_after.system - cpu_before.system
     cpu += cpu_after.children_user - cpu_before.children_user
