@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import redis
 
@@ -136,3 +138,30 @@ def cluster(make_settings: Callable[..., Settings]) -> Iterator[ClusterTopology]
         finally:
             for pid in pids:
                 stop_pid(pid)
+
+
+@pytest.fixture
+def started_servers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[psutil.Process]:
+    """The redis-servers this test makes the bench start (never another process on the
+    machine); their scratch directories go under the test's temp dir."""
+    servers: list[psutil.Process] = []
+    start = ManagedRedis.start
+
+    def recording_start(server: ManagedRedis) -> bool:
+        started = start(server)
+        if started and (pid := server.pid()) is not None:
+            servers.append(psutil.Process(pid))
+        return started
+
+    monkeypatch.setattr(ManagedRedis, "start", recording_start)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    return servers
+
+
+def running(process: psutil.Process) -> bool:
+    """is_running() also compares the start time, so a reused pid is not ours."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

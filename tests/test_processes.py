@@ -11,7 +11,10 @@ from pathlib import Path
 
 from skybuffer import processes
 
-IGNORES_TERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+IGNORES_TERM = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+    "print('ignoring', flush=True); time.sleep(600)"
+)
 PARENT_OF_SLEEPER = (
     "import subprocess, sys, time;"
     "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']);"
@@ -32,8 +35,9 @@ def test_an_exited_child_is_not_alive_even_before_anyone_reaps_it() -> None:
 
 def test_stop_pid_uses_sigkill_only_for_a_process_that_ignores_sigterm() -> None:
     polite = spawn("import time; time.sleep(600)")
-    stubborn = spawn(IGNORES_TERM)
-    assert processes.wait_until(lambda: processes.alive(stubborn.pid), timeout=30)
+    stubborn = spawn(IGNORES_TERM, log=subprocess.PIPE)
+    assert stubborn.stdout is not None
+    assert stubborn.stdout.readline() == b"ignoring\n"  # its handler is in place (not just alive)
     assert processes.stop_pid(polite.pid, timeout=30)
     assert polite.wait(timeout=30) == -15  # SIGTERM was enough
     assert processes.stop_pid(stubborn.pid, timeout=1)

@@ -1,6 +1,7 @@
 """Settings: one clear error for bad values, env and TOML layering, documented fields.
 
-Also covers: skybuffer.settings.reference, skybuffer.settings.sections (through the
+Also covers: skybuffer.settings.reference, skybuffer.settings.base, skybuffer.settings.buffer,
+skybuffer.settings.sections (through the
 behaviour above).
 """
 

@@ -164,7 +164,9 @@ def test_a_second_ingester_on_one_cursor_is_refused_naming_the_first_and_adds_no
 ) -> None:
     expected = events_file(tmp_path / "events.jsonl", 15_000)
     args = ("ingest", "--source", "replay", "--file", str(tmp_path / "events.jsonl"))
-    first = skybuffer(settings, *args, "--rate", "3000", log=tmp_path / "first.log")
+    # 15 s of events: the second command (a new interpreter, seconds to start on a loaded
+    # machine) must find the first still running.
+    first = skybuffer(settings, *args, "--rate", "1000", log=tmp_path / "first.log")
     try:
         wait_for(lambda: confirmed(client) > 0, "the first ingester to write")
         second = run_cli(settings, *args)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from skybuffer.events import classify
-from skybuffer.lake.schema import RowBuilder, Rows, entries_table
+from skybuffer.lake.rows import RowBuilder
+from skybuffer.lake.schema import Rows
 from skybuffer.settings import LakeSettings
 
 
@@ -39,6 +40,6 @@ def build(builder: RowBuilder) -> Callable[..., Rows]:
     def make(type_: str, lines: list[bytes], per_entry: int = 1, first_ms: int = 1000) -> Rows:
         chunks = [lines[i : i + per_entry] for i in range(0, len(lines), per_entry)]
         ids = [f"{first_ms + i}-0" for i in range(len(chunks))]
-        return builder.build(type_, entries_table(ids, [b"\n".join(c) for c in chunks]))
+        return builder.build(type_, ids, [b"\n".join(c) for c in chunks])
 
     return make

@@ -9,7 +9,8 @@ import pytest
 
 from skybuffer.constants import TYPES
 from skybuffer.events import classify
-from skybuffer.lake.schema import RowBuilder, Rows, rebuild_event, schema
+from skybuffer.lake.extraction import SqlRowBuilder
+from skybuffer.lake.schema import Rows, rebuild_event, schema
 from skybuffer.testbed.generator import generate
 
 T0 = 1_779_719_009_000_000  # 2026-05-25T14:23:29Z
@@ -154,10 +155,10 @@ def test_rows_carry_their_entry_id_and_position_and_their_hour(
     assert set(rows.hours.to_pylist()) == {1_779_719_009_132_431 // 3_600_000_000}
 
 
-def test_the_row_builder_runs_duckdb_on_the_threads_it_is_given() -> None:
+def test_the_duckdb_row_builder_runs_on_the_threads_it_is_given() -> None:
     """DuckDB's threads each keep their own parse buffers: ``writer.duckdb_threads``."""
     for threads in (1, 2):
-        builder = RowBuilder(threads)
+        builder = SqlRowBuilder(threads)
         try:
             got = builder._con.sql("SELECT current_setting('threads')").fetchall()
         finally:

@@ -208,6 +208,26 @@ def test_rows_appended_in_small_chunks_are_held_until_they_make_a_full_row_group
     assert table["time_us"].to_pylist() == [T0 + i for i in range(11)]
 
 
+def test_rows_held_for_a_row_group_are_bounded_in_bytes_whatever_their_size(
+    lake: LakeSettings, build: Callable[..., Rows], like: bytes
+) -> None:
+    """``lake.row_group_bytes`` bounds the Arrow memory held per partition: a partition
+    whose rows reach it is written as a row group of the rows that fit, every row once."""
+    lines = likes(like, [T0 + i for i in range(12)])
+    per_row = build("likes", lines).table.nbytes / 12
+    settings = LakeSettings(root=lake.root, row_group_rows=1000, row_group_bytes=int(3.5 * per_row))
+    writer = LakeWriter(settings, "w1", 300)
+    staged = StagedBatch(writer, "likes", "1000-0")
+    for i in range(0, 12, 2):
+        rows = build("likes", lines[i : i + 2], first_ms=1000 + i)
+        staged.append(rows.table, rows.hours)
+        assert sum(staged._held_bytes.values()) < settings.row_group_bytes
+    [part] = staged.finish()
+    [written] = writer.publish([part], set(part.entry_ids))
+    assert max(_row_groups(written.path)) <= 3 and sum(_row_groups(written.path)) == 12
+    assert pq.read_table(written.path)["time_us"].to_pylist() == [T0 + i for i in range(12)]
+
+
 def test_rows_held_across_partitions_never_exceed_one_row_group(
     lake: LakeSettings, build: Callable[..., Rows], like: bytes
 ) -> None:

@@ -128,6 +128,31 @@ def stack_settings(config_dir: Path, **overrides: Any) -> StackSettings:
     return StackSettings(config_dir=config_dir, **{**ports, **overrides})
 
 
+# --- the committed dashboards ----------------------------------------------------------
+DASHBOARDS = CONFIG / "grafana" / "dashboards"
+TOPOLOGY_ONLY = re.compile(
+    r"redis_master_link_up|redis_connected_slave_|redis_cluster_|redis_sentinel_|"
+    r"skybuffer_partition_"
+)
+"""Series only a sentinel or cluster topology (or a partitioned buffer) has."""
+# Grafana's variables, as a user would see them on a one-Redis deployment.
+VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h", "$instance": ".*"}
+
+
+def panel_queries() -> list[tuple[str, str, str]]:
+    """(dashboard, panel, expr with Grafana's variables filled in) of every panel target."""
+    found = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        board = json.loads(path.read_text())
+        for panel in board["panels"]:
+            for target in panel.get("targets", []):
+                expr = target["expr"]
+                for variable, value in VARIABLES.items():
+                    expr = expr.replace(variable, value)
+                found.append((board["title"], panel["title"], expr))
+    return found
+
+
 # --- Prometheus and Alertmanager HTTP APIs ------------------------------------------------
 def get_json(url: str, **params: str) -> Any:
     if params:

@@ -9,47 +9,17 @@ tests/ops/test_bench_redis.py.
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import psutil
-import pytest
 from typer.testing import CliRunner
 
-from skybuffer.buffer.server import ManagedRedis
 from skybuffer.cli import app
 from skybuffer.settings import IngestSettings
-from tests.conftest import GOLDEN
+from tests.conftest import GOLDEN, running
 
 KEYS = ("events_per_s", "baseline_events_per_s", "redis_limit_events_per_s",
         "bytes_per_event", "json_bytes_per_event")  # fmt: skip
-
-
-@pytest.fixture
-def started_servers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[psutil.Process]:
-    """The redis-servers this test makes the bench start (never another process on the
-    machine); their scratch directories go under the test's temp dir."""
-    servers: list[psutil.Process] = []
-    start = ManagedRedis.start
-
-    def recording_start(server: ManagedRedis) -> bool:
-        started = start(server)
-        if started and (pid := server.pid()) is not None:
-            servers.append(psutil.Process(pid))
-        return started
-
-    monkeypatch.setattr(ManagedRedis, "start", recording_start)
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
-    return servers
-
-
-def _running(process: psutil.Process) -> bool:
-    """is_running() also compares the start time, so a reused pid is not ours."""
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def test_bench_ingest_reports_every_figure_beside_its_baselines(
@@ -64,7 +34,7 @@ def test_bench_ingest_reports_every_figure_beside_its_baselines(
     assert figures["events"] == 20_000
     assert figures["bytes_per_event"] < figures["json_bytes_per_event"] / 2
     assert started_servers, "the bench started no scratch redis-server"
-    assert not [p.pid for p in started_servers if _running(p)], "a scratch server still runs"
+    assert not [p.pid for p in started_servers if running(p)], "a scratch server still runs"
     assert not list((tmp_path / "tmp").iterdir()), "the scratch directory was left behind"
 
 
@@ -95,7 +65,7 @@ def test_bench_ingest_from_jetstream_confirms_every_event_from_a_local_websocket
     assert figures["events_per_s"] > 0 and figures["wire_bytes_per_event"] > 0
     assert figures["position_bytes"] > 0, "no position was confirmed with the events"
     assert started_servers, "the bench started no scratch redis-server"
-    assert not [p.pid for p in started_servers if _running(p)], "a scratch server still runs"
+    assert not [p.pid for p in started_servers if running(p)], "a scratch server still runs"
     assert not list((tmp_path / "tmp").iterdir()), "the scratch directory was left behind"
 
 
@@ -122,5 +92,5 @@ def test_bench_write_reports_the_drain_beside_its_in_run_reference(
         figures["events_per_s"] / figures["reference_events_per_s"], 2
     )
     assert started_servers, "the bench started no scratch redis-server"
-    assert not [p.pid for p in started_servers if _running(p)], "a scratch server still runs"
+    assert not [p.pid for p in started_servers if running(p)], "a scratch server still runs"
     assert not list((tmp_path / "tmp").iterdir()), "the scratch directory was left behind"

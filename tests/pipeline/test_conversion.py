@@ -1,10 +1,10 @@
 """Converting entries to rows: one bad event costs only itself, whatever makes it bad.
 
-DuckDB turns every unusable value it knows of into NULL or a reject, and a byte that is not
-UTF-8 fails the whole query: the DataWriter tests cover those with real entries. Other
-failures of the query are injected here by a row builder that fails on a marker, to show
-that the salvage finds exactly the events at fault by bisection, and that a conversion
-that fails for every event is raised (retried), not dead-lettered.
+The conversion turns every unusable value it knows of into NULL or a reject, and a byte
+that is not UTF-8 fails the whole chunk: the DataWriter tests cover those with real
+entries. Other failures of a chunk are injected here by a row builder that fails on a
+marker, to show that the salvage finds exactly the events at fault by bisection, and that
+a conversion that fails for every event is raised (retried), not dead-lettered.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import pytest
 
 from skybuffer.buffer.codec import Codec, Decoder
 from skybuffer.buffer.consumer import Entry
-from skybuffer.lake.schema import RowBuilder, Rows
+from skybuffer.lake.rows import RowBuilder
+from skybuffer.lake.schema import Rows
 from skybuffer.pipeline.conversion import Converter
 from skybuffer.testbed.generator import generate
 
@@ -25,17 +26,16 @@ MARK = b"POISON"
 
 
 class FailingOnMark(RowBuilder):
-    """DuckDB's conversion, failing for any input that holds MARK (or for all)."""
+    """The conversion, failing for any input that holds MARK (or for all)."""
 
     def __init__(self, always: bool = False) -> None:
         super().__init__()
         self.always = always
 
-    def build(self, type_: str, entries: pa.Table) -> Rows:
-        payloads = entries["payload"].to_pylist()
+    def build(self, type_: str, ids: list[str], payloads: list[bytes]) -> Rows:
         if self.always or any(MARK in p for p in payloads):
             raise duckdb.ConversionException("injected conversion failure")
-        return super().build(type_, entries)
+        return super().build(type_, ids, payloads)
 
 
 def likes(n: int) -> list[bytes]:
@@ -93,20 +93,19 @@ def test_a_bundle_of_some_events_of_an_entry_is_no_larger_than_the_entry() -> No
 
 
 class Recording(RowBuilder):
-    """DuckDB's conversion, recording the entries of each query."""
+    """The conversion, recording the entries of each chunk."""
 
     def __init__(self) -> None:
         super().__init__()
         self.queries: list[list[tuple[str, int]]] = []
 
-    def build(self, type_: str, entries: pa.Table) -> Rows:
-        ids, payloads = entries["stream_id"].to_pylist(), entries["payload"].to_pylist()
+    def build(self, type_: str, ids: list[str], payloads: list[bytes]) -> Rows:
         self.queries.append([(i, len(p)) for i, p in zip(ids, payloads, strict=True)])
-        return super().build(type_, entries)
+        return super().build(type_, ids, payloads)
 
 
 def test_a_batch_is_converted_in_byte_bounded_chunks_of_whole_entries_and_released() -> None:
-    """What bounds DuckDB's memory whatever the batch: each query holds whole entries up
+    """What bounds the conversion's memory whatever the batch: each chunk holds whole entries up
     to ``chunk_bytes`` of events (one entry over at most); every event converts once, in
     order; each entry keeps only its count once decoded (all the commit needs)."""
     lines = likes(200)
@@ -128,3 +127,19 @@ def test_a_batch_is_converted_in_byte_bounded_chunks_of_whole_entries_and_releas
     assert [d for c in chunks for d in c.dead] == ["1-poison"]
     assert all(set(e.fields) == {b"n"} for e in entries)
     assert sum(e.events for e in entries) == 203
+
+
+def test_the_duckdb_converter_gives_the_same_rows_and_dead_letters() -> None:
+    """``writer.converter = "duckdb"``: the SQL reference for every line."""
+    from skybuffer.lake.extraction import SqlRowBuilder
+
+    lines = likes(50)
+    bad = [lines[0], b"not json", lines[1]]
+    made = [
+        Converter(lambda t: t, builder).convert("likes", [entry("1-0", lines), entry("2-0", bad)])
+        for builder in (RowBuilder(), SqlRowBuilder())
+    ]
+    assert made[0].rows is not None and made[1].rows is not None
+    assert made[0].rows.table.equals(made[1].rows.table)
+    assert [(d.reason, d.events) for d in made[0].dead["2-0"]] == [("not_json", 1)]
+    assert [(d.reason, d.events) for d in made[1].dead["2-0"]] == [("not_json", 1)]

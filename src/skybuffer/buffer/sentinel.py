@@ -37,7 +37,7 @@ from skybuffer.buffer.sentinel_client import (
 )
 from skybuffer.buffer.sentinel_process import Secrets, SentinelProcess
 from skybuffer.buffer.server import ManagedRedis
-from skybuffer.buffer.users import Credentials
+from skybuffer.buffer.users import AclUsers, Credentials
 from skybuffer.datadir import TOPOLOGY_PORTS, claim, port_of, recorded_topology
 from skybuffer.errors import ConfigError, MissingBinaryError, RedisUnavailable
 from skybuffer.privilege import make_private, write_private
@@ -136,6 +136,7 @@ class SentinelTopology:
         secrets = Secrets(
             nodes[0].credentials(SENTINEL_SECRET).password,
             nodes[0].credentials("sentinel").password,
+            self._sentinel_users(),
         )
         for sentinel in sentinels:
             make_private(sentinel.directory)
@@ -144,6 +145,14 @@ class SentinelTopology:
             sentinel.start(binary, self.data_dir)
         self._wait_until_watched(self.settings.start_timeout_seconds)
         return started
+
+    def _sentinel_users(self) -> str:
+        """The sentinels' own ACL users (config/redis/sentinel.acl beside redis.conf: the
+        read-only exporter's), or none when the file is not there."""
+        template = self.settings.conf.parent / "sentinel.acl"
+        if not template.exists():
+            return ""
+        return AclUsers(self.settings, self.secrets_dir, NODE_USERS).rendered(template)
 
     def _primary_to_start(self, nodes: list[ManagedRedis], first: SentinelProcess) -> ManagedRedis:
         monitored = first.monitored_primary()

@@ -58,8 +58,16 @@ class SentinelClients:
     def sentinel(self) -> Sentinel:
         """A client of the sentinels (each call asks them in turn)."""
         timeouts = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0, "retry": no_retry()}
-        password = None if self.external else self.credentials(SENTINEL_SECRET).password
+        password = self._sentinels_password()
         return Sentinel(self.addresses, sentinel_kwargs={**timeouts, "password": password})
+
+    def _sentinels_password(self) -> str | None:
+        """The local sentinels' password; an external deployment's if one is given
+        (``redis.sentinel_password``)."""
+        if not self.external:
+            return self.credentials(SENTINEL_SECRET).password
+        given = self.settings.sentinel_password
+        return given.get_secret_value() if given is not None else None
 
     def client(self, user: str = "skybuffer", **kwargs: Any) -> redis.Redis:
         """A client of the current primary, for ``user``, that follows failovers: with the

@@ -37,10 +37,19 @@ class SentinelProcess:
         """The pid of our running sentinel, or None (a stale pid file is ignored)."""
         return processes.running_pid(self.pidfile)
 
-    def render(self, settings: RedisSettings, primary: tuple[str, int], secrets: Secrets) -> None:
+    def render(
+        self,
+        settings: RedisSettings,
+        primary: tuple[str, int],
+        secrets: Secrets,
+        hostnames: bool = False,
+    ) -> None:
         """Write sentinel.conf, once: the sentinel rewrites it with what it learns (its
-        id, the current primary, its peers), which a later start must keep."""
+        id, the current primary, its peers), which a later start must keep. With
+        ``hostnames`` the primary may be a host name (containers: a service's name),
+        which the sentinel resolves and announces as such."""
         if self.conf.exists():
+            self._add_users(secrets.users)
             return
         name = settings.sentinel_master
         lines = [
@@ -53,14 +62,29 @@ class SentinelProcess:
             f'logfile "{self.logfile}"',
             f"requirepass {secrets.sentinels}",
             f"sentinel sentinel-pass {secrets.sentinels}",
+            *(["sentinel resolve-hostnames yes", "sentinel announce-hostnames yes"] * hostnames),
             f"sentinel monitor {name} {primary[0]} {primary[1]} {QUORUM}",
             f"sentinel auth-user {name} sentinel",
             f"sentinel auth-pass {name} {secrets.sentinel}",
             f"sentinel down-after-milliseconds {name} {settings.sentinel_down_after_ms}",
             f"sentinel failover-timeout {name} {settings.sentinel_failover_timeout_ms}",
             f"sentinel parallel-syncs {name} 1",
+            *secrets.users.splitlines(),
         ]
         write_private(self.conf, "\n".join(lines) + "\n")
+
+    def _add_users(self, users: str) -> None:
+        """A config of an older version lacks the ACL users (the exporter's): appended
+        while the sentinel is stopped, kept by its own rewrites after."""
+        text = self.conf.read_text()
+        lines = [line for line in users.splitlines() if line.startswith("user ")]
+        missing = [
+            line
+            for line in lines
+            if not re.search(rf"^user {re.escape(line.split()[1])} ", text, re.MULTILINE)
+        ]
+        if missing and self.pid() is None:
+            write_private(self.conf, text.rstrip("\n") + "\n" + "\n".join(missing) + "\n")
 
     def start(self, binary: str, data_dir: Path) -> None:
         if self.pid() is not None:
@@ -95,7 +119,10 @@ class SentinelProcess:
 @dataclass(frozen=True)
 class Secrets:
     """What a sentinel's config holds: its own password (clients and peers log in with
-    it) and the password of the 'sentinel' ACL user it logs in to the nodes as."""
+    it), the password of the 'sentinel' ACL user it logs in to the nodes as, and its own
+    ACL users (hashed passwords)."""
 
     sentinels: str
     sentinel: str
+    users: str = ""
+    """ACL user lines of the sentinel itself (config/redis/sentinel.acl: the exporter's)."""

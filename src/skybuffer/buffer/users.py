@@ -40,6 +40,7 @@ class AclUsers:
         given = {
             "skybuffer": self.settings.password,
             "exporter": self.settings.exporter_password,
+            "sentinels": self.settings.sentinel_password,
         }.get(user)
         if given is not None:
             return Credentials(user, given.get_secret_value())
@@ -52,13 +53,17 @@ class AclUsers:
     def render_acl(self, template: Path, directory: Path) -> Path:
         """Write ``directory``/users.acl from ``template`` with the password hashes and the
         key pattern."""
+        acl = directory / "users.acl"
+        write_private(acl, self.rendered(template))
+        return acl
+
+    def rendered(self, template: Path) -> str:
+        """``template`` with the password hashes and the key pattern filled in."""
         if not template.exists():
             raise ConfigError(f"ACL template {template} is missing (it sits beside redis.conf)")
         values = {f"{u}_password": "#" + _sha256(self.credentials(u).password) for u in self.names}
         values["key_pattern"] = self.settings.prefix + "*"
-        acl = directory / "users.acl"
-        write_private(acl, template.read_text().format(**values))
-        return acl
+        return template.read_text().format(**values)
 
 
 def _sha256(text: str) -> str:

@@ -178,3 +178,32 @@ def bench_redis_cmd(
     with redis_for_command(s):
         report = run_bench_redis(s, ops, clients)
     show_report(report, as_json)
+
+
+@bench_app.command("seal")
+def bench_seal_cmd(
+    hours: Annotated[int, typer.Option("--hours", help="Past hours of lake to write.")] = 24,
+    events_per_hour: Annotated[
+        int, typer.Option("--events-per-hour", help="Events in each hour (all types).")
+    ] = 20_000,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timings of each query.")] = 5,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Measure sealing on a day of lake the DataWriter wrote (one drain per 5-minute run,
+    1 % upstream duplicates): files and Parquet bytes per event before and after, seal
+    throughput, duplicates dropped, and DuckDB queries over the unsealed copy beside the
+    sealed lake (median of --repeats); on a scratch Redis and lake removed afterwards."""
+    from skybuffer.ops.bench.seal import bench_seal
+
+    result = bench_seal(hours, events_per_hour, settings_for(data_dir, config), repeats=repeats)
+    if as_json:
+        emit_json(result)
+        return
+    from skybuffer.console import console, figures_table
+
+    queries = result.pop("queries")
+    show_bench("bench seal", result, as_json=False)
+    rows = [{"query": name, **figures} for name, figures in queries.items()]
+    console.print(figures_table("DuckDB queries, median seconds: unsealed vs sealed", rows))

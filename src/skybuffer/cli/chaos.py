@@ -114,7 +114,12 @@ def chaos_sustained(
 @chaos_app.command("failover")
 def chaos_failover(
     mode: Annotated[
-        str, typer.Option("--mode", help="The topology: sentinel (cluster: not yet supported).")
+        str,
+        typer.Option(
+            "--mode",
+            help="The topology: sentinel (1 primary, 1 replica, 3 sentinels) or cluster "
+            "(3 primaries with a replica each, 3 partitions; one primary is killed).",
+        ),
     ] = "sentinel",
     events: Annotated[int, typer.Option("--events", min=1000, help="Source events.")] = 40_000,
     rate: Annotated[float, typer.Option("--rate", help="Source pace, ev/s.")] = 3_000,
@@ -126,18 +131,32 @@ def chaos_failover(
             "(straight from a file).",
         ),
     ] = "jetstream",
+    replica_lag: Annotated[
+        float,
+        typer.Option(
+            "--replica-lag",
+            min=0,
+            max=5,
+            help="Cluster mode: cut the killed primary's replica off this many seconds before "
+            "the kill, so that the promoted replica lacks them (a replica that lagged).",
+        ),
+    ] = 0.0,
     data_dir: DataDir = None,
     config: ConfigFile = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Kill the primary of a scratch sentinel topology in the middle of a run, and check
-    the pipeline goes on by itself with every event in the lake exactly once (lost,
-    duplicated, failovers, recovery time)."""
+    """Kill the primary of a scratch sentinel topology (or, in a scratch cluster, the
+    primary of one partition's slot) in the middle of a run, and check the pipeline goes
+    on by itself with every event in the lake exactly once (lost, duplicated, failovers,
+    recovery time)."""
     from skybuffer.ops.chaos.failover import MODES, SOURCES, run_chaos_failover
 
     if mode not in MODES:
-        raise typer.BadParameter(f"--mode must be one of {', '.join(MODES)} (cluster: not yet)")
+        raise typer.BadParameter(f"--mode must be one of {', '.join(MODES)}")
     if source not in SOURCES:
         raise typer.BadParameter(f"--source must be one of {', '.join(SOURCES)}")
-    report = run_chaos_failover(settings_for(data_dir, config), events, rate, source, mode)
+    if replica_lag and mode != "cluster":
+        raise typer.BadParameter("--replica-lag applies to --mode cluster only")
+    s = settings_for(data_dir, config)
+    report = run_chaos_failover(s, events, rate, source, mode, replica_lag)
     show_report(report, as_json)

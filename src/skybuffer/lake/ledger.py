@@ -35,7 +35,6 @@ import os
 import time
 from dataclasses import dataclass
 
-import duckdb
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -61,7 +60,10 @@ def identity_sql(type_: str) -> str:
 
 
 def identities(type_: str, table: pa.Table) -> pa.Array:
-    """The identity of every row of ``table`` (lake columns), in row order."""
+    """The identity of every row of ``table`` (lake columns), in row order (DuckDB's
+    md5, loaded only here: a replay guard is rare, and the writer's path has no DuckDB)."""
+    import duckdb
+
     con = duckdb.connect(config={"autoinstall_known_extensions": False})
     try:
         con.register("t", table)

@@ -25,6 +25,8 @@ from skybuffer import __version__
 from skybuffer.processes import fsync
 
 MANIFEST = "_manifest.json"
+SEALED_PREFIX = "sealed-"
+"""Sealed files are ``sealed-{sha256[:16]}.parquet``."""
 FORMAT = 1
 
 

@@ -14,9 +14,11 @@ ends in ``*.parquet``, which a writer's in-progress temp file never matches.
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ import duckdb
 from skybuffer.constants import TYPES
 from skybuffer.errors import QueryError
 from skybuffer.lake.layout import Layout, root_path
+from skybuffer.lake.manifest import MANIFEST, SEALED_PREFIX, read_manifest
 from skybuffer.lake.schema import schema
 from skybuffer.lake.views import create_current_views
 from skybuffer.settings import LakeSettings
@@ -76,7 +79,7 @@ def connect(lake: LakeSettings, skipped: frozenset[str] = frozenset()) -> duckdb
     con = duckdb.connect(config={"autoinstall_known_extensions": False})
     con.execute("SET TimeZone = 'UTC'")
     for type_ in TYPES:
-        files = _files(con, layout.glob(type_), skipped)
+        files = _files(con, layout.glob(type_), skipped | replaced_files(layout.glob(type_)))
         if files:
             con.execute(
                 f"CREATE VIEW {type_} AS SELECT * FROM read_parquet({files}, "
@@ -87,6 +90,27 @@ def connect(lake: LakeSettings, skipped: frozenset[str] = frozenset()) -> duckdb
             con.execute(f"CREATE VIEW {type_} AS SELECT * FROM _empty_{type_}")
     create_current_views(con)
     return con
+
+
+def replaced_files(data_glob: str) -> frozenset[str]:
+    """Files an unfinished seal left beside their replacement (lake/sealing.py): those
+    its manifest says it replaced, and a sealed file no manifest lists yet (a seal killed
+    between its rename and its manifest). Never read, so a query never counts an event
+    twice whenever it runs."""
+    stale = set()
+    hours = data_glob.removesuffix("*.parquet")
+    for manifest_path in glob.glob(hours + MANIFEST):
+        directory = os.path.dirname(manifest_path)
+        manifest = read_manifest(directory)
+        for name in manifest.replaced if manifest else []:
+            path = os.path.join(directory, name)
+            if os.path.exists(path):
+                stale.add(path)
+    for sealed in glob.glob(hours + SEALED_PREFIX + "*.parquet"):
+        manifest = read_manifest(os.path.dirname(sealed))
+        if manifest is None or os.path.basename(sealed) not in manifest.names:
+            stale.add(sealed)
+    return frozenset(stale)
 
 
 def _files(con: duckdb.DuckDBPyConnection, glob: str, skipped: frozenset[str]) -> str:

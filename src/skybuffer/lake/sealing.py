@@ -41,13 +41,19 @@ from skybuffer.errors import ConfigError, LakeWriteError
 from skybuffer.lake import schema as lake_schema
 from skybuffer.lake.layout import TIME_FIELDS, Layout, remote, root_path
 from skybuffer.lake.ledger import identity_sql
-from skybuffer.lake.manifest import FileEntry, Manifest, read_manifest, sha256_of, write_manifest
+from skybuffer.lake.manifest import (
+    SEALED_PREFIX,
+    FileEntry,
+    Manifest,
+    read_manifest,
+    sha256_of,
+    write_manifest,
+)
 from skybuffer.processes import fsync
 from skybuffer.settings import LakeSettings
 
 log = logging.getLogger(__name__)
 
-SEALED_PREFIX = "sealed-"
 TEMP_PREFIX = ".tmp-seal-"
 TEMP_SUFFIX = ".sealing"
 

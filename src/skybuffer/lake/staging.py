@@ -18,12 +18,14 @@ class StagedBatch:
     """The temp files of one batch, one per hour partition, written row group by row group.
 
     Rows arrive in chunks of any size (``append``); each partition's rows are held until
-    they make a row group of ``lake.row_group_rows`` rows (pyarrow's ParquetWriter closes
-    a row group per write, so holding is what keeps row groups that long whatever the
-    chunk). One background thread encodes a full row group while the next rows are built;
-    ``append`` waits for the previous row group first, so at most two row groups are in
-    memory whatever the batch size. The rows held across partitions are bounded too: past
-    one row group's worth, the partition holding the most is written as a shorter group.
+    they make a row group: ``lake.row_group_rows`` rows, or ``lake.row_group_bytes`` of
+    Arrow memory if that comes first (pyarrow's ParquetWriter closes a row group per
+    write, so holding is what keeps row groups that long whatever the chunk). One
+    background thread encodes a full row group while the next rows are built; ``append``
+    waits for the previous row group first, so at most two row groups are in memory
+    whatever the batch size. The rows held across partitions are bounded too: past one
+    row group's worth (rows or bytes), the partition holding the most is written as a
+    shorter group.
     """
 
     def __init__(self, lake: LakeWriter, type_: str, tag: str) -> None:
@@ -34,6 +36,7 @@ class StagedBatch:
         self._writers: dict[int, pq.ParquetWriter] = {}
         self._held: dict[int, list[pa.Table]] = {}
         self._held_rows: dict[int, int] = {}
+        self._held_bytes: dict[int, int] = {}
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="lake-stage")
         self._pending: Future[None] | None = None
 
@@ -47,14 +50,18 @@ class StagedBatch:
             part.entry_ids.update(pc.unique(rows["stream_id"]).to_pylist())
             self._held.setdefault(bucket, []).append(rows)
             self._held_rows[bucket] = self._held_rows.get(bucket, 0) + rows.num_rows
+            self._held_bytes[bucket] = self._held_bytes.get(bucket, 0) + rows.nbytes
         self._write_full()
 
     def _write_full(self) -> None:
-        group = self.lake.settings.row_group_rows
+        group, limit = self.lake.settings.row_group_rows, self.lake.settings.row_group_bytes
         for bucket in list(self._held):
             while self._held_rows.get(bucket, 0) >= group:
                 self._write_held(bucket, group)
-        while sum(self._held_rows.values()) > group:
+            while self._held_bytes.get(bucket, 0) >= limit:
+                rows, size = self._held_rows[bucket], self._held_bytes[bucket]
+                self._write_held(bucket, max(1, rows * limit // size))
+        while sum(self._held_rows.values()) > group or sum(self._held_bytes.values()) > limit:
             bucket = max(self._held_rows, key=lambda b: self._held_rows[b])
             self._write_held(bucket, self._held_rows[bucket])
 
@@ -62,8 +69,10 @@ class StagedBatch:
         """Hand the first ``rows`` held rows of a partition to the encoding thread."""
         held = pa.concat_tables(self._held.pop(bucket))
         group, rest = held.slice(0, rows), held.slice(rows)
+        del self._held_bytes[bucket]
         if rest.num_rows:
             self._held[bucket], self._held_rows[bucket] = [rest], rest.num_rows
+            self._held_bytes[bucket] = rest.nbytes
         else:
             del self._held_rows[bucket]
         del held
@@ -115,6 +124,7 @@ class StagedBatch:
         self._writers.clear()
         self._held.clear()
         self._held_rows.clear()
+        self._held_bytes.clear()
         self.lake.discard(list(self.parts.values()))
         self._pool.shutdown()
 

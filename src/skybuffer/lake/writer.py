@@ -129,7 +129,6 @@ class LakeWriter:
             write_statistics=lake_schema.statistics_columns(type_),
         )
 
-    # --- publishing ----------------------------------------------------------------------
     def publish(
         self,
         parts: list[PartFile],
@@ -173,15 +172,22 @@ class LakeWriter:
 
     @contextmanager
     def publishing(self) -> Iterator[None]:
-        """One publisher at a time on this lake (an flock, released by the kernel if the
-        process dies). Held from the lease check to the commit, so a stale owner that
-        stalls inside that step delays the new owner's publish instead of overlapping it.
-        Object stores have no such lock: there the lease check alone fences (documented)."""
+        """One publisher at a time on this lake, per buffer partition (an flock, released
+        by the kernel if the process dies). Held from the lease check to the commit, so a
+        stale owner that stalls inside that step delays the new owner's publish instead of
+        overlapping it; the writers of other partitions (other leases, other file names)
+        publish beside it. Object stores have no such lock: there the lease check alone
+        fences (documented)."""
         if not self.local:
             yield
             return
         os.makedirs(self.layout.root, exist_ok=True)
-        fd = os.open(os.path.join(self.layout.root, PUBLISH_LOCK), os.O_RDWR | os.O_CREAT, 0o640)
+        lock = (
+            PUBLISH_LOCK.replace(".lock", f"-{self.partition}.lock")
+            if self.partition
+            else PUBLISH_LOCK
+        )
+        fd = os.open(os.path.join(self.layout.root, lock), os.O_RDWR | os.O_CREAT, 0o640)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -190,7 +196,7 @@ class LakeWriter:
                     "Waiting for the lake's publish lock %s: another DataWriter holds "
                     "it (one stopped inside its publish step holds it until it "
                     "resumes or dies).",
-                    PUBLISH_LOCK,
+                    lock,
                 )
                 fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -325,7 +331,6 @@ class LakeWriter:
         metadata = pq.read_metadata(path, filesystem=self.fs).metadata or {}
         return set(metadata.get(ENTRIES_KEY, b"").decode().split(",")) - {""}
 
-    # --- housekeeping --------------------------------------------------------------------
     def remove_leftovers(self, directory: str) -> None:
         """Temp files of a killed run: this consumer's, or anyone's past the stale age, or
         anyone's at all for the lease holder (other writers are dead or fenced)."""

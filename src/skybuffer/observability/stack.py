@@ -26,6 +26,7 @@ from skybuffer.observability.programs import (
     Component,
     ready,
 )
+from skybuffer.observability.redis_targets import redis_targets
 from skybuffer.observability.stack_layout import StackLayout
 from skybuffer.observability.stack_secrets import StackSecrets
 from skybuffer.settings import Settings, StackSettings
@@ -166,14 +167,19 @@ class Stack:
         ]
 
     def _exporter_command(self, binary: str) -> list[str]:
-        redis_addr = self._redis_addr()
+        """In sentinel and cluster modes -redis.addr is the first node (its /metrics is
+        not scraped: Prometheus asks /scrape?target= of each, observability/redis_targets.py)
+        and the password file holds every node's address."""
+        nodes = [target.url for target in redis_targets(self.settings)]
+        redis_addr = nodes[0] if nodes else self._redis_addr()
         prefix = self.settings.redis.prefix
-        streams = f"-check-streams={prefix}stream:*,{prefix}deadletter"
+        # `*` before stream: also a partition's hash-tagged prefix (skybuffer:{p0-0}:stream:…)
+        streams = f"-check-streams={prefix}*stream:*,{prefix}*deadletter"
         listen = f"-web.listen-address={self.endpoints.address(self.conf.exporter_port)}"
         return [
             binary,
             f"-redis.addr={redis_addr}",
-            *self.keys.exporter_auth(redis_addr),
+            *self.keys.exporter_auth(redis_addr, nodes),
             streams,
             listen,
         ]

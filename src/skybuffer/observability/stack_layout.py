@@ -3,8 +3,8 @@ loopback address each program listens on.
 
 The committed files under ``config/`` are symlinked into the stack dir, never copied or
 templated; beside them ``lay_out`` writes only what differs per machine: Prometheus'
-file_sd targets (loopback ports) and the secrets (stack_secrets.py). Starting and
-stopping the programs is stack.py's.
+file_sd targets (loopback ports; a group per node in sentinel and cluster modes) and the
+secrets (stack_secrets.py). Starting and stopping the programs is stack.py's.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from skybuffer.datadir import port_of
 from skybuffer.errors import ConfigError
 from skybuffer.observability.programs import ALERTMANAGER, EXPORTER, PROMETHEUS, Component
+from skybuffer.observability.redis_targets import redis_targets
 from skybuffer.observability.stack_secrets import StackSecrets
 from skybuffer.privilege import private_dir
 from skybuffer.processes import atomic_write
@@ -90,7 +92,15 @@ class StackLayout:
         }
         for job, target in targets.items():
             groups = [{"targets": [target]}] if target else []
+            if job == "redis":
+                groups = self._redis_groups(groups)
             atomic_write(directory / f"{job}.yml", json.dumps(groups) + "\n")
+
+    def _redis_groups(self, standalone: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Sentinel and cluster modes: one group per node and sentinel, each scraped
+        through the exporter's /scrape (observability/redis_targets.py)."""
+        exporter = self.endpoints.address(self.conf.exporter_port)
+        return [t.group(exporter) for t in redis_targets(self.settings)] or standalone
 
 
 def _symlink(link: Path, target: Path) -> None:

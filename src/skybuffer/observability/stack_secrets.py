@@ -52,20 +52,23 @@ class StackSecrets:
             f"{SLACK_WEBHOOK_ENV} and run `skybuffer stack up` again"
         )
 
-    def exporter_auth(self, redis_addr: str) -> list[str]:
-        """-redis.user/-redis.password-file flags (the file maps address -> password)."""
+    def exporter_auth(self, redis_addr: str, nodes: list[str] | None = None) -> list[str]:
+        """-redis.user/-redis.password-file flags (the file maps address -> password: the
+        one of ``redis_addr``, and of each of a topology's ``nodes`` and sentinels, which
+        all have the same exporter user)."""
         password = self._exporter_password()
         if password is None:
             return []
         path = self.secrets / "redis_exporter_passwords.json"
-        write_private(path, json.dumps({redis_addr: password}))
+        addresses = [redis_addr, *(nodes or [])]
+        write_private(path, json.dumps(dict.fromkeys(addresses, password)))
         return ["-redis.user=exporter", f"-redis.password-file={path}"]
 
     def _exporter_password(self) -> str | None:
         redis_settings = self.settings.redis
         if redis_settings.exporter_password is not None:
             return redis_settings.exporter_password.get_secret_value()
-        if redis_settings.url:
+        if redis_settings.url or redis_settings.sentinels or redis_settings.cluster_nodes:
             return None  # an external Redis: its exporter password must be given
         from skybuffer.buffer.server import ManagedRedis
 

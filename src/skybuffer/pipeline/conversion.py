@@ -1,17 +1,17 @@
 """Stream entries -> lake rows, where one bad event costs only itself.
 
-The DataWriter converts a chunk of entries in one DuckDB query (lake/schema.py), a chunk
-being whole entries up to ``writer.chunk_bytes`` of decompressed events. Lines
-that are not usable events come back as rejects; but some inputs make the whole query
-fail (a byte that is not UTF-8 fails the cast of the entire chunk). Then the chunk is
-salvaged: entry by entry, and inside a failing entry event by event (bytes that are not
-UTF-8 are found directly, anything else by bisection), so exactly the events at fault are
-dead-lettered, with their reason, and every other event of the chunk reaches the lake.
+The DataWriter converts a chunk of entries at a time (lake/rows.py), a chunk being whole
+entries up to ``writer.chunk_bytes`` of decompressed events. Lines that are not usable
+events come back as rejects; but some inputs make the whole chunk fail (a byte that is
+not UTF-8 fails it entirely, as it fails DuckDB's query). Then the chunk is salvaged
+(``Salvage``): entry by entry, and inside a failing entry event by event (bytes that are
+not UTF-8 are found directly, anything else by bisection), so exactly the events at fault
+are dead-lettered, with their reason, and every other event of the chunk reaches the lake.
 A salvaged event's line is replaced by a placeholder, so its neighbours keep their
 positions (``stream_index``) and a rerun writes the same rows.
 
-If no event of a chunk converts, the fault is not in the data (DuckDB itself failed): the
-error is raised, so the batch is retried instead of dead-lettered.
+If no event of a chunk converts, the fault is not in the data (the converter itself
+failed): the error is raised, so the batch is retried instead of dead-lettered.
 
 Dead letters are bundles (buffer/deadletter.py): the bad events of one entry that share a
 reason, encoded as the entry was; when that is all of the entry's events, or the entry
@@ -25,20 +25,21 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-import duckdb
-import pyarrow as pa
-
 from skybuffer.buffer.codec import Codec, Decoder
 from skybuffer.buffer.consumer import Entry
 from skybuffer.buffer.deadletter import DeadLetter
 from skybuffer.constants import FIELD_COUNT, FIELD_DATA, FIELD_VERSION
 from skybuffer.errors import CodecError
 from skybuffer.events import InvalidEvent, Reason, check_utf8
-from skybuffer.lake.schema import RowBuilder, Rows, entries_table
+from skybuffer.lake.extraction import SqlRowBuilder
+from skybuffer.lake.rows import RowBuilder, conversion_errors
+from skybuffer.lake.schema import Rows
 
 log = logging.getLogger(__name__)
 
-CONVERSION_ERRORS = (duckdb.Error, pa.ArrowException)
+Builder = RowBuilder | SqlRowBuilder
+"""``writer.converter``: msgspec (the default) or DuckDB; the rows are the same."""
+
 PLACEHOLDER = b"null"
 """Stands for a salvaged event: valid UTF-8 that converts (to a reject, dropped here)."""
 DETAIL_BYTES = 2000
@@ -76,7 +77,7 @@ class _BadEvents:
 class Converter:
     """Converts chunks of one DataWriter's entries (not thread-safe: one per writer)."""
 
-    def __init__(self, stream_name: Callable[[str], str], rows: RowBuilder | None = None) -> None:
+    def __init__(self, stream_name: Callable[[str], str], rows: Builder | None = None) -> None:
         self.stream_name = stream_name
         """type -> stream key, for the dead letters' detail."""
         self.rows = rows or RowBuilder()
@@ -133,15 +134,15 @@ class Converter:
         bad = _BadEvents()
         rows: Rows | None
         try:
-            rows = self.rows.build(type_, entries_table(ids, payloads))
-        except CONVERSION_ERRORS as exc:
+            rows = self.rows.build(type_, ids, payloads)
+        except conversion_errors() as exc:
             log.warning(
                 "%s: converting %d entries failed (%s); salvaging them event by event.",
                 type_,
                 len(ids),
                 type(exc).__name__,
             )
-            rows = self._salvage(type_, ids, payloads, bad, exc)
+            rows = Salvage(self.rows, type_).run(ids, payloads, bad, exc)
         if rows is not None:
             for r in rows.rejects:
                 if r.stream_index not in bad.indexes(r.stream_id):
@@ -150,7 +151,6 @@ class Converter:
         self._bundle(type_, bad, converted)
         return converted
 
-    # --- decoding --------------------------------------------------------------------------
     def _decode(
         self,
         type_: str,
@@ -182,62 +182,6 @@ class Converter:
             events = 0
         return DeadLetter.whole_entry(Reason.UNDECODABLE, events, detail)
 
-    # --- salvaging -------------------------------------------------------------------------
-    def _salvage(
-        self,
-        type_: str,
-        ids: list[str],
-        payloads: list[bytes],
-        bad: _BadEvents,
-        failure: Exception,
-    ) -> Rows | None:
-        tested = found = 0
-        kept: list[bytes] = []
-        for entry_id, payload in zip(ids, payloads, strict=True):
-            if self._converts(type_, [payload]):
-                kept.append(payload)
-                continue
-            lines = payload.split(b"\n")
-            for i, line in enumerate(lines):
-                try:
-                    check_utf8(line)
-                except InvalidEvent as exc:
-                    bad.add(entry_id, i, exc.reason, line, exc.detail)
-            known = bad.indexes(entry_id)
-            rest = [i for i in range(len(lines)) if i not in known]
-            failing = self._failing(type_, lines, rest)
-            tested, found = tested + len(rest), found + len(failing)
-            for i, detail in failing.items():
-                bad.add(entry_id, i, Reason.UNCONVERTIBLE, lines[i], detail)
-            skip = bad.indexes(entry_id)
-            kept.append(b"\n".join(PLACEHOLDER if i in skip else x for i, x in enumerate(lines)))
-        if tested > 1 and found == tested:
-            raise failure
-        return self.rows.build(type_, entries_table(ids, kept))
-
-    def _converts(self, type_: str, payloads: list[bytes]) -> bool:
-        try:
-            self.rows.build(type_, entries_table(["0-0"] * len(payloads), payloads))
-        except CONVERSION_ERRORS:
-            return False
-        return True
-
-    def _failing(self, type_: str, lines: list[bytes], indexes: list[int]) -> dict[int, str]:
-        """The lines among ``indexes`` the conversion fails on alone, by bisection."""
-        if not indexes or self._converts(type_, [b"\n".join(lines[i] for i in indexes)]):
-            return {}
-        if len(indexes) == 1:
-            try:
-                self.rows.build(type_, entries_table(["0-0"], [lines[indexes[0]]]))
-            except CONVERSION_ERRORS as exc:
-                return {indexes[0]: f"{type(exc).__name__}: {exc}"[:DETAIL_BYTES]}
-            return {}
-        half = len(indexes) // 2
-        return self._failing(type_, lines, indexes[:half]) | self._failing(
-            type_, lines, indexes[half:]
-        )
-
-    # --- dead letters ------------------------------------------------------------------------
     def _bundle(self, type_: str, bad: _BadEvents, converted: Converted) -> None:
         stream = self.stream_name(type_)
         for entry_id, reasons in bad.found.items():
@@ -256,3 +200,62 @@ class Converter:
             return DeadLetter.whole_entry(reason, len(lines), detail)  # copied in the commit
         fields = self.codec.encode(lines)
         return DeadLetter(reason, fields[FIELD_DATA], detail, fields[FIELD_VERSION], len(lines))
+
+
+class Salvage:
+    """Converts a chunk whose conversion failed as a whole: entry by entry, and inside a
+    failing entry event by event (bytes that are not UTF-8 directly, anything else by
+    bisection), so exactly the events at fault are found."""
+
+    def __init__(self, rows: Builder, type_: str) -> None:
+        self.rows = rows
+        self.type = type_
+
+    def run(
+        self, ids: list[str], payloads: list[bytes], bad: _BadEvents, failure: BaseException
+    ) -> Rows | None:
+        """The chunk's rows with each bad event (added to ``bad``) replaced by a
+        placeholder; ``failure`` is raised again if every event tested fails."""
+        tested = found = 0
+        kept: list[bytes] = []
+        for entry_id, payload in zip(ids, payloads, strict=True):
+            if self._converts([payload]):
+                kept.append(payload)
+                continue
+            lines = payload.split(b"\n")
+            for i, line in enumerate(lines):
+                try:
+                    check_utf8(line)
+                except InvalidEvent as exc:
+                    bad.add(entry_id, i, exc.reason, line, exc.detail)
+            known = bad.indexes(entry_id)
+            rest = [i for i in range(len(lines)) if i not in known]
+            failing = self._failing(lines, rest)
+            tested, found = tested + len(rest), found + len(failing)
+            for i, detail in failing.items():
+                bad.add(entry_id, i, Reason.UNCONVERTIBLE, lines[i], detail)
+            skip = bad.indexes(entry_id)
+            kept.append(b"\n".join(PLACEHOLDER if i in skip else x for i, x in enumerate(lines)))
+        if tested > 1 and found == tested:
+            raise failure
+        return self.rows.build(self.type, ids, kept)
+
+    def _converts(self, payloads: list[bytes]) -> bool:
+        try:
+            self.rows.build(self.type, ["0-0"] * len(payloads), payloads)
+        except conversion_errors():
+            return False
+        return True
+
+    def _failing(self, lines: list[bytes], indexes: list[int]) -> dict[int, str]:
+        """The lines among ``indexes`` the conversion fails on alone, by bisection."""
+        if not indexes or self._converts([b"\n".join(lines[i] for i in indexes)]):
+            return {}
+        if len(indexes) == 1:
+            try:
+                self.rows.build(self.type, ["0-0"], [lines[indexes[0]]])
+            except conversion_errors() as exc:
+                return {indexes[0]: f"{type(exc).__name__}: {exc}"[:DETAIL_BYTES]}
+            return {}
+        half = len(indexes) // 2
+        return self._failing(lines, indexes[:half]) | self._failing(lines, indexes[half:])

@@ -2,7 +2,8 @@
 
 One batch of one type at a time (about ``writer.batch_events`` events): read (own
 pending, claimed, new) -> per chunk of ``writer.chunk_bytes`` of events: decode, rows
-(DuckDB), held per partition until a row group of ``lake.row_group_rows`` rows, which a
+(lake/rows.py), held per partition until a row group (``lake.row_group_rows`` rows or
+``lake.row_group_bytes``), which a
 background thread encodes into the partition's temp file while the next rows are built
 -> finish (footer, fsync) -> publish (replace earlier attempts,
 rename, fsync dir) -> commit (one atomic script: XACK + XDEL + dead letters + event
@@ -12,9 +13,9 @@ so the lake never holds an event twice. A crash after the commit loses nothing: 
 files were durable first.
 
 Memory is bounded by the batch's compressed entries (released as they are decoded), one
-chunk in DuckDB (on ``writer.duckdb_threads``) and at most two row groups (one held, one
-being encoded), so a backlog of any size drains in the same footprint; the measured peak
-RSS per setting is in docs/BENCHMARKS.md.
+chunk's rows and at most two row groups (one held, one being encoded), so a backlog of
+any size drains in the same footprint; the measured peak RSS per setting is in
+docs/BENCHMARKS.md.
 
 Guarantees beyond that:
 - One DataWriter per key prefix, whichever way it runs (``write --once``, ``write
@@ -64,8 +65,9 @@ from skybuffer.errors import (
     LeaseHeld,
     LeaseLost,
 )
+from skybuffer.lake.extraction import SqlRowBuilder
 from skybuffer.lake.ledger import Ledger
-from skybuffer.lake.schema import RowBuilder
+from skybuffer.lake.rows import RowBuilder
 from skybuffer.lake.staging import StagedBatch
 from skybuffer.lake.writer import LakeWriter, PartFile, WrittenFile
 from skybuffer.observability import writer_stats
@@ -125,7 +127,9 @@ class DataWriter:
             self.ledger,
             writer.replay_guard_seconds,
         )
-        self.converter = Converter(keys.stream, RowBuilder(writer.duckdb_threads))
+        threads = writer.duckdb_threads
+        rows = SqlRowBuilder(threads) if writer.converter == "duckdb" else RowBuilder(threads)
+        self.converter = Converter(keys.stream, rows)
         self.chunk_bytes = writer.chunk_bytes
 
     @classmethod

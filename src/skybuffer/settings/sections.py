@@ -5,113 +5,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from skybuffer.constants import CODEC_LEVEL, DEFAULT_PREFIX
+from skybuffer.constants import CODEC_LEVEL
 from skybuffer.privilege import SLACK_WEBHOOK_ENV
+from skybuffer.settings.base import PACKAGE_DIR, Section
+from skybuffer.settings.buffer import REDIS_MODES, RedisSettings
 
-PACKAGE_DIR = Path(__file__).resolve().parent.parent
-"""The skybuffer package's directory (src/skybuffer in a checkout)."""
-
-
-class Section(BaseModel):
-    """A group of settings: unknown keys are errors (a typo must not pass silently), and
-    each field's docstring is its description (docs/CONFIGURATION.md is built from them)."""
-
-    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
-
-
-def _default_redis_conf() -> Path:
-    """The committed redis.conf: beside the package in a checkout, or installed data."""
-    for candidate in (
-        PACKAGE_DIR.parent.parent / "config" / "redis" / "redis.conf",
-        PACKAGE_DIR / "data" / "redis.conf",
-    ):
-        if candidate.exists():
-            return candidate
-    return PACKAGE_DIR.parent.parent / "config" / "redis" / "redis.conf"
-
-
-REDIS_MODES = ("standalone", "sentinel", "cluster")
-
-
-class RedisSettings(Section):
-    """Where the buffer lives and how skybuffer treats it."""
-
-    url: str | None = None
-    """An external Redis (redis://user:pass@host:port/0). Unset: skybuffer manages its own."""
-    prefix: str = DEFAULT_PREFIX
-    """Prefix of every key; a hash-tagged prefix (skybuffer:{p0}:) suits Redis Cluster."""
-    conf: Path = Field(default_factory=_default_redis_conf)
-    """The redis.conf the managed server starts with."""
-    host: str = "127.0.0.1"
-    """Address of the managed server (loopback only)."""
-    port: int | None = None
-    """Port of the managed server (loopback only); unset: chosen free per data dir (its
-    pipeline.json)."""
-    maxmemory: str | None = None
-    """Overrides maxmemory of the conf for the managed server (e.g. '30mb' in tests)."""
-    password: SecretStr | None = None
-    """Password of the 'skybuffer' ACL user; generated into the data dir when unset."""
-    exporter_password: SecretStr | None = None
-    """Password of the read-only 'exporter' ACL user; generated when unset."""
-    socket_timeout_seconds: float = 10.0
-    """A Redis call that takes longer fails (and is retried by its caller), never hangs."""
-    start_timeout_seconds: float = 120.0
-    """How long `redis start` waits for the AOF to load before giving up."""
-    mode: str = "standalone"
-    """The topology: 'standalone' (one server), 'sentinel' (a primary, a replica and
-    three sentinels that fail over by themselves; clients find the primary through them)
-    or 'cluster' (Redis Cluster: three primaries with a replica each, the partitions spread
-    over their hash slots). Unset: the mode `skybuffer redis start --mode` recorded in the
-    data dir."""
-    partitions: int | None = Field(default=None, ge=1, le=64)
-    """Partitions of the buffer: events spread by a hash of their DID (one account's
-    events stay in order in one), each partition a hash-tagged key prefix
-    (skybuffer:{p0-…}:) with its own streams, cursor, leases and ingest lane. Unset: 1
-    (the plain prefix, as before), or 3 in cluster mode (one per primary; 6 also spreads
-    evenly over three)."""
-    sentinels: list[str] = Field(default_factory=list)
-    """host:port of each sentinel of an external sentinel deployment; empty: the local
-    topology of the data dir (`skybuffer redis start --mode sentinel`)."""
-    sentinel_master: str = "skybuffer"
-    """The name the sentinels monitor the primary under."""
-    sentinel_down_after_ms: int = Field(default=5000, ge=100)
-    """Local topology: a primary silent this long is down for a sentinel (its failover
-    begins once 2 of the 3 agree)."""
-    sentinel_failover_timeout_ms: int = Field(default=10_000, ge=1000)
-    """Local topology: how long a failover may take before another sentinel retries it."""
-    cluster_nodes: list[str] = Field(default_factory=list)
-    """host:port of nodes of an external Redis Cluster (any few: the rest are found);
-    empty: the local cluster of the data dir (`skybuffer redis start --mode cluster`)."""
-    cluster_node_timeout_ms: int = Field(default=3000, ge=100)
-    """Local cluster: a primary silent this long is failed over to its replica."""
-
-    @field_validator("mode")
-    @classmethod
-    def _known_mode(cls, value: str) -> str:
-        if value not in REDIS_MODES:
-            raise ValueError(f"must be one of {', '.join(REDIS_MODES)}, not {value!r}")
-        return value
-
-    @property
-    def partition_count(self) -> int:
-        if self.partitions is not None:
-            return self.partitions
-        return 3 if self.mode == "cluster" else 1
-
-    @field_validator("sentinels", "cluster_nodes", mode="before")
-    @classmethod
-    def _address_list(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [a.strip() for a in value.split(",") if a.strip()]
-        for address in value if isinstance(value, list) else []:
-            host, _, port = str(address).rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"{address!r} is not host:port")
-        return value
+__all__ = ["PACKAGE_DIR", "REDIS_MODES", "RedisSettings", "Section"]
 
 
 class IngestSettings(Section):
@@ -259,15 +162,19 @@ class WriterSettings(Section):
     (cover the source's replay window: Jetstream keeps about a day)."""
     batch_events: int = Field(default=250_000, ge=1)
     """Events per drained batch: bounds the writer's memory."""
+    converter: Literal["msgspec", "duckdb"] = "msgspec"
+    """How events become rows: ``msgspec`` (lake/rows.py; DuckDB only for the rare lines
+    it cannot prove identical, the DataWriter's peak RSS ~250-300 MB) or ``duckdb`` (the
+    SQL reference for every line: ~10-15 % less CPU per event, ~200 MB more peak RSS;
+    give it ``chunk_bytes`` of 8 MiB, its per-query cost is fixed). The rows are the same."""
     duckdb_threads: int | None = Field(default=None, ge=1)
-    """DuckDB threads converting events to rows (unset: one per core). Each keeps its own
-    JSON parsing buffers: 1 saves tens of MB of peak RSS for a slower drain wherever a
-    core would be idle (docs/BENCHMARKS.md)."""
-    chunk_bytes: int = Field(default=8 * 2**20, ge=1)
-    """Decompressed JSON the DataWriter converts per DuckDB query (whole entries, at least
-    one): DuckDB's JSON parsing memory grows with it, and each query has a fixed cost of
-    a few milliseconds, so much smaller chunks slow the drain (docs/BENCHMARKS.md). Row
-    groups stay ``lake.row_group_rows`` rows whatever this is."""
+    """DuckDB threads for the lines the DataWriter's conversion leaves to DuckDB (unset:
+    one per core; real Jetstream events need none, and DuckDB is loaded only then)."""
+    chunk_bytes: int = Field(default=2**20, ge=1)
+    """Decompressed JSON the DataWriter converts at a time (whole entries, at least one):
+    its Python rows and Arrow columns grow with it; much smaller chunks cost more per
+    event (docs/BENCHMARKS.md). Row groups are bounded by ``lake.row_group_rows`` and
+    ``lake.row_group_bytes`` whatever this is."""
     read_count: int = Field(default=200, ge=1)
     """Stream entries per XREADGROUP call."""
     claim_idle_seconds: float = 300.0
@@ -362,9 +269,14 @@ class LakeSettings(Section):
     compression_level: int = 3
     """Parquet zstd level."""
     row_group_rows: int = 64 * 1024
-    """Rows per Parquet row group (row groups below ~50k rows slow readers down). The
-    DataWriter holds one row group's rows before it writes them, so its memory grows
-    with this; it converts in smaller chunks (``writer.chunk_bytes``)."""
+    """Rows per Parquet row group at most. The DataWriter holds a row group's rows before
+    it writes them; ``row_group_bytes`` bounds that memory whatever the rows' size."""
+    row_group_bytes: int = Field(default=16 * 2**20, ge=1)
+    """Arrow memory of the rows the DataWriter holds for row groups (per partition and in
+    all): a partition's rows are written as a row group once they reach it, so the
+    writer's memory does not grow with the row size (16 MiB is ~16k posts or ~40k likes:
+    open-hour files get shorter row groups; sealing an hour compacts them into row groups
+    of ``seal_row_group_rows``)."""
     seal_schedule: str = "7 * * * *"
     """When the served sealing flow runs: a cron expression (default: hourly, at :07) or a
     number of seconds."""

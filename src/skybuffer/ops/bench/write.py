@@ -5,8 +5,9 @@ A scratch redis-server and lake live in a temporary data dir. The backlog is mad
 threads do not disturb the measurement); the drain runs in this process, timed from the
 first read to the last commit. Reported: events/s, the drain's CPU seconds (steadier than
 wall time on a shared machine), Parquet bytes per event (overall and per type), files,
-Redis used_memory before and after, and this process's peak RSS (and its RSS before the
-drain: the libraries' share of the peak).
+Redis used_memory before and after, this process's peak RSS (and its RSS before the
+drain: the libraries' share of the peak), and how many lines the conversion left to
+DuckDB (lake/rows.py; 0 for the synthetic events).
 
 Before the drain, the in-run reference (ops/bench/reference.py) converts the same events, as
 NDJSON, with pyarrow alone in a child process; ``vs_reference`` is the writer's events/s
@@ -106,6 +107,7 @@ def _drain(settings: Settings, server: ManagedRedis, events: int) -> dict[str, A
         result = writer.drain_once()
         seconds = time.perf_counter() - started
         cpu_after = os.times()
+        fallback = writer.converter.rows.fallback_lines
     finally:
         writer.close()
     if not result.ok:
@@ -129,6 +131,7 @@ def _drain(settings: Settings, server: ManagedRedis, events: int) -> dict[str, A
         "redis_used_memory_after": after,
         "writer_peak_rss_bytes": peak_rss_bytes(),
         "writer_start_rss_bytes": start_rss,
+        "duckdb_fallback_lines": fallback,
         "batch_events": settings.writer.batch_events,
         "compression": f"{settings.lake.compression}-{settings.lake.compression_level}",
         "cpus": os.cpu_count(),

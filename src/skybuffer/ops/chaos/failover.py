@@ -1,5 +1,6 @@
-"""`skybuffer chaos failover --mode sentinel`: the primary is killed mid-run, a replica is
-promoted, and every event still reaches the lake exactly once.
+"""`skybuffer chaos failover --mode sentinel|cluster`: the primary is killed mid-run, a
+replica is promoted, and every event still reaches the lake exactly once. This module
+runs sentinel mode and reports both; cluster mode's run is ops/chaos/failover_cluster.py.
 
 On a scratch data dir, a local sentinel topology (buffer/sentinel.py: primary, replica,
 three sentinels) holds the buffer, and the real pipeline runs against it through the
@@ -32,12 +33,14 @@ from skybuffer import processes
 from skybuffer.buffer.sentinel import SentinelTopology, wait_for_new_primary
 from skybuffer.constants import Keys
 from skybuffer.datadir import free_port
-from skybuffer.ops.chaos.pipeline_run import SOURCES, PipelineRun, confirmed, landed
+from skybuffer.ops.chaos.failover_cluster import ClusterFailoverRun
+from skybuffer.ops.chaos.pipeline_run import SOURCES, PipelineRun, batches_landed, confirmed
 from skybuffer.ops.report import Report, Table
 from skybuffer.pipeline.ingest import Ingester
+from skybuffer.pipeline.lanes import Lanes
 from skybuffer.settings import Settings, load_settings
 
-MODES = ("sentinel",)
+MODES = ("sentinel", "cluster")
 KILL_AT = 0.3
 """The primary is killed once this share of the events is confirmed (and some drained)."""
 GATE_AT = 0.8
@@ -54,21 +57,38 @@ def run_chaos_failover(
     rate: float = 3_000.0,
     source: str = "jetstream",
     mode: str = "sentinel",
+    replica_lag: float = 0.0,
 ) -> Report:
     """One failover run on its own scratch data dir, reported and written."""
-    result = failover_once(settings, source, events, rate, mode)
-    return _report(result, events, rate, source, mode).write(settings.reports_dir)
+    result = failover_once(settings, source, events, rate, mode, replica_lag)
+    params = {"mode": mode, "source": source, "events": events, "rate": rate}
+    return _report(result, {**params, "replica_lag": replica_lag}).write(settings.reports_dir)
 
 
 def failover_once(
-    base: Settings, source: str, events: int, rate: float, mode: str = "sentinel"
+    base: Settings,
+    source: str,
+    events: int,
+    rate: float,
+    mode: str = "sentinel",
+    replica_lag: float = 0.0,
 ) -> dict[str, Any]:
+    """``replica_lag`` (cluster mode): seconds of the primary's writes its replica misses
+    (failover_cluster.py)."""
     if mode not in MODES:
-        raise ValueError(f"--mode must be one of {', '.join(MODES)} (cluster: not yet supported)")
+        raise ValueError(f"--mode must be one of {', '.join(MODES)}")
     if source not in SOURCES:
         raise ValueError(f"--source must be one of {', '.join(SOURCES)}")
+    if replica_lag and mode != "cluster":
+        raise ValueError("--replica-lag applies to --mode cluster only")
     with tempfile.TemporaryDirectory(prefix="skybuffer-failover-") as scratch:
-        return FailoverRun(base, Path(scratch), source, events, rate).execute()
+        if mode == "cluster":
+            run: PipelineRun = ClusterFailoverRun(
+                base, Path(scratch), source, events, rate, replica_lag=replica_lag
+            )
+        else:
+            run = FailoverRun(base, Path(scratch), source, events, rate)
+        return run.execute()
 
 
 class FailoverRun(PipelineRun):
@@ -107,7 +127,7 @@ class FailoverRun(PipelineRun):
     def client(self, user: str = "skybuffer") -> redis.Redis:
         return self.topology.client(user)
 
-    def fault(self, ingester: Ingester) -> dict[str, Any]:
+    def fault(self, ingester: Ingester | Lanes) -> dict[str, Any]:
         """SIGKILL the primary once the writer committed, time the promotion and the
         ingester's first batch on the new primary."""
         admin = self.topology.client("admin")
@@ -119,14 +139,14 @@ class FailoverRun(PipelineRun):
         node = next(n for n in self.topology.nodes() if n.port == old[1])
         pid = node.pid()
         assert pid is not None, "the primary has no pid"
-        landed_at_kill = landed(ingester)
         os.kill(pid, signal.SIGKILL)
         killed_at = time.monotonic()
         processes.wait_gone(pid, 10)
+        landed_at_kill = batches_landed(ingester)  # once gone: a reply in flight landed
         new = wait_for_new_primary(self.topology, old, DEADLINE_SECONDS)
         promoted_at = time.monotonic()
         self.fault_over.set()
-        self.wait(lambda: landed(ingester) > landed_at_kill, "batches landing again")
+        self.wait(lambda: batches_landed(ingester) > landed_at_kill, "batches landing again")
         return {
             "old_primary": f"{old[0]}:{old[1]}",
             "new_primary": f"{new[0]}:{new[1]}",
@@ -137,31 +157,51 @@ class FailoverRun(PipelineRun):
 
 
 def _columns(result: dict[str, Any]) -> dict[str, Any]:
-    """The table's columns (the JSON keeps the addresses too)."""
+    """The table's columns (the JSON keeps the addresses too; a cluster's table names
+    the partition and the node killed)."""
     return {k: v for k, v in result.items() if k not in ("old_primary", "new_primary")}
 
 
-def _report(result: dict[str, Any], events: int, rate: float, source: str, mode: str) -> Report:
+_SENTINEL_NOTES = [
+    "failovers: primaries the sentinels promoted after the SIGKILL (must be 1).",
+    "forgotten: events the killed primary had confirmed that the promoted replica had "
+    "not received; the ingester rewound its source and read them again.",
+    "promotion_seconds: SIGKILL -> the new primary takes commands (down-after 1 s, "
+    "then the sentinels' election); recovery_seconds: SIGKILL -> the ingester's "
+    "batches land on it.",
+]
+_CLUSTER_NOTES = [
+    "partition, killed_node: the partition whose slot's primary got SIGKILL, and that "
+    "node (cluster-N in the data dir); the JSON has its address (old_primary) and the "
+    "replica's promoted in its place (new_primary).",
+    "failovers: nodes serving slots as primary after the SIGKILL that did not before "
+    "(must be 1: the killed node's replica, elected by the other primaries).",
+    "forgotten: events the killed primary had confirmed that its replica had not "
+    "received; that partition's lane rewound its own source and read them again.",
+    "promotion_seconds: SIGKILL -> the partition's slot takes commands again (node "
+    "timeout 1 s, then the replica's election); recovery_seconds: SIGKILL -> that "
+    "partition's lane lands batches again.",
+]
+
+
+def _report(result: dict[str, Any], params: dict[str, Any]) -> Report:
+    mode = params["mode"]
     ok = result["lost"] == 0 and result["duplicated"] == 0 and result["failovers"] == 1
     notes = [
         "lost and duplicated count source events by identity (did, collection, rkey, "
         "time_us) against the lake's rows; both must be 0.",
-        "failovers: primaries the sentinels promoted after the SIGKILL (must be 1).",
-        "forgotten: events the killed primary had confirmed that the promoted replica had "
-        "not received; the ingester rewound its source and read them again.",
+        *(_CLUSTER_NOTES if mode == "cluster" else _SENTINEL_NOTES),
         "replayed: copies of events the lake already held that its replay guard dropped.",
-        "promotion_seconds: SIGKILL -> the new primary takes commands (down-after 1 s, "
-        "then the sentinels' election); recovery_seconds: SIGKILL -> the ingester's "
-        "batches land on it.",
     ]
     data = {
-        "params": {"mode": mode, "source": source, "events": events, "rate": rate},
+        "params": params,
         "results": result,
         "ok": ok,
     }
+    killed = "one primary" if mode == "cluster" else "the primary"
     return Report(
         command="chaos-failover",
-        title=f"skybuffer chaos failover --mode {mode}: the primary is killed mid-run",
+        title=f"skybuffer chaos failover --mode {mode}: {killed} is killed mid-run",
         data=data,
         tables=[Table("chaos failover", [{"mode": mode, **_columns(result)}])],
         notes=notes,

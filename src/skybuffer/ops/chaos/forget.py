@@ -38,6 +38,7 @@ from skybuffer.ops.chaos.restart import incr_file
 from skybuffer.ops.harness import conf_variant
 from skybuffer.ops.report import Report, Table
 from skybuffer.pipeline.ingest import Ingester
+from skybuffer.pipeline.lanes import Lanes
 from skybuffer.settings import Settings, load_settings
 
 GATE_AT = 0.7
@@ -116,7 +117,7 @@ class Run(PipelineRun):
     def client(self, user: str = "skybuffer") -> redis.Redis:
         return self.server.client(user)
 
-    def fault(self, ingester: Ingester) -> dict[str, Any]:
+    def fault(self, ingester: Ingester | Lanes) -> dict[str, Any]:
         """Mark the AOF, let the DataWriter commit past the mark, kill, cut, restart."""
         admin = self.server.client("admin")
         aof_dir = self.server.directory / "appendonlydir"

@@ -4,7 +4,9 @@ lease, reading them through the local Jetstream-protocol server (``jetstream``) 
 straight from the file (``replay``), and a DataWriter loop, each on a thread; a fault in
 the middle (the experiment's own ``fault``); and, once every event is confirmed and
 drained, the count by event identity: ``lost`` = source events not in the lake once,
-``duplicated`` = extra copies.
+``duplicated`` = extra copies. A partitioned run (`chaos failover --mode cluster`)
+replaces the ingester with its lanes and the drain with its partitions' (``ingester``,
+``drain_loop``, ``buffered``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from skybuffer.errors import BufferFull, LeaseLost, RedisUnavailable
 from skybuffer.events import identity
 from skybuffer.ops.harness import START_US
 from skybuffer.pipeline.datawriter import DataWriter
+from skybuffer.pipeline.drain_result import DrainResult
 from skybuffer.pipeline.ingest import Ingester
+from skybuffer.pipeline.lanes import Lanes
 from skybuffer.settings import Settings
 from skybuffer.sources.base import Source, SourceBatch
 from skybuffer.testbed.generator import generate
@@ -41,7 +45,8 @@ REDIS_AWAY = (RedisUnavailable, BufferFull, LeaseLost, redis.ConnectionError, re
 
 class PipelineRun(ABC):
     """One pipeline on a scratch data dir; subclasses set ``settings`` and say how the
-    buffer starts, stops and is reached, and what the fault is (the abstract methods).
+    buffer starts, stops and is reached, and what the fault is (the abstract methods);
+    a partitioned run also replaces ``ingester``, ``drain_loop`` and ``buffered``.
     ``execute`` runs it all; the steps follow it in the order they run."""
 
     name = "chaos"
@@ -66,7 +71,7 @@ class PipelineRun(ABC):
 
     @abstractmethod
     def start_buffer(self) -> None:
-        """Start the experiment's Redis (one server, a sentinel topology)."""
+        """Start the experiment's Redis (one server, a sentinel topology, a cluster)."""
 
     @abstractmethod
     def stop_buffer(self) -> None:
@@ -77,7 +82,7 @@ class PipelineRun(ABC):
         """A client of the buffer for ``user``, as the pipeline reaches it."""
 
     @abstractmethod
-    def fault(self, ingester: Ingester) -> dict[str, Any]:
+    def fault(self, ingester: Ingester | Lanes) -> dict[str, Any]:
         """Do the harm while the pipeline runs, set ``fault_over`` once Redis serves
         again, wait for the pipeline to recover; return the fault's own figures."""
 
@@ -87,10 +92,10 @@ class PipelineRun(ABC):
         try:
             if self.kind == "jetstream":
                 replay_server = _start_replay_server(self.file, self.rate)
-            ingester = self._ingester(replay_server.url if replay_server else None)
+            ingester = self.ingester(replay_server.url if replay_server else None)
             threads = [
                 threading.Thread(target=self._guarded, args=(ingester.run, self.stop), daemon=True),
-                threading.Thread(target=self._guarded, args=(self._drain_loop,), daemon=True),
+                threading.Thread(target=self._guarded, args=(self.drain_loop,), daemon=True),
             ]
             for thread in threads:
                 thread.start()
@@ -117,11 +122,15 @@ class PipelineRun(ABC):
                 raise RuntimeError(f"chaos {self.name}: gave up waiting for {what}")
             time.sleep(0.02)
 
-    def _ingester(self, url: str | None) -> Ingester:
+    def ingester(self, url: str | None) -> Ingester | Lanes:
+        """The ingester of the buffer's one prefix, reading the gated source."""
+        return self.lane(self.client(), Keys(self.settings.redis.prefix), self.source(url))
+
+    def source(self, url: str | None) -> Source:
+        """A connection to the local Jetstream-protocol server (``url``), or the file read
+        at the run's pace; held back at ``gate_at`` until the fault is over."""
         from skybuffer.sources import open_source
 
-        s = self.settings
-        client = self.client()
         source: Source = open_source(
             "jetstream" if url else "replay",
             rate=0.0 if url else self.rate,
@@ -129,28 +138,43 @@ class PipelineRun(ABC):
             file=None if url else self.file,
             url=url,
             collections=[],
-            jetstream=s.jetstream,
+            jetstream=self.settings.jetstream,
         )
-        source = GatedSource(source, int(self.events * self.gate_at), self.fault_over)
-        keys = Keys(s.redis.prefix)
-        lease = Lease(client, keys.ingest_lease(source.name), 5, f"chaos {self.name} ingester")
+        return GatedSource(source, int(self.events * self.gate_at), self.fault_over)
+
+    def lane(self, client: redis.Redis, keys: Keys, source: Source, name: str = "") -> Ingester:
+        """An Ingester of one key prefix (partition ``name``) with its lease and spool."""
+        s = self.settings
+        what = f"chaos {self.name} ingester"
+        lease = Lease(client, keys.ingest_lease(source.name), 5, what)
         producer = Producer(client, keys, source.name, lease)
         assert s.ingest.spool_dir is not None
-        return Ingester(producer, source, s.ingest, Spool(s.ingest.spool_dir, source.name))
+        spool = Spool(s.ingest.spool_dir, f"{source.name}.{name}" if name else source.name)
+        return Ingester(producer, source, s.ingest, spool)
 
-    def _drain_loop(self) -> None:
+    def drain_loop(self) -> None:
+        """The DataWriter, holding its lease for each round."""
         writer = DataWriter.from_settings(self.settings)
+
+        def drain() -> DrainResult:
+            with writer.owning(wait=True, stop=self.stop):
+                return writer.drain_once()
+
         try:
-            while not self.stop.is_set():
-                try:
-                    with writer.owning(wait=True, stop=self.stop):
-                        result = writer.drain_once()
-                    self.replayed += sum(r.replayed for r in result.types.values())
-                except REDIS_AWAY:
-                    pass  # Redis is away for the fault: the next round retries
-                self.stop.wait(0.5)
+            self.rounds(drain)
         finally:
             writer.close()
+
+    def rounds(self, drain: Callable[[], DrainResult]) -> None:
+        """``drain`` every half second until the run stops; a round that meets Redis away
+        (the fault) is simply the next round's work."""
+        while not self.stop.is_set():
+            try:
+                result = drain()
+                self.replayed += sum(r.replayed for r in result.types.values())
+            except REDIS_AWAY:
+                pass
+            self.stop.wait(0.5)
 
     def _guarded(self, target: Callable[..., object], *args: Any) -> None:
         try:
@@ -159,14 +183,17 @@ class PipelineRun(ABC):
             self.errors.append(exc)
             self.stop.set()
 
-    def _wait_until_done(self, ingester: Ingester) -> None:
+    def _wait_until_done(self, ingester: Ingester | Lanes) -> None:
         """Every source event confirmed (by the durable cursor) and drained."""
-        admin = self.client("admin")
-        keys = Keys(self.settings.redis.prefix)
         self.wait(lambda: confirmed(ingester) >= self.events, "every event ingested")
-        self.wait(lambda: _buffered(admin, keys) == 0, "the buffer drained")
+        self.wait(lambda: self.buffered() == 0, "the buffer drained")
 
-    def _count(self, ingester: Ingester) -> dict[str, Any]:
+    def buffered(self) -> int:
+        """Events in the buffer now (by its counters)."""
+        keys = Keys(self.settings.redis.prefix)
+        return sum(int(v) for v in self.client("admin").hgetall(keys.event_counts).values())
+
+    def _count(self, ingester: Ingester | Lanes) -> dict[str, Any]:
         source = Counter(identity(orjson.loads(line)) for line in self.lines)
         lake = lake_identities(Path(str(self.settings.lake.root)))
         return {
@@ -221,15 +248,25 @@ def lake_identities(root: Path) -> Counter[tuple[Any, ...]]:
     return found
 
 
-def confirmed(ingester: Ingester) -> int:
-    """Source events Redis holds now by the durable cursor (what survives a fault)."""
-    return ingester.producer.checkpoint().events
+def confirmed(ingester: Ingester | Lanes) -> int:
+    """Source events Redis holds now by the durable cursors (what survives a fault)."""
+    return sum(lane.producer.checkpoint().events for lane in lanes_of(ingester))
 
 
-def landed(ingester: Ingester) -> int:
-    """Events the ingester has had confirmed, forgotten ones included: grows only when a
-    batch lands."""
+def landed(ingester: Ingester | Lanes) -> int:
+    """Events the ingester has had confirmed, forgotten ones included: what it must have
+    confirmed again once it recovered from a Redis that forgot."""
     return ingester.stats.events + ingester.stats.forgotten
+
+
+def batches_landed(ingester: Ingester | Lanes) -> int:
+    """Batches Redis has confirmed to the ingester: grows only when one lands (a forget
+    takes events off the counts, never batches, so its detection is not a landing)."""
+    return ingester.stats.batches
+
+
+def lanes_of(ingester: Ingester | Lanes) -> list[Ingester]:
+    return ingester.lanes if isinstance(ingester, Lanes) else [ingester]
 
 
 def _holds(condition: Callable[[], object]) -> bool:
@@ -238,10 +275,6 @@ def _holds(condition: Callable[[], object]) -> bool:
         return bool(condition())
     except REDIS_AWAY:
         return False
-
-
-def _buffered(admin: redis.Redis, keys: Keys) -> int:
-    return sum(int(v) for v in admin.hgetall(keys.event_counts).values())
 
 
 def _start_replay_server(path: Path, rate: float) -> Any:
