@@ -37,7 +37,7 @@ from tests.conftest import stop_pid
 HOUR = 3_600_000_000
 START = 1_780_257_600_000_000  # 2026-05-31T20:00:00Z: the hours run into June
 HOURS, EVENTS = 8, 6_000
-SEAL_MAY = START + 4 * HOUR + 3_600_000_000  # the four May hours are past their grace
+SEAL_MAY = START + 5 * HOUR  # the four May hours are past their end and grace, June's not
 IDENTITY = ["stream_id", "stream_index", "did", "time_us", *TIME_FIELDS]
 Reader = Callable[[str, str, bool], pa.Table]
 
