@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import signal
+import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -52,7 +53,6 @@ SENTINEL = {
     "sentinel_down_after_ms": 1000,
     "sentinel_failover_timeout_ms": 5000,
 }
-DEFAULT_PORTS = {6379, 26379, 9121, 9090, 9093, 9464, 9465}
 
 
 @pytest.fixture
@@ -78,10 +78,14 @@ def _stack(
     tmp_path: Any,
     mode: dict[str, Any],
     writer_port: int = 0,
-) -> tuple[Settings, str]:
+) -> tuple[int, str]:
+    """The stack's exporter port and Prometheus URL."""
     settings = make_settings(redis=mode, metrics={"ingest_port": 0, "writer_port": writer_port})
     conf = stack_settings(fast_config(tmp_path / "config", short_for=True))
-    return settings, run_stack(settings, conf)["prometheus"]
+    urls = run_stack(settings, conf)
+    exporter = urllib.parse.urlsplit(urls["redis_exporter"]).port
+    assert exporter is not None
+    return exporter, urls["prometheus"]
 
 
 def _redis_targets(prometheus: str) -> list[dict[str, Any]]:
@@ -99,14 +103,18 @@ def _wait_all_up(prometheus: str, count: int) -> list[dict[str, Any]]:
     return list(wait_for(f"{count} Redis targets up", up, timeout=90))
 
 
-def _assert_one_target_per_process(targets: list[dict[str, Any]], addresses: set[str]) -> None:
-    """instance = the process's own address (never the exporter's), on the data dir's ports."""
+def _assert_one_target_per_process(
+    targets: list[dict[str, Any]], addresses: set[str], exporter_port: int
+) -> None:
+    """instance = the process's own address (never the exporter's), scraped through the
+    data dir's exporter: the scrape URL names exactly those two ports."""
     assert {t["labels"]["instance"] for t in targets} == addresses
     assert len({t["labels"]["node"] for t in targets}) == len(addresses)
     for target in targets:
         assert "/scrape?target=redis" in target["scrapeUrl"], target["scrapeUrl"]
         ports = {int(p) for p in re.findall(r"(?::|%3A)(\d+)", target["scrapeUrl"])}
-        assert not ports & DEFAULT_PORTS, target["scrapeUrl"]
+        own = int(target["labels"]["instance"].rsplit(":", 1)[1])
+        assert ports == {exporter_port, own}, target["scrapeUrl"]
 
 
 def _assert_exporter_denied_nothing(clients: list[redis.Redis]) -> None:
@@ -151,11 +159,13 @@ def test_stack_up_on_a_sentinel_topology_scrapes_both_nodes_and_the_three_sentin
     ]
     for client in admins:
         client.acl_log_reset()
-    _, prometheus = _stack(make_settings, run_stack, tmp_path, SENTINEL)
+    exporter_port, prometheus = _stack(make_settings, run_stack, tmp_path, SENTINEL)
 
     targets = _wait_all_up(prometheus, 5)
     _assert_one_target_per_process(
-        targets, {n.address for n in nodes} | {s.address for s in watchers}
+        targets,
+        {n.address for n in nodes} | {s.address for s in watchers},
+        exporter_port,
     )
     roles = query(prometheus, 'count by (role) (redis_instance_info{role=~"master|slave"})')
     assert {r["metric"]["role"]: r["value"][1] for r in roles["data"]["result"]} == {
@@ -210,9 +220,10 @@ def test_stack_up_on_a_cluster_scrapes_all_six_nodes_and_a_killed_primary_fires_
     writer_port = free_port()
     settings = make_settings(redis=CLUSTER)
     with serving_partitions(settings, writer_port):
-        _, prometheus = _stack(make_settings, run_stack, tmp_path, CLUSTER, writer_port)
+        exporter_port, prometheus = _stack(make_settings, run_stack, tmp_path, CLUSTER, writer_port)
         targets = _wait_all_up(prometheus, 6)
-        _assert_one_target_per_process(targets, {node.address for node in nodes})
+        addresses = {node.address for node in nodes}
+        _assert_one_target_per_process(targets, addresses, exporter_port)
         _assert_panels_have_data(prometheus, lambda expr: "redis_sentinel_" not in expr)
     wanted = _used_by_alerts(r"redis_(cluster|master_link|connected_slave|master_repl)")
     assert wanted <= _exported(prometheus), wanted - _exported(prometheus)
