@@ -27,7 +27,14 @@ from skybuffer.constants import TYPES
 from skybuffer.events import identity
 from skybuffer.lake import schema as lake_schema
 from skybuffer.lake.inventory import lake_hours, verify_lake
-from skybuffer.lake.manifest import MANIFEST, read_manifest
+from skybuffer.lake.ledger import STATE_DIR
+from skybuffer.lake.manifest import (
+    MANIFEST,
+    SEAL_STATS,
+    VERIFY_STATS,
+    read_figures,
+    read_manifest,
+)
 from skybuffer.lake.query import run_query
 from skybuffer.lake.schema import HOUR_US
 from skybuffer.pipeline.datawriter import drain_once
@@ -116,6 +123,8 @@ def test_a_ready_hour_becomes_one_sorted_file_each_event_once_with_a_manifest(
     assert sorted(p.name for p in directory.iterdir()) == sorted([MANIFEST, sealed.name])
     assert verify_lake(settings.lake).ok
     assert seal_ready(settings).sealed == []  # nothing left to do
+    figures = read_figures(Path(str(settings.lake.root), STATE_DIR, SEAL_STATS))
+    assert figures["hours_sealed_total"] == len(hours) and figures["runs_total"] == 2
 
 
 def test_late_events_are_folded_into_their_sealed_hour_deduplicated(
@@ -183,6 +192,8 @@ def test_verify_catches_a_damaged_file_and_a_gap(settings: Settings, tmp_path: P
     assert done.returncode == 1
     assert "does not match its checksum" in done.stderr
     assert "2026-05-25T15: no data in this hour (a gap)" in done.stderr
+    recorded = read_figures(Path(str(settings.lake.root), STATE_DIR, VERIFY_STATS))
+    assert recorded["problems"] == 1 + len(TYPES)  # the damage, and the gap in every type
     status = run_lake(settings, "status", "--json")
     assert status.returncode == 0
     assert {h["state"] for h in json.loads(status.stdout)["hours"]} == {"sealed"}

@@ -10,7 +10,6 @@ are late events waiting for the next seal: reported, not a problem.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,10 +20,9 @@ import duckdb
 import pyarrow.parquet as pq
 
 from skybuffer.constants import TYPES
-from skybuffer.lake.ledger import identity_sql
-from skybuffer.lake.manifest import sha256_of
+from skybuffer.lake.ledger import STATE_DIR, identity_sql
+from skybuffer.lake.manifest import VERIFY_STATS, sha256_of, write_figures
 from skybuffer.lake.sealing import Hour, Sealer, sql_list
-from skybuffer.processes import atomic_write
 from skybuffer.settings import LakeSettings
 
 
@@ -107,11 +105,8 @@ def verify_lake(lake: LakeSettings, types: tuple[str, ...] = TYPES) -> VerifyRep
 
 def record_verify(lake: LakeSettings, report: VerifyReport) -> None:
     """Leave the result where /metrics reads it (``_skybuffer/verify-stats.json``)."""
-    root = Sealer(lake).root
-    figures = {"problems": len(report.problems), "last_run": time.time()}
-    path = Path(root, "_skybuffer", "verify-stats.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, json.dumps(figures) + "\n")
+    figures = {"problems": float(len(report.problems)), "last_run": time.time()}
+    write_figures(Path(Sealer(lake).root, STATE_DIR, VERIFY_STATS), figures)
 
 
 def _check(hour: Hour) -> list[str]:

@@ -19,10 +19,11 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from skybuffer import __version__
-from skybuffer.processes import fsync
+from skybuffer.processes import atomic_write, fsync
 
 MANIFEST = "_manifest.json"
 SEALED_PREFIX = "sealed-"
@@ -101,6 +102,25 @@ def listed_files(directory: str) -> list[str] | None:
     if manifest is None:
         return None
     return [os.path.join(directory, f.name) for f in manifest.files]
+
+
+SEAL_STATS = "seal-stats.json"
+VERIFY_STATS = "verify-stats.json"
+"""The sealing runs' and `lake verify`'s figures, in the lake's ``_skybuffer/`` (they run
+in short-lived processes; the DataWriter-serving process exports what they leave)."""
+
+
+def read_figures(path: Path) -> dict[str, float]:
+    """A figures file ({} when missing or unreadable: a new lake has none)."""
+    try:
+        return {k: float(v) for k, v in json.loads(path.read_text()).items()}
+    except (FileNotFoundError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def write_figures(path: Path, figures: dict[str, float]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(figures, indent=2) + "\n")
 
 
 def sha256_of(path: str) -> str:

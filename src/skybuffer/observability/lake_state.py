@@ -9,7 +9,6 @@ runs themselves are short-lived flow-run processes, so the files are their memor
 from __future__ import annotations
 
 import calendar
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -17,23 +16,16 @@ from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-STATE_DIR = "_skybuffer"
-SEAL_STATS = "seal-stats.json"
-VERIFY_STATS = "verify-stats.json"
+from skybuffer.lake.ledger import STATE_DIR
+from skybuffer.lake.manifest import MANIFEST, SEAL_STATS, VERIFY_STATS, read_figures
+
 HOUR_SECONDS = 3600
-
-
-def read_json(path: Path) -> dict[str, float]:
-    try:
-        return {k: float(v) for k, v in json.loads(path.read_text()).items()}
-    except (FileNotFoundError, ValueError, TypeError, AttributeError):
-        return {}
 
 
 def lake_state(root: Path) -> dict[str, float]:
     """The figures of both files, and the oldest open hour's age past its end."""
-    state = read_json(root / STATE_DIR / SEAL_STATS)
-    state |= {f"verify_{k}": v for k, v in read_json(root / STATE_DIR / VERIFY_STATS).items()}
+    state = read_figures(root / STATE_DIR / SEAL_STATS)
+    state |= {f"verify_{k}": v for k, v in read_figures(root / STATE_DIR / VERIFY_STATS).items()}
     oldest = _oldest_open_hour_end(root)
     if oldest is not None:
         state["oldest_open_hour_age_seconds"] = max(0.0, time.time() - oldest)
@@ -53,7 +45,7 @@ def _open_hours(root: Path) -> Iterator[float]:
     """Start (unix time) of each hour directory with data files and no manifest, read
     from the hive path (year=/month=/day=/hour=) whatever the template's order."""
     for directory, _, files in os.walk(root):
-        if STATE_DIR in directory or "_manifest.json" in files:
+        if STATE_DIR in directory or MANIFEST in files:
             continue
         if not any(f.endswith(".parquet") for f in files):
             continue

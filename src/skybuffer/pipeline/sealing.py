@@ -20,7 +20,6 @@ killed run's process releases with it.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import time
@@ -32,15 +31,16 @@ from typing import Any
 
 from skybuffer.constants import CURSOR_POSITION, TYPES
 from skybuffer.errors import LeaseHeld
+from skybuffer.lake.ledger import STATE_DIR
+from skybuffer.lake.manifest import SEAL_STATS, read_figures, write_figures
 from skybuffer.lake.schema import HOUR_US
 from skybuffer.lake.sealing import Hour, Sealer, SealResult
 from skybuffer.observability.status import BufferView
-from skybuffer.processes import atomic_write
 from skybuffer.settings import Settings
 
 log = logging.getLogger(__name__)
 
-STATS_FILE = "seal-stats.json"
+COUNTERS = ("hours_sealed_total", "late_folded_total", "duplicates_dropped_total", "runs_total")
 
 
 @dataclass
@@ -174,8 +174,9 @@ def _exclusive(root: str) -> Iterator[None]:
 
 def record(root: str, report: SealReport) -> None:
     """Add the run to the lake's sealing figures (``_skybuffer/seal-stats.json``), which
-    the DataWriter-serving process exports."""
-    stats = read_stats(root)
+    the DataWriter-serving process exports (observability/lake_state.py)."""
+    path = Path(root, STATE_DIR, SEAL_STATS)
+    stats = dict.fromkeys(COUNTERS, 0.0) | read_figures(path)
     stats["hours_sealed_total"] += sum(1 for r in report.sealed if not r.late)
     stats["late_folded_total"] += report.late
     stats["duplicates_dropped_total"] += report.duplicates_dropped
@@ -183,20 +184,4 @@ def record(root: str, report: SealReport) -> None:
     stats["last_run"] = time.time()
     stats["last_seconds"] = report.seconds
     stats["waiting"] = report.waiting
-    atomic_write_json(os.path.join(root, "_skybuffer", STATS_FILE), stats)
-
-
-def read_stats(root: str) -> dict[str, float]:
-    figures = dict.fromkeys(
-        ("hours_sealed_total", "late_folded_total", "duplicates_dropped_total", "runs_total"), 0.0
-    )
-    try:
-        with open(os.path.join(root, "_skybuffer", STATS_FILE)) as handle:
-            figures |= {k: float(v) for k, v in json.load(handle).items()}
-    except (FileNotFoundError, ValueError):
-        pass
-    return figures
-
-
-def atomic_write_json(path: str, data: dict[str, float]) -> None:
-    atomic_write(Path(path), json.dumps(data, indent=2) + "\n")
+    write_figures(path, stats)
