@@ -10,21 +10,15 @@ skybuffer.cli.lake."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-import orjson
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
 from skybuffer.buffer.server import ManagedRedis
 from skybuffer.constants import TYPES
-from skybuffer.events import identity
 from skybuffer.lake import schema as lake_schema
 from skybuffer.lake.inventory import lake_hours, verify_lake
 from skybuffer.lake.ledger import STATE_DIR
@@ -35,69 +29,26 @@ from skybuffer.lake.manifest import (
     read_figures,
     read_manifest,
 )
-from skybuffer.lake.query import run_query
 from skybuffer.lake.schema import HOUR_US
-from skybuffer.pipeline.datawriter import drain_once
 from skybuffer.pipeline.faults import FAULT_EXIT_CODE, SEAL_STEPS
-from skybuffer.pipeline.runner import build_ingester
 from skybuffer.pipeline.sealing import seal_ready
 from skybuffer.settings import Settings
 from skybuffer.testbed.generator import generate
 
-T0 = 1_779_717_600_000_000  # 2026-05-25T14:00Z, long past: ready to seal
-Identity = tuple[object, ...]
+from .lakes import (
+    T0,
+    buffer_and_drain,
+    expected,
+    lake_identities,
+    queried_events,
+    run_lake,
+    two_hours,
+)
 
 
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings], redis_server: ManagedRedis) -> Settings:
     return make_settings()
-
-
-def buffer_and_drain(settings: Settings, tmp_path: Path, lines: list[bytes], name: str) -> None:
-    """Lines through the real pipeline: the replay source, Redis, the DataWriter."""
-    path = tmp_path / f"{name}.jsonl"
-    path.write_bytes(b"\n".join(lines) + b"\n")
-    client = ManagedRedis(settings.redis, settings.redis_dir).client("admin")
-    client.delete("skybuffer:cursor:replay")  # each file is a new replay from its start
-    build_ingester(settings, "replay", file=path).run()
-    assert drain_once(settings).ok
-
-
-def two_hours(duplicates: int = 300) -> list[bytes]:
-    """Events of two past hours, and copies of some of them (an upstream replay)."""
-    lines = generate(3, 4_000, T0) + generate(4, 4_000, T0 + HOUR_US)
-    return lines + lines[:duplicates]
-
-
-IDENTITY_COLUMNS = ["did", "kind", "collection", "rkey", "rev", "operation", "time_us"]
-
-
-def lake_identities(settings: Settings) -> Counter[Identity]:
-    """Every row's identity, counted, over the files a reader of each hour reads: a
-    sealed hour's listed and late files (never the ones its seal replaced), an open
-    hour's all."""
-    found: Counter[Identity] = Counter()
-    for directory in {p.parent for p in Path(str(settings.lake.root)).rglob("*.parquet")}:
-        manifest = read_manifest(str(directory))
-        replaced = set(manifest.replaced) if manifest else set()
-        for file in directory.glob("*.parquet"):
-            if file.name in replaced:
-                continue
-            for row in pq.read_table(file, columns=IDENTITY_COLUMNS).to_pylist():
-                found[tuple(row.values())] += 1
-    return found
-
-
-def queried_events(settings: Settings) -> int:
-    """Rows `skybuffer query` counts over every type (it reads sealed hours through
-    their manifests)."""
-    union = " UNION ALL ".join(f"SELECT count(*) AS n FROM {t}" for t in TYPES)
-    result = run_query(settings.lake, f"SELECT sum(n) FROM ({union})")
-    return int(result.rows[0][0])
-
-
-def expected(lines: list[bytes]) -> int:
-    return len({identity(orjson.loads(line)) for line in lines})
 
 
 def test_a_ready_hour_becomes_one_sorted_file_each_event_once_with_a_manifest(
@@ -197,19 +148,6 @@ def test_verify_catches_a_damaged_file_and_a_gap(settings: Settings, tmp_path: P
     status = run_lake(settings, "status", "--json")
     assert status.returncode == 0
     assert {h["state"] for h in json.loads(status.stdout)["hours"]} == {"sealed"}
-
-
-def run_lake(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "skybuffer", "lake", *args]
-    environ = {
-        **os.environ,
-        "SKYBUFFER_DATA_DIR": str(settings.data_dir),
-        "SKYBUFFER_REDIS__PORT": str(settings.redis.port),
-        "SKYBUFFER_METRICS__INGEST_PORT": "0",
-        "SKYBUFFER_METRICS__WRITER_PORT": "0",
-        **env,
-    }
-    return subprocess.run(command, env=environ, capture_output=True, text=True, timeout=300)
 
 
 def test_sealed_files_read_the_same_with_pyarrow_datasets(

@@ -96,7 +96,8 @@ lake_app = group(
     "event once, described by its _manifest.json (rows, time range, files and checksums)."
     "\n\nAn hour is sealed once nothing more can arrive for it (the source's cursor and "
     "everything buffered are past its end by lake.seal_grace_seconds); events that still "
-    "arrive late are folded in by the next seal, deduplicated."
+    "arrive late are folded in by the next seal, deduplicated. `lake forget` removes an "
+    "account's rows (takedown and erasure requests)."
 )
 app.add_typer(lake_app, name="lake", rich_help_panel=LOOK)
 app.add_typer(redis_app, name="redis", rich_help_panel=TOOLS)

@@ -1,9 +1,10 @@
-"""`skybuffer lake status|seal|verify`: the lake's hours, sealing them, checking them
-(lake/inventory.py, lake/sealing.py, pipeline/sealing.py)."""
+"""`skybuffer lake status|seal|verify|forget`: the lake's hours, sealing them, checking
+them, removing an account (lake/inventory.py, pipeline/sealing.py, pipeline/erasing.py)."""
 
 from __future__ import annotations
 
 from collections import Counter
+from typing import Annotated
 
 import typer
 
@@ -105,3 +106,49 @@ def lake_verify(
         )
     if not report.ok:
         raise typer.Exit(1)
+
+
+@lake_app.command("forget")
+def lake_forget(
+    did: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--did",
+            help="The account to remove (did:plc:… or did:web:…); repeat for several. "
+            "None given: finish the requests a stopped run left pending.",
+        ),
+    ] = None,
+    keep_out: Annotated[
+        bool,
+        typer.Option(
+            "--keep-out",
+            help="Also keep the account's later events out of the lake (by default only "
+            "what it sent up to now is removed, and kept out when replayed).",
+        ),
+    ] = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Remove an account's rows from the lake, sealed and open hours, for takedown and
+    erasure requests: exactly once, and safe to stop at any moment (the next `lake forget`
+    or sealing run finishes it). The running DataWriters keep the account's buffered and
+    replayed events out. Only the account's own records go: others' likes of its posts
+    or follows of it stay. Reads no Redis."""
+    from skybuffer.pipeline.erasing import forget
+    from skybuffer.pipeline.faults import Faults
+
+    s = settings_to_read(data_dir, config)
+    report = forget(s, did or [], keep_out, checkpoint=Faults(s.writer.fault).at)
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    for erasure in report.finished:
+        removed = sum(erasure.rows_removed.values())
+        typer.echo(f"forgot {erasure.did}: {removed:,} rows removed")
+    pending = [e.did for e in report.requests if e.pending]
+    typer.echo(
+        f"{len(report.requests):,} accounts forgotten in this lake"
+        + (f", {len(pending)} pending: {', '.join(pending)}" if pending else "")
+        + f" ({report.seconds:.1f}s)"
+    )

@@ -56,6 +56,8 @@ class Manifest:
     duplicates_dropped: int = 0
     late_files: int = 0
     """Files added after the first seal (late events), deduplicated."""
+    forgotten_rows: int = 0
+    """Rows removed by erasure requests (`lake forget`, lake/eraser.py)."""
     sealed: bool = True
     sealed_at: str = ""
     writer_version: str = __version__

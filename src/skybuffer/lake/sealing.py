@@ -26,10 +26,12 @@ file: their rows minus the identities the hour already holds, listed in the mani
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -37,10 +39,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from skybuffer.errors import ConfigError, LakeWriteError
+from skybuffer.errors import ConfigError, LakeWriteError, LeaseHeld
 from skybuffer.lake import schema as lake_schema
 from skybuffer.lake.layout import TIME_FIELDS, Layout, remote, root_path
-from skybuffer.lake.ledger import identity_sql
+from skybuffer.lake.ledger import STATE_DIR, identity_sql
 from skybuffer.lake.manifest import (
     SEALED_PREFIX,
     FileEntry,
@@ -118,6 +120,24 @@ class Sealer:
         self.root = root_path(lake.root)
         self.layout = Layout(self.root, lake.path_template)
 
+    @contextmanager
+    def exclusive(self, wait: bool = False) -> Iterator[None]:
+        """One sealing run (or erasure) per lake: a flock on ``_skybuffer/seal.lock`` the
+        kernel releases with a killed process; held elsewhere: LeaseHeld, or ``wait``."""
+        directory = os.path.join(self.root, STATE_DIR)
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, "seal.lock"), "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not wait:
+                    raise LeaseHeld(
+                        f"another sealing run holds {handle.name}; it finishes by itself"
+                    ) from None
+                log.warning("Waiting for %s: a sealing run holds it.", handle.name)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
     def hours(self, type_: str) -> list[Hour]:
         """Every partition directory of ``type_`` that holds data, oldest first."""
         found = []
@@ -137,7 +157,7 @@ class Sealer:
 
     def seal(self, hour: Hour) -> SealResult | None:
         """Seal an open hour, or fold a sealed hour's late files in; None if nothing to do."""
-        hour = self._recover(hour)
+        hour = self.recover(hour)
         inputs = hour.unsealed
         if not inputs:
             return None
@@ -155,7 +175,7 @@ class Sealer:
         # Everything the manifest says is computed before the rename: from it to the
         # removal of the inputs (the moment a plain reader could see both) is a few ms.
         figures = Figures.of([*held, temp] if rows else held)
-        entry = _entry_of(temp) if rows else None
+        entry = entry_of(temp) if rows else None
         self.checkpoint("seal_before_publish")
         if entry is not None:
             os.replace(temp, os.path.join(hour.directory, entry.name))
@@ -168,10 +188,10 @@ class Sealer:
         manifest = self._manifest(hour, new_files, inputs, result, figures)
         write_manifest(hour.directory, manifest)
         self.checkpoint("seal_before_remove")
-        self._remove(hour.directory, inputs)
+        self.remove(hour.directory, inputs)
         return result
 
-    def _recover(self, hour: Hour) -> Hour:
+    def recover(self, hour: Hour) -> Hour:
         """Finish or undo what an interrupted seal left, then look again."""
         directory = hour.directory
         listed = hour.manifest.names if hour.manifest else set()
@@ -182,7 +202,7 @@ class Sealer:
                 log.info("Removing %s, left by a seal that did not finish.", name)
                 os.unlink(os.path.join(directory, name))
         if hour.manifest is not None:
-            self._remove(directory, [n for n in hour.manifest.replaced if n in hour.files])
+            self.remove(directory, [n for n in hour.manifest.replaced if n in hour.files])
         names = sorted(n for n in os.listdir(directory) if n.endswith(".parquet"))
         return Hour(hour.type, directory, hour.bucket, names, read_manifest(directory))
 
@@ -198,7 +218,7 @@ class Sealer:
             total = _count(con, sql_list(read))
             relation = con.sql(_dedup_query(type_, read, held))
             batches = relation.to_arrow_reader(self.settings.seal_row_group_rows)
-            with self._parquet_writer(type_, temp) as writer:
+            with self.parquet_writer(type_, temp) as writer:
                 for batch in batches:
                     writer.write_table(pa.Table.from_batches([batch]).cast(schema), batch.num_rows)
                     rows += batch.num_rows
@@ -209,7 +229,7 @@ class Sealer:
         fsync(temp)
         return rows, total
 
-    def _parquet_writer(self, type_: str, path: str) -> pq.ParquetWriter:
+    def parquet_writer(self, type_: str, path: str) -> pq.ParquetWriter:
         """The DataWriter's encodings (lake/writer.py): compression, dictionaries, stats."""
         return pq.ParquetWriter(
             path,
@@ -252,10 +272,11 @@ class Sealer:
             replaced=sorted({*before.replaced, *inputs}),
             duplicates_dropped=before.duplicates_dropped + result.duplicates_dropped,
             late_files=before.late_files + (1 if result.late else 0),
+            forgotten_rows=before.forgotten_rows,
             sealed_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
 
-    def _remove(self, directory: str, names: list[str]) -> None:
+    def remove(self, directory: str, names: list[str]) -> None:
         for name in names:
             try:
                 os.unlink(os.path.join(directory, name))
@@ -264,7 +285,7 @@ class Sealer:
         fsync(directory)
 
 
-def _entry_of(temp: str) -> FileEntry:
+def entry_of(temp: str) -> FileEntry:
     """The manifest entry of a written temp file, named by its content's SHA-256."""
     digest = sha256_of(temp)
     name = f"{SEALED_PREFIX}{digest[:16]}.parquet"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
@@ -9,6 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from skybuffer.buffer.stream_ids import id_key
+from skybuffer.lake.erasures import Erasures, forgotten_mask
 from skybuffer.lake.layout import ENTRIES_KEY, TEMP_PREFIX, TEMP_SUFFIX, file_name
 from skybuffer.lake.writer import LakeWriter, PartFile, failure
 from skybuffer.processes import fsync
@@ -148,3 +150,48 @@ class StagedBatch:
 
     def _where(self) -> str:
         return ", ".join(p.directory for p in self.parts.values()) or self.lake.layout.root
+
+
+def withhold_staged(lake: LakeWriter, parts: list[PartFile], erasures: Erasures) -> list[PartFile]:
+    """The staged files again without the rows of accounts forgotten since they were
+    staged (rare: a `lake forget` between staging and publishing), row group by row
+    group; a file left empty is dropped. The batch's entries cannot be converted again
+    (their payloads are released as they convert), so the files are what is filtered."""
+    kept = []
+    try:
+        for part in parts:
+            if _withhold_part(lake, part, erasures):
+                kept.append(part)
+            else:
+                lake.discard([part])
+    except (OSError, pa.ArrowException) as exc:
+        lake.discard(parts)
+        raise failure(parts[0].directory if parts else lake.layout.root, exc) from exc
+    return kept
+
+
+def _withhold_part(lake: LakeWriter, part: PartFile, erasures: Erasures) -> bool:
+    """Rewrite one staged file without forgotten accounts; False if no row is left."""
+    temp = f"{part.temp.removesuffix(TEMP_SUFFIX)}-withheld{TEMP_SUFFIX}"
+    rows, ids = 0, set()
+    accounts = list(erasures.accounts.values())
+    with lake.parquet_writer(part.type, temp) as writer:
+        for batch in pq.ParquetFile(part.temp).iter_batches(lake.settings.row_group_rows):
+            table = pa.Table.from_batches([batch])
+            mask = forgotten_mask(table, accounts)
+            table = table if mask is None else table.filter(pc.invert(mask))
+            if table.num_rows:
+                writer.write_table(table, table.num_rows)
+                rows += table.num_rows
+                ids.update(pc.unique(table["stream_id"]).to_pylist())
+        if rows:
+            writer.add_key_value_metadata({ENTRIES_KEY: ",".join(sorted(ids, key=id_key))})
+    if not rows:
+        lake.discard([PartFile(part.type, part.directory, temp)])
+        return False
+    fsync(temp)
+    os.replace(temp, part.temp)
+    part.rows, part.entry_ids = rows, ids
+    lake.verify(part)
+    part.name = file_name(ids, lake.partition)
+    return True

@@ -32,13 +32,13 @@ appears atomically, and fsync does not apply. Only the local filesystem is teste
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -170,8 +170,7 @@ class LakeWriter:
                 f"entries, not {part.rows} rows of {len(part.entry_ids)}",
             )
 
-    @contextmanager
-    def publishing(self) -> Iterator[None]:
+    def publishing(self) -> contextlib.AbstractContextManager[None]:
         """One publisher at a time on this lake, per buffer partition (an flock, released
         by the kernel if the process dies). Held from the lease check to the commit, so a
         stale owner that stalls inside that step delays the new owner's publish instead of
@@ -179,29 +178,8 @@ class LakeWriter:
         publish beside it. Object stores have no such lock: there the lease check alone
         fences (documented)."""
         if not self.local:
-            yield
-            return
-        os.makedirs(self.layout.root, exist_ok=True)
-        lock = (
-            PUBLISH_LOCK.replace(".lock", f"-{self.partition}.lock")
-            if self.partition
-            else PUBLISH_LOCK
-        )
-        fd = os.open(os.path.join(self.layout.root, lock), os.O_RDWR | os.O_CREAT, 0o640)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.warning(
-                    "Waiting for the lake's publish lock %s: another DataWriter holds "
-                    "it (one stopped inside its publish step holds it until it "
-                    "resumes or dies).",
-                    lock,
-                )
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+            return contextlib.nullcontext()
+        return publish_lock(self.layout.root, self.partition)
 
     def retract(self, files: list[WrittenFile]) -> None:
         """Delete files this writer just published and may not commit (its lease passed to
@@ -372,6 +350,28 @@ class LakeWriter:
                 fsync(os.path.dirname(path))
         except OSError as exc:
             raise failure(directory, exc) from exc
+
+
+@contextlib.contextmanager
+def publish_lock(root: str, partition: str = "") -> Iterator[None]:
+    """The publish lock of one buffer partition's files in a local lake (``publishing``);
+    the eraser takes it too (lake/eraser.py) to rewrite files a DataWriter may replace."""
+    os.makedirs(root, exist_ok=True)
+    lock = PUBLISH_LOCK.replace(".lock", f"-{partition}.lock") if partition else PUBLISH_LOCK
+    fd = os.open(os.path.join(root, lock), os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning(
+                "Waiting for the lake's publish lock %s: another DataWriter holds it (one "
+                "stopped inside its publish step holds it until it resumes or dies).",
+                lock,
+            )
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def failure(path: str, exc: BaseException | str) -> LakeWriteError:

@@ -65,10 +65,11 @@ from skybuffer.errors import (
     LeaseHeld,
     LeaseLost,
 )
+from skybuffer.lake.erasures import Erasures
 from skybuffer.lake.extraction import SqlRowBuilder
 from skybuffer.lake.ledger import Ledger
 from skybuffer.lake.rows import RowBuilder
-from skybuffer.lake.staging import StagedBatch
+from skybuffer.lake.staging import StagedBatch, withhold_staged
 from skybuffer.lake.writer import LakeWriter, PartFile, WrittenFile
 from skybuffer.observability import writer_stats
 from skybuffer.pipeline.conversion import Converter
@@ -119,6 +120,8 @@ class DataWriter:
             lake, name, writer.claim_idle_seconds, exclusive=not partition, partition=partition
         )
         self.ledger = Ledger(self.lake.layout.root, partition) if self.lake.local else None
+        self.erasures = Erasures(self.lake.layout.root) if self.lake.local else None
+        """Accounts the lake must not hold (`lake forget`); an object-store lake has none."""
         self.forgetting = Forgetting(
             self.client,
             self.keys,
@@ -245,6 +248,24 @@ class DataWriter:
 
     def _stage_publish_commit(self, batch: ReadBatch, result: TypeResult) -> None:
         began = time.monotonic()
+        generation = self.erasures.refresh() if self.erasures else 0
+        parts, dead = self._stage(batch)
+        with self.lake.publishing():
+            if self.erasures and self.erasures.changed_since(generation):
+                # An erasure recorded since staging (under this lock: lake/erasures.py)
+                # may name an account in these rows: the staged files lose them first.
+                parts = withhold_staged(self.lake, parts, self.erasures)
+            commit, files = self._publish_and_commit(batch, parts, dead)
+        result.replayed += self.forgetting.save(batch.type)
+        self.faults.at("before_trim")
+        result.add(files, commit, self.consumer.trim(batch.type))
+        record_batch(batch, files, dead, commit.deadletters, time.monotonic() - began)
+        written = (sum(f.rows for f in files), sum(f.bytes for f in files), len(files))
+        self._remember(writer_stats.record_batch, batch.type, *written)
+
+    def _stage(self, batch: ReadBatch) -> tuple[list[PartFile], dict[str, list[DeadLetter]]]:
+        """The batch's rows in temp files, less replayed copies and forgotten accounts;
+        its dead letters."""
         dead: dict[str, list[DeadLetter]] = {}
         staged = StagedBatch(self.lake, batch.type, batch.ids[0])
         try:
@@ -255,9 +276,11 @@ class DataWriter:
                 rows = converted.rows
                 if rows is not None and rows.table.num_rows:
                     table, hours, _ = self.forgetting.unreplayed(batch.type, rows)
+                    if self.erasures:
+                        table, hours = self.erasures.withhold(table, hours)
                     staged.append(table, hours)
                 del rows, converted
-            parts = staged.finish()
+            return staged.finish(), dead
         except LakeWriteError as exc:
             staged.abort()
             if not self.lease.renew():  # the new owner removed this stale writer's temps
@@ -266,14 +289,6 @@ class DataWriter:
         except BaseException:
             staged.abort()
             raise
-        with self.lake.publishing():
-            commit, files = self._publish_and_commit(batch, parts, dead)
-        result.replayed += self.forgetting.save(batch.type)
-        self.faults.at("before_trim")
-        result.add(files, commit, self.consumer.trim(batch.type))
-        record_batch(batch, files, dead, commit.deadletters, time.monotonic() - began)
-        written = (sum(f.rows for f in files), sum(f.bytes for f in files), len(files))
-        self._remember(writer_stats.record_batch, batch.type, *written)
 
     def _remember(self, record: Callable[..., None], *args: Any) -> None:
         writer_stats.remember(self.client, self.keys, record, *args)

@@ -15,7 +15,9 @@ log = logging.getLogger("skybuffer.pipeline.datawriter")  # the DataWriter's own
 
 SEAL_STEPS = ("seal_before_publish", "seal_before_manifest", "seal_before_remove")
 """The steps of a seal (lake/sealing.py) a crash test can stop at."""
-FAULT_STEPS = ("after_first_file", "before_ack", "before_trim", *SEAL_STEPS)
+FORGET_STEPS = ("forget_before_manifest", "forget_before_remove", "forget_before_replace")
+"""The steps of an erasure's rewrite (lake/eraser.py) a crash test can stop at."""
+FAULT_STEPS = ("after_first_file", "before_ack", "before_trim", *SEAL_STEPS, *FORGET_STEPS)
 """Where ``writer.fault`` makes the process exit abruptly (os._exit), for crash tests."""
 FAULT_EXIT_CODE = 86
 

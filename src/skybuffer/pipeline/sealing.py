@@ -14,28 +14,26 @@ its hour as usual, and the next run folds it into the sealed hour, deduplicated
 (lake/sealing.py). So sealing can be early, never lossy.
 
 One sealing run at a time per lake: a lock file (``_skybuffer/seal.lock``, flock), which a
-killed run's process releases with it.
+killed run's process releases with it. Each run first finishes any erasure request
+(`lake forget`) a killed run left pending (pipeline/erasing.py).
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from skybuffer.constants import CURSOR_POSITION, TYPES
-from skybuffer.errors import LeaseHeld
 from skybuffer.lake.ledger import STATE_DIR
 from skybuffer.lake.manifest import SEAL_STATS, read_figures, write_figures
 from skybuffer.lake.schema import HOUR_US
 from skybuffer.lake.sealing import Hour, Sealer, SealResult
 from skybuffer.observability.status import BufferView
+from skybuffer.pipeline.erasing import finish_erasures
 from skybuffer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -122,7 +120,8 @@ def seal_ready(
     sealer = Sealer(settings.lake, checkpoint)
     report = SealReport(watermark if watermark is not None else watermark_us(settings))
     started = time.monotonic()
-    with _exclusive(sealer.root):
+    with sealer.exclusive():
+        finish_erasures(settings, sealer)
         for type_ in types:
             for hour in sealer.hours(type_):
                 if hour.interrupted and not hour.unsealed:
@@ -155,21 +154,6 @@ def _log(result: SealResult) -> None:
         result.files_in,
         result.duplicates_dropped,
     )
-
-
-@contextmanager
-def _exclusive(root: str) -> Iterator[None]:
-    """One sealing run per lake: a flock the kernel releases with a killed process."""
-    directory = os.path.join(root, "_skybuffer")
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "seal.lock"), "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LeaseHeld(
-                f"another sealing run holds {handle.name}; it finishes by itself"
-            ) from None
-        yield
 
 
 def record(root: str, report: SealReport) -> None:
