@@ -102,6 +102,8 @@ def test_there_are_two_dashboards_with_unique_ids_and_the_provisioned_datasource
                 "skybuffer_lake_bytes",
                 "max by (partition) (skybuffer_partition_oldest_age_seconds)",
                 "sum by (partition) (skybuffer_partition_buffer_events)",
+                "skybuffer_seal_oldest_open_hour_age_seconds", "skybuffer_seal_hours_total",
+                "skybuffer_seal_duplicates_dropped_total", "skybuffer_lake_erasures_pending",
             ],
         ),
     ],

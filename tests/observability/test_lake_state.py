@@ -1,5 +1,6 @@
-"""The lake's sealing and verification figures on /metrics: what the runs leave in
-_skybuffer/, and the age of the oldest hour still open (what SealOverdue watches)."""
+"""The lake's sealing, verification and erasure figures on /metrics: what the runs leave
+in _skybuffer/, the age of the oldest hour still open (what SealOverdue watches), and
+the erasure requests pending (what ErasurePending watches)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,17 @@ def test_a_lake_without_runs_or_open_hours_exports_zeros(tmp_path: Path) -> None
     samples = {s.name: s.value for f in seal_families(lake_state(tmp_path)) for s in f.samples}
     assert samples["skybuffer_seal_oldest_open_hour_age_seconds"] == 0
     assert samples["skybuffer_seal_runs_total"] == 0
+
+
+def test_pending_and_finished_erasures_are_exported(tmp_path: Path) -> None:
+    from skybuffer.lake.erasures import Erasures
+
+    erasures = Erasures(str(tmp_path))
+    an_hour_ago = (time.time_ns() // 1000) - 3_600_000_000
+    erasures.request("did:plc:aaa", an_hour_ago, keep_out=False)
+    erasures.request("did:plc:bbb", an_hour_ago, keep_out=True)
+    erasures.finish("did:plc:aaa", {"likes": 5, "posts": 2})
+    samples = {s.name: s.value for f in seal_families(lake_state(tmp_path)) for s in f.samples}
+    assert samples["skybuffer_lake_erasures_pending"] == 1
+    assert samples["skybuffer_lake_forgotten_rows_total"] == 7
+    assert 3_500 < samples["skybuffer_lake_oldest_erasure_age_seconds"] < 3_700

@@ -1,6 +1,7 @@
-"""The lake's sealing and verification figures, for /metrics: what the sealing runs and
-`lake verify` leave in ``{lake}/_skybuffer/`` (seal-stats.json, verify-stats.json), and
-how long the oldest unsealed hour has been over (the SealOverdue alert's series).
+"""The lake's sealing, verification and erasure figures, for /metrics: what the sealing
+runs and `lake verify` leave in ``{lake}/_skybuffer/`` (seal-stats.json,
+verify-stats.json), the erasure requests (erasures.json), and how long the oldest
+unsealed hour has been over (the SealOverdue alert's series).
 
 Read at scrape time by the DataWriter-serving process (observability/exporter.py); the
 runs themselves are short-lived flow-run processes, so the files are their memory.
@@ -12,10 +13,12 @@ import calendar
 import os
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from skybuffer.lake.erasures import Erasures
 from skybuffer.lake.ledger import STATE_DIR
 from skybuffer.lake.manifest import MANIFEST, SEAL_STATS, VERIFY_STATS, read_figures
 
@@ -26,10 +29,30 @@ def lake_state(root: Path) -> dict[str, float]:
     """The figures of both files, and the oldest open hour's age past its end."""
     state = read_figures(root / STATE_DIR / SEAL_STATS)
     state |= {f"verify_{k}": v for k, v in read_figures(root / STATE_DIR / VERIFY_STATS).items()}
+    state |= _erasure_figures(root)
     oldest = _oldest_open_hour_end(root)
     if oldest is not None:
         state["oldest_open_hour_age_seconds"] = max(0.0, time.time() - oldest)
     return state
+
+
+def _erasure_figures(root: Path) -> dict[str, float]:
+    """Erasure requests (`lake forget`) still pending, since when, and rows removed."""
+    try:
+        erasures = Erasures(str(root))
+        pending = erasures.pending()
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    figures = {
+        "erasures_pending": float(len(pending)),
+        "forgotten_rows_total": float(
+            sum(sum(e.rows_removed.values()) for e in erasures.accounts.values())
+        ),
+    }
+    if pending:
+        oldest = min(datetime.fromisoformat(e.requested_at).timestamp() for e in pending)
+        figures["oldest_erasure_age_seconds"] = max(0.0, time.time() - oldest)
+    return figures
 
 
 def _oldest_open_hour_end(root: Path) -> float | None:
@@ -76,6 +99,11 @@ def seal_families(state: dict[str, float]) -> Iterator[Metric]:
             "Duplicate events (by identity) dropped by sealing.",
         ),
         ("skybuffer_seal_runs_total", "runs_total", "Sealing runs finished."),
+        (
+            "skybuffer_lake_forgotten_rows_total",
+            "forgotten_rows_total",
+            "Rows removed from the lake by finished erasure requests (`lake forget`).",
+        ),
     ):
         yield CounterMetricFamily(name.removesuffix("_total"), doc, value=state.get(key, 0.0))
     for name, key, doc in (
@@ -98,6 +126,16 @@ def seal_families(state: dict[str, float]) -> Iterator[Metric]:
             "skybuffer_seal_oldest_open_hour_age_seconds",
             "oldest_open_hour_age_seconds",
             "Seconds since the end of the oldest hour still open (0: none).",
+        ),
+        (
+            "skybuffer_lake_erasures_pending",
+            "erasures_pending",
+            "Erasure requests (`lake forget`) recorded and not finished yet.",
+        ),
+        (
+            "skybuffer_lake_oldest_erasure_age_seconds",
+            "oldest_erasure_age_seconds",
+            "Seconds since the oldest pending erasure request was made (0: none).",
         ),
         (
             "skybuffer_lake_verify_problems",
