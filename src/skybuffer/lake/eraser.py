@@ -66,7 +66,18 @@ class Eraser:
         self.checkpoint = sealer.checkpoint
 
     def erase(self, erasure: Erasure, type_: str) -> int:
-        """Remove the account's rows from every file of ``type_``; the rows removed."""
+        """Remove the account's rows from every file of ``type_``; the rows removed.
+
+        Passes until one finds nothing: a DataWriter that meanwhile replaced an open file
+        it had read before the request (its rows from a Redis that forgot, lake/writer.py
+        ``keep_only``) left a new file the previous pass did not list."""
+        removed = total = self._pass(erasure, type_)
+        while removed:
+            removed = self._pass(erasure, type_)
+            total += removed
+        return total
+
+    def _pass(self, erasure: Erasure, type_: str) -> int:
         removed = 0
         for hour in self.sealer.hours(type_):
             if hour.interrupted:
@@ -98,6 +109,9 @@ class Eraser:
                 {"did": erasure.did},
             ).fetchall()
         except duckdb.Error as exc:
+            if not all(os.path.exists(p) for p in paths):
+                # A DataWriter replaced an open file while it was read: look again.
+                return self._holding(self.sealer.recover(hour), erasure)
             raise LakeWriteError(f"cannot read {hour.directory} to forget: {exc}") from exc
         finally:
             con.close()

@@ -64,7 +64,8 @@ class Forgetting:
             return
         redis_last = self.consumer.committed(type_)
         if id_key(redis_last) < id_key(published):
-            self._guard(type_, redis_last, published)
+            with self.lake.publishing():  # it rewrites lake files, as `lake forget` does
+                self._guard(type_, redis_last, published)
 
     def unreplayed(self, type_: str, rows: Rows) -> tuple[pa.Table, pa.Array, int]:
         """The rows and their hours, less the replayed copies the guard knows; how many."""
